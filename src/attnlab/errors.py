@@ -1,0 +1,9 @@
+"""Errors a user can cause (bad input files, bad names, impossible sizes).
+
+The CLI prints them as one line, ``attnlab: error: <message>``, and exits with status 2: no traceback.
+Messages name the problem and the fix.
+"""
+
+
+class UserError(Exception):
+    """An error in what the user asked for, not in attnlab. The message is shown as is."""
