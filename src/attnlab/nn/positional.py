@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
@@ -103,7 +102,8 @@ class RotaryEmbedding(nn.Module):
     def _tables(self, end: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
             length = max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 64)
-            inv_freq = torch.pow(self.base, -torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim)
+            exponents = torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim
+            inv_freq = torch.pow(self.base, -exponents)  # (D/2,)
             angles = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1) * inv_freq  # (T, D/2)
             angles = torch.cat([angles, angles], dim=-1)  # (T, D)
             self._cos, self._sin = angles.cos(), angles.sin()

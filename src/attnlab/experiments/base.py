@@ -1,0 +1,114 @@
+"""The contract between a task (experiment) and the one training engine (:mod:`attnlab.train`).
+
+An experiment says what data is, what the loss is, which held-out metrics to report and which
+figures to draw. It never owns a training loop: :func:`attnlab.train.fit` does, for every task.
+
+Configuration is typed dataclasses, resolved from defaults plus ``key=value`` overrides and saved
+next to every run:
+
+* ``TrainConfig``  — optimiser, schedule, budget, seed, Lightning pass-through (engine-owned);
+* ``Experiment.Config`` — the task's data options (sizes, noise, …);
+* ``ModelSpec.config`` — the model's hyper-parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TrainConfig:
+    """How to train, for any task. Every field can be overridden as ``key=value`` on the CLI."""
+
+    max_epochs: int = 20
+    max_time_s: float | None = 60.0  # wall-clock budget for fitting (None = no limit)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    scheduler: str = "cosine"  # cosine | none
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    patience: int | None = None  # early stopping on the validation loss (None = off)
+    seed: int = 0
+    num_workers: int = 0
+    # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.
+    accelerator: str = "cpu"
+    devices: str = "1"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+
+
+@dataclass
+class DataSplits:
+    """Train / validation / test datasets of one task, and how to collate them into batches."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    collate_fn: Callable[[list[Any]], Any] | None = None
+
+
+@dataclass
+class ModelSpec:
+    """A model of a task: a factory from its config dataclass to a forward-only ``nn.Module``."""
+
+    factory: Callable[[Any], nn.Module]
+    config: type  # dataclass of hyper-parameters with defaults
+    summary: str  # one line for `attnlab list`
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # per-model TrainConfig defaults
+
+
+class Experiment:
+    """Base class of a task. Subclasses set the class attributes and implement the methods.
+
+    Class attributes:
+        name: registry name (``attnlab fit NAME``).
+        summary: one line for ``attnlab list``.
+        Config: dataclass of the task's data options.
+        models: model name -> :class:`ModelSpec`.
+        default_model: the model ``attnlab fit NAME`` uses without ``--model``.
+        train_defaults: TrainConfig field overrides that suit this task (budget, lr, …).
+        monitor: the validation metric to select the best checkpoint and stop early on, and its mode.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type]
+    models: ClassVar[dict[str, ModelSpec]]
+    default_model: ClassVar[str]
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def data(self, seed: int) -> DataSplits:
+        """Build the three splits (deterministic for a given seed)."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """The training objective on one batch (a scalar)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """Held-out metrics of one batch, each a scalar mean over the batch; the engine averages
+        them over the split weighted by batch size. Always includes ``loss``."""
+        return {"loss": self.loss(model, batch)}
+
+    def batch_size_of(self, batch: Any) -> int:
+        """Number of examples in a batch (used to weight metric averages)."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])
+
+    def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
+        """Draw the task's figures (PNG) into ``out_dir`` after training; return their paths.
+        ``history`` holds one dict of logged metrics per epoch (train_loss, val_loss, …)."""
+        return []
