@@ -47,6 +47,7 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self.length = 0
+        self.queries_seen = 0  # queries already attended: their rotary offset with a static cache
 
     @property
     def keys(self) -> Tensor | None:
@@ -84,6 +85,7 @@ class KVCache:
     def reset(self) -> None:
         self._k = self._v = None
         self.length = 0
+        self.queries_seen = 0
 
 
 class MultiHeadAttention(nn.Module):
@@ -193,11 +195,12 @@ class MultiHeadAttention(nn.Module):
         if query.dim() != 3:
             raise ValueError(f"query must be 3-D ({'B, L, E' if self.batch_first else 'L, B, E'}), "
                              f"got shape {tuple(query.shape)}")
+        self_attention = query is key and key is value  # decided before any transpose
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))  # -> (B, L, E)
         B, L, _ = query.shape
 
-        if self.packed and query is key and key is value and cache is None:
+        if self.packed and self_attention and cache is None:
             q, k, v = self.in_proj(query).chunk(3, dim=-1)  # 3 × (B, L, E)
             q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, L, D_h)
         else:
@@ -207,11 +210,15 @@ class MultiHeadAttention(nn.Module):
             else:
                 k, v = self._project_kv(key, value)
                 k, v = self._heads(k), self._heads(v)  # (B, H, S_new, D_h)
-        past = 0 if cache is None or cache.static else cache.length
+        # Absolute position of query[:, 0]: the keys seen so far, or for a static (cross-attention)
+        # cache the queries seen so far.
+        past = 0 if cache is None else (cache.queries_seen if cache.static else cache.length)
         if self.rotary is not None:
             q = self.rotary(q, offset=past)
             if not (cache is not None and cache.static and cache.length):
                 k = self.rotary(k, offset=past)
+        if cache is not None:
+            cache.queries_seen += L
         if cache is not None and not (cache.static and cache.length):
             k, v = cache.append(k, v)  # (B, H, S, D_h): past + new
         S = k.shape[2]
