@@ -54,15 +54,27 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None, valid_lens: Tenso
         weights (never NaN, never uniform) and a zero, finite gradient.
     """
     allowed = _combine(scores, mask, valid_lens)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    # Subtract the row maximum ourselves so that a row of -inf stays finite: its max is
-    # replaced by 0, exp(-inf - 0) = 0, and the denominator is clamped away from zero.
-    row_max = scores.amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max)).detach()
-    exp = torch.exp(scores - row_max)
-    denom = exp.sum(dim=-1, keepdim=True)
-    return exp / denom.clamp_min(torch.finfo(exp.dtype).tiny)
+    neg_inf = torch.isneginf(scores)  # scores may exclude keys themselves (bounded kernels)
+    if neg_inf.any():
+        allowed = ~neg_inf if allowed is None else allowed & ~neg_inf
+    return softmax_allowed(scores, allowed)
+
+
+def softmax_allowed(scores: Tensor, allowed: Tensor | None) -> Tensor:
+    """Softmax over the last axis restricted to ``allowed`` keys (bool, broadcastable to ``scores``).
+
+    The fused ``torch.softmax`` does the work; rows with no allowed key are filled with zeros
+    before and after it, so they get zero weights and zero (finite) gradients instead of NaN.
+    Assumes ``scores`` is finite wherever ``allowed`` is True (use :func:`masked_softmax` otherwise).
+    """
+    if allowed is None:
+        return torch.softmax(scores, dim=-1)
+    empty = ~allowed.any(dim=-1, keepdim=True)  # (..., Q, 1): rows with nothing to attend
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if not empty.any():
+        return torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1)
+    return weights.masked_fill(empty, 0.0)
 
 
 def _combine(scores: Tensor, mask: Tensor | None, valid_lens: Tensor | None) -> Tensor | None:

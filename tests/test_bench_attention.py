@@ -1,0 +1,183 @@
+"""`attnlab bench attention` on tiny sizes: structure of the results, skip logic, targets and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.bench.attention import (
+    IMPLS,
+    AttentionBenchConfig,
+    AttentionBenchResult,
+    KVCacheResult,
+    Row,
+    attention_flops,
+    config_from_args,
+    evaluate_targets,
+    format_report,
+    measure_kvcache,
+    naive_attention,
+    naive_mha,
+    run_attention_bench,
+)
+from attnlab.bench.measure import peak_rss_supported
+from attnlab.cli import build_parser, main
+from attnlab.nn import MultiHeadAttention
+
+TINY = ["--lengths", "32", "--batch", "1", "--heads", "2", "--head-dim", "8", "--repeats", "1",
+        "--matmul-n", "64", "--no-kvcache"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny ops on 2 threads of a shared, busy machine mostly measure scheduling; 1 thread keeps these fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**overrides) -> AttentionBenchConfig:
+    cfg = AttentionBenchConfig(lengths=(32, 64), batch=1, heads=2, head_dim=8, repeats=1, warmup=1,
+                               budget_s=0.05, kvcache=False, matmul_n=64)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_result() -> AttentionBenchResult:
+    return run_attention_bench(tiny_config())
+
+
+def test_every_cell_is_timed_with_consistent_gflops(tiny_result):
+    res = tiny_result
+    assert res.matmul_gflops > 0 and math.isclose(res.matmul_gflops, 2 * 64**3 / res.matmul_ms / 1e6, rel_tol=1e-9)
+    assert len(res.matmul_gflops_runs) == 2 and res.matmul_gflops == pytest.approx(max(res.matmul_gflops_runs))
+    cells = {(r.length, r.mode, r.impl) for r in res.rows}
+    assert cells == {(L, m, i) for L in (32, 64) for m in ("fwd", "fwdbwd") for i in IMPLS}
+    for r in res.rows:
+        assert r.note == "" and r.ms is not None and r.ms > 0 and r.repeats >= 1
+        assert math.isclose(r.gflops, r.flops / (r.ms * 1e-3) / 1e9, rel_tol=1e-9)
+        assert math.isclose(r.x_matmul, r.gflops / res.matmul_gflops, rel_tol=1e-9)
+        assert (r.peak_mib is not None) == res.peak_memory_supported
+        if r.peak_mib is not None:
+            assert r.peak_mib >= 0
+
+
+def test_flop_conventions():
+    B, H, L, D = 2, 3, 10, 4
+    E = H * D
+    core = 4 * B * H * L * L * D
+    assert attention_flops("core", B, H, L, D, "fwd") == core
+    assert attention_flops("mha", B, H, L, D, "fwd") == core + 8 * B * L * E * E
+    assert attention_flops("mha", B, H, L, D, "fwdbwd") == 3 * (core + 8 * B * L * E * E)
+
+
+def test_tiny_memory_limit_skips_only_materialising_impls():
+    res = run_attention_bench(tiny_config(lengths=(32,), max_memory_gb=1e-9))
+    assert len(res.rows) == 2 * len(IMPLS)
+    for r in res.rows:
+        if not IMPLS[r.impl].materialises(r.mode):
+            assert r.ms is not None and r.ms > 0 and r.note == ""
+        else:
+            assert r.ms is None and r.gflops is None and r.note.startswith("skipped: needs ~"), r
+    fast = [r for r in res.rows if r.impl == "attnlab-fast"]
+    assert len(fast) == 2 and all(r.ms for r in fast)
+    assert "skipped: needs ~" in format_report(res, evaluate_targets(res))
+
+
+def test_naive_implementations_match_attnlab_and_sdpa():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        expected = mha(x, x, x)[0]
+        torch.testing.assert_close(naive_mha(x, mha.in_proj, mha.out_proj, 4), expected, atol=1e-5, rtol=1e-5)
+    q, k, v = (torch.randn(6, 7, 4) for _ in range(3))
+    torch.testing.assert_close(naive_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_kvcache_section_reports_positions_and_ratio():
+    kv = measure_kvcache(tiny_config(kv_repeats=1))
+    assert set(kv.ms_at) == {20, 200} and all(ms > 0 for ms in kv.ms_at.values())
+    assert kv.ratio == pytest.approx(kv.ms_at[200] / kv.ms_at[20])
+    assert kv.nocache_position == 200 and kv.nocache_ms > 0
+
+
+def _row(length: int, impl: str, ms: float, peak: float | None = None, mode: str = "fwd") -> Row:
+    flops = 1e9
+    return Row(length, 4, mode, impl, flops, ms=ms, gflops=flops / ms / 1e6, x_matmul=flops / ms / 1e6 / 100,
+               peak_mib=peak, repeats=1)
+
+
+def test_targets_pass_fail_and_not_measured():
+    res = AttentionBenchResult(AttentionBenchConfig(), "x", 2, 16.0, True, matmul_ms=1.0, matmul_gflops=100.0,
+                               matmul_gflops_runs=[100.0, 90.0])
+    assert [t.status for t in evaluate_targets(res)] == ["not measured"] * 4
+    res.rows = [
+        _row(4096, "attnlab-fast", 100.0), _row(4096, "torch-noweights", 110.0), _row(4096, "torch-default", 200.0),
+        _row(1024, "core-sdpa", 10.0),  # 100 GFLOP/s = 1.0x matmul
+        _row(16384, "attnlab-fast", 1000.0, peak=2100.0),
+    ]
+    res.kvcache = KVCacheResult(512, 8, {20: 0.1, 200: 0.12}, 1.2, 200, 1.0)
+    assert [t.status for t in evaluate_targets(res)] == ["FAIL", "PASS", "FAIL", "PASS"]  # 2.0x < 2.5x torch default
+    res.rows[2].ms = 300.0
+    res.rows[4].peak_mib = 300.0
+    assert [t.status for t in evaluate_targets(res)] == ["PASS"] * 4
+
+
+def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
+    out_file = tmp_path / "bench.json"
+    assert main(["bench", "attention", *TINY, "--modes", "fwd", "--json", str(out_file)]) == 0
+    out = capsys.readouterr()
+    assert "L=32  B=1  H=2  D=8  fwd" in out.out and "attnlab-fast" in out.out and "targets" in out.out
+    assert "FLOPs: attention core forward = 4*B*H*L^2*D" in out.out
+    assert "[1/7] L=32" in out.err.replace("[ ", "[")  # progress, one line per cell
+    data = json.loads(out_file.read_text())
+    assert [r["impl"] for r in data["rows"]] == list(IMPLS) and len(data["targets"]) == 4
+    if peak_rss_supported():
+        assert all(r["peak_mib"] is not None for r in data["rows"])
+
+
+def test_options_build_the_config():
+    full = config_from_args(build_parser().parse_args(["bench", "attention"]))
+    assert full.lengths == (256, 1024, 4096, 16384) and full.batch_for(4096) == 4 and full.batch_for(16384) == 1
+    assert full.max_memory_gb is None and full.kvcache and full.impls == tuple(IMPLS)
+    args = build_parser().parse_args(["bench", "attention", "--quick", "--lengths", "512, 64", "--impls",
+                                      "core-sdpa,attnlab-fast,core-sdpa", "--max-memory-gb", "0.5", "--no-kvcache"])
+    cfg = config_from_args(args)
+    assert cfg.lengths == (512, 64) and cfg.repeats == 3 and cfg.impls == ("core-sdpa", "attnlab-fast")
+    assert cfg.max_memory_gb == 0.5 and not cfg.kvcache
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lengths", "abc"], "--lengths must be an integer, got 'abc'"),
+        (["--lengths", "64,0"], "--lengths must be at least 1"),
+        (["--dtype", "fp64"], "--dtype must be one of fp32, bf16, got 'fp64'"),
+        (["--impls", "attnlab-fast,flash"], "--impls: unknown 'flash'"),
+        (["--modes", "bwd"], "--modes: unknown 'bwd'"),
+        (["--max-memory-gb", "-1"], "--max-memory-gb must be positive"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(capsys, args, message):
+    assert main(["bench", "attention", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("attnlab: error: ") and message in err
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds on a busy machine
+def test_python_dash_m_bench_is_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "attnlab.bench", "attention", "--dtype", "fp64"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == "attnlab: error: --dtype must be one of fp32, bf16, got 'fp64'\n"
