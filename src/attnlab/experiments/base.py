@@ -35,7 +35,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | none
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
-    patience: int | None = None  # early stopping on the validation loss (None = off)
+    patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)
     seed: int = 0
     num_workers: int = 0
     # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.

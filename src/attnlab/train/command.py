@@ -1,0 +1,183 @@
+"""``attnlab fit`` and ``attnlab list``: thin wrappers over :func:`attnlab.train.fit` and the registry."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from attnlab import registry
+from attnlab.experiments.base import Experiment, TrainConfig
+from attnlab.train.config import field_types, type_name
+
+FIT_EPILOG = """\
+overrides: KEY=VALUE sets a field of the train config, of the experiment's config or of the model's config
+(see `attnlab list EXPERIMENT`); prefix train., data. or model. when a key is in more than one of them.
+Values: ints, floats, true/false, none, comma lists (3,5).
+
+examples:
+  attnlab fit sine --model transformer max_epochs=5 lr=3e-4
+  attnlab fit sine --out runs/sine-a --resume max_epochs=10
+  attnlab fit sine devices=2 strategy=ddp
+  attnlab fit sine --out /shared/runs/sine-ddp accelerator=gpu devices=4 num_nodes=2 strategy=ddp
+    (with several machines, give every node the same --out on a shared filesystem)
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``fit`` and ``list`` sub-commands."""
+    fit_parser = subparsers.add_parser(
+        "fit",
+        help="train an experiment with one of its models and write a run folder",
+        description="Train EXPERIMENT with one of its models, test the best checkpoint, write a run folder.",
+        epilog=FIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit_parser.add_argument("experiment", metavar="EXPERIMENT", help="experiment name (see `attnlab list`)")
+    _add_fit_options(fit_parser)
+    # Everything after EXPERIMENT: overrides, possibly mixed with the options above (parsed in _run_fit).
+    fit_parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
+    fit_parser.set_defaults(func=_run_fit, fit_parser=fit_parser)
+
+    list_parser = subparsers.add_parser(
+        "list",
+        help="list experiments and their models",
+        description="List experiments and their models (default marked *). "
+        "With EXPERIMENT, also list the keys `attnlab fit` accepts, with their defaults.",
+    )
+    list_parser.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="show one experiment in detail")
+    list_parser.set_defaults(func=_run_list)
+
+
+def _add_fit_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--model", "-m", default=default, help="model name (default: the experiment's default model)")
+    parser.add_argument(
+        "--out",
+        "-o",
+        metavar="DIR",
+        default=default,
+        help="run folder (default: runs/<experiment>-<model>-<timestamp>)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="continue from the run folder's last checkpoint (the latest run of this experiment/model without --out)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=argparse.SUPPRESS if suppress else True,
+        help="hide the progress bar",
+    )
+    parser.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        default=argparse.SUPPRESS if suppress else True,
+        help="do not draw the experiment's figures",
+    )
+
+
+def _parse_rest(args: argparse.Namespace) -> list[str]:
+    """Split the tail after EXPERIMENT into options (merged into ``args``) and ``key=value`` overrides."""
+    if any(item in ("-h", "--help") for item in args.rest):
+        args.fit_parser.print_help()
+        raise SystemExit(0)
+    tail = argparse.ArgumentParser(prog="attnlab fit EXPERIMENT", add_help=False)
+    _add_fit_options(tail, suppress=True)
+    tail.add_argument("overrides", nargs="*")
+    parsed = tail.parse_intermixed_args(args.rest)
+    overrides = parsed.__dict__.pop("overrides")
+    vars(args).update(vars(parsed))
+    return overrides
+
+
+def _setup_logging() -> None:
+    """Show attnlab's info messages (one line each) on stderr, from rank 0 only."""
+    from attnlab.train.engine import is_rank_zero
+
+    logger = logging.getLogger("attnlab")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("attnlab: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if is_rank_zero() else logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (which tests and notebooks may swap)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4g}" for name, value in metrics.items()) or "-"
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from attnlab.train.engine import fit, is_rank_zero
+
+    overrides = _parse_rest(args)
+    _setup_logging()
+    result = fit(
+        args.experiment,
+        args.model,
+        overrides,
+        run_dir=args.out,
+        resume=args.resume,
+        progress=args.progress,
+        figures=args.figures,
+    )
+    if is_rank_zero():
+        print(f"{result.experiment}/{result.model}: {result.run_dir}")
+        print(
+            f"  params {result.params:,}   epochs {result.epochs}   train {result.train_seconds:.1f} s   "
+            f"figures {len(result.figures)}"
+        )
+        print(f"  test  {_format_metrics(result.metrics)}")
+        print(f"  val   {_format_metrics(result.val_metrics)}")
+    return 0
+
+
+def _defaults_line(cls: type, values: dict[str, Any] | None = None) -> str:
+    instance = cls(**(values or {}))
+    types_ = field_types(cls)
+    return ", ".join(f"{key}={getattr(instance, key)!r} ({type_name(tp)})" for key, tp in types_.items()) or "-"
+
+
+def _describe(experiment: type[Experiment], detail: bool) -> list[str]:
+    lines = [f"{experiment.name:<20} {experiment.summary}"]
+    width = max((len(name) for name in experiment.models), default=0) + 2
+    for name, spec in experiment.models.items():
+        mark = "*" if name == experiment.default_model else " "
+        lines.append(f"  {mark} {name:<{width}} {spec.summary}")
+    if detail:
+        monitor, mode = experiment.monitor
+        lines.append(f"  best checkpoint: {monitor} ({mode})")
+        train_defaults = dict(experiment.train_defaults)
+        lines.append(f"  train. keys: {_defaults_line(TrainConfig, train_defaults)}")
+        lines.append(f"  data. keys: {_defaults_line(experiment.Config)}")
+        for name, spec in experiment.models.items():
+            extra = f" (train overrides: {spec.train_overrides})" if spec.train_overrides else ""
+            lines.append(f"  model. keys of {name}: {_defaults_line(spec.config)}{extra}")
+    return lines
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        print("\n".join(_describe(registry.get_experiment(args.experiment), detail=True)))
+        return 0
+    table = registry.experiments()
+    if not table:
+        print("no experiments registered")
+        return 0
+    print("experiments and their models (* = default; `attnlab list EXPERIMENT` shows the config keys):")
+    for experiment in table.values():
+        print("\n".join(_describe(experiment, detail=False)))
+    return 0

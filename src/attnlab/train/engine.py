@@ -1,0 +1,408 @@
+"""``fit``: train any registered experiment with any of its models and write one run folder.
+
+Run folder (``runs/<experiment>-<model>-<timestamp>/`` unless ``run_dir`` is given)::
+
+    config.json        experiment and model names + resolved train / experiment / model configs
+    metrics.json       test and validation metrics of the best model, params, train seconds, epochs, history
+    model.safetensors  weights of the best checkpoint (load with :func:`attnlab.train.load_model`)
+    checkpoints/       last.ckpt (for --resume) and best.ckpt (best on the experiment's monitor)
+    logs/version_0/    Lightning's CSV log, metrics.csv (per step and per epoch); version_1/ … after resumes
+    figures/           the experiment's figures, drawn with the best model
+
+Under DDP every process runs :func:`fit`; only global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from attnlab import registry
+from attnlab.errors import UserError
+from attnlab.experiments.base import TrainConfig
+from attnlab.train.config import RunConfig, resolve
+from attnlab.train.module import TaskModule
+from attnlab.train.weights import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    build_model,
+    read_config,
+    save_weights,
+    write_config,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_ROOT = Path("runs")
+_RUN_DIR_ENV = "ATTNLAB_RUN_DIR"  # hands the run folder of rank 0 to the DDP processes it launches
+_RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+# Lightning warnings that are not actionable for attnlab's small in-memory data sets and fixed layout.
+_NOISE = (
+    r".*does not have many workers.*",
+    r".*smaller than the logging interval.*",
+    r".*exists and is not empty.*",
+    r".*`srun` command is available.*",
+    r".*GPU available but not used.*",
+    r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning 2.6 with torch >= 2.9
+)
+
+
+@dataclass
+class RunResult:
+    """What one :func:`fit` produced.
+
+    Attributes:
+        run_dir: the run folder.
+        experiment: experiment name.
+        model: model name.
+        metrics: held-out test metrics of the best model, by the names :meth:`Experiment.evaluate` returns.
+        val_metrics: validation metrics of the best model, same names.
+        params: number of parameters of the model.
+        train_seconds: wall-clock seconds of training (including earlier runs it resumed).
+        epochs: finished training epochs.
+        figures: paths of the figures drawn.
+        history: one dict per epoch (``epoch``, ``train_loss``, ``val_<metric>``, ``lr``).
+        monitor: ``(validation metric, "min"|"max")`` that chose the best checkpoint.
+        config: the resolved configuration.
+    """
+
+    run_dir: Path
+    experiment: str
+    model: str
+    metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    params: int
+    train_seconds: float
+    epochs: int
+    figures: list[Path] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    monitor: tuple[str, str] = ("val_loss", "min")
+    config: RunConfig | None = None
+
+    @property
+    def metric(self) -> tuple[str, float]:
+        """The headline test metric: the experiment's monitor metric (``val_acc`` -> ``("acc", test acc)``)."""
+        name = self.monitor[0].removeprefix("val_")
+        return name, self.metrics.get(name, math.nan)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def is_rank_zero() -> bool:
+    """True unless the environment says this process is not global rank 0 (DDP children, other nodes)."""
+    return all(os.environ.get(name, "0") == "0" for name in _RANK_ENV)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's info logs (GPU available, tips, seed set, …) and its non-actionable warnings."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class _ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar without the logger version number."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+def _devices(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+@contextlib.contextmanager
+def _exported_run_dir(run_dir: Path) -> Iterator[None]:
+    """Put the run folder in the environment, which the DDP processes Lightning launches inherit."""
+    previous = os.environ.get(_RUN_DIR_ENV)
+    os.environ[_RUN_DIR_ENV] = str(run_dir.resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_RUN_DIR_ENV, None)
+        else:
+            os.environ[_RUN_DIR_ENV] = previous
+
+
+@contextlib.contextmanager
+def _interruptible(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning answers Ctrl-C with ``sys.exit(1)`` after a graceful shutdown; turn that back into a
+    KeyboardInterrupt (the CLI reports it and exits 130) and restore the default SIGINT handler."""
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
+
+
+def _new_run_dir(root: Path, experiment: str, model: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{experiment}-{model}-{stamp}"
+    n = 1
+    while candidate.exists():
+        candidate = root / f"{experiment}-{model}-{stamp}-{n}"
+        n += 1
+    return candidate
+
+
+def _latest_run_dir(root: Path, experiment: str, model: str) -> Path:
+    runs = sorted(
+        (p for p in root.glob(f"{experiment}-{model}-*") if (p / "checkpoints" / "last.ckpt").is_file()),
+        key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime,
+    )
+    if not runs:
+        raise UserError(f"no run of {experiment}/{model} to resume in {root}/; pass its folder with --out")
+    return runs[-1]
+
+
+def _make_trainer(
+    train: TrainConfig, run_dir: Path, monitor: tuple[str, str], progress: bool
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=monitor[0],
+        mode=monitor[1],
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[L.Callback] = [checkpoint]
+    if train.patience is not None:
+        callbacks.append(
+            EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=train.patience, check_on_train_epoch_end=True)
+        )
+    if progress:
+        callbacks.append(_ProgressBar())
+    try:
+        trainer = L.Trainer(
+            accelerator=train.accelerator,
+            devices=_devices(train.devices),
+            strategy=train.strategy,
+            precision=train.precision,  # type: ignore[arg-type]
+            num_nodes=train.num_nodes,
+            max_epochs=train.max_epochs,
+            max_time=None if train.max_time_s is None else datetime.timedelta(seconds=train.max_time_s),
+            gradient_clip_val=train.grad_clip,
+            callbacks=callbacks,
+            logger=CSVLogger(save_dir=run_dir, name="logs"),  # logs/version_<n>/: one per fit or resume
+            default_root_dir=run_dir,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # TaskModule shards the data itself (exact eval, resumable order)
+            log_every_n_steps=10,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:
+        raise UserError(
+            f"Lightning cannot run accelerator={train.accelerator} devices={train.devices} "
+            f"strategy={train.strategy} precision={train.precision} num_nodes={train.num_nodes}: {err}"
+        ) from None
+    return trainer, checkpoint
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+def fit(
+    experiment: str,
+    model: str | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+) -> RunResult:
+    """Train ``model`` on ``experiment``, test the best checkpoint and write the run folder.
+
+    Args:
+        experiment: registered experiment name (``attnlab list``).
+        model: one of its models; None = the experiment's default.
+        overrides: ``["lr=3e-4", "model.d_model=64"]`` or ``{"lr": 3e-4}``: fields of TrainConfig, of the
+            experiment's Config or of the model's config (see :func:`attnlab.train.config.resolve`).
+        run_dir: the run folder; default ``runs_root/<experiment>-<model>-<timestamp>``.
+        resume: continue from ``run_dir/checkpoints/last.ckpt`` (the latest run of this experiment and
+            model under ``runs_root`` if ``run_dir`` is None). The saved config is the base; ``overrides``
+            may change training settings such as ``max_epochs`` but not the model.
+        progress: show Lightning's progress bar.
+        figures: draw the experiment's figures.
+        runs_root: where default run folders go.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        UserError: unknown experiment / model / override key, bad value, impossible model size, missing
+            checkpoint to resume from, or a Lightning setting that cannot run here.
+    """
+    experiment_cls = registry.get_experiment(experiment)
+    writer = is_rank_zero()
+
+    # The run folder: rank 0 chooses it; DDP processes launched by rank 0 inherit it through the environment.
+    out: Path | None = None
+    if not writer and os.environ.get(_RUN_DIR_ENV):
+        out = Path(os.environ[_RUN_DIR_ENV])
+    elif run_dir is not None:
+        out = Path(run_dir)
+
+    base: RunConfig | None = None
+    if resume and out is not None and (out / CONFIG_FILE).is_file():
+        base = read_config(out)
+        model = base.model if model is None else model  # resuming continues the run's own model
+    model_name, spec = registry.get_model(experiment_cls, model)
+    if out is None:
+        root = Path(runs_root)
+        out = (
+            _latest_run_dir(root, experiment_cls.name, model_name)
+            if resume
+            else _new_run_dir(root, experiment_cls.name, model_name)
+        )
+
+    ckpt_path: Path | None = None
+    if resume:
+        ckpt_path = out / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise UserError(f"cannot resume: {ckpt_path} not found (the run saves it after its first epoch)")
+        base = base or read_config(out)
+        if (base.experiment, base.model) != (experiment_cls.name, model_name):
+            raise UserError(
+                f"cannot resume {out}: it is a run of {base.experiment}/{base.model}, "
+                f"not {experiment_cls.name}/{model_name}"
+            )
+    elif writer and (out / CONFIG_FILE).exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    config = resolve(experiment_cls, model_name, spec, overrides, base=base)
+    if base is not None and config.model_config != base.model_config:
+        raise UserError("cannot change the model's hyper-parameters when resuming; start a new run instead")
+    monitor = experiment_cls.monitor
+
+    with quiet_lightning():
+        L.seed_everything(config.train.seed, workers=True, verbose=False)
+        net = build_model(spec, config.model_config)
+        task = experiment_cls(config.experiment_config)
+        splits = task.data(config.train.seed)
+        module = TaskModule(task, net, config.train, splits)
+        trainer, checkpoint = _make_trainer(config.train, out, monitor, progress)
+        if writer:
+            (out / "figures").mkdir(parents=True, exist_ok=True)
+            (out / "checkpoints").mkdir(exist_ok=True)
+            write_config(out, config, monitor)
+        params = sum(p.numel() for p in net.parameters())
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        log.info("fit %s/%s (%s parameters) -> %s", experiment_cls.name, model_name, f"{params:,}", out)
+
+        best: str | None = None
+        with _exported_run_dir(out), _interruptible(trainer):  # any trainer call may launch the DDP processes
+            if trainable and config.train.max_epochs != 0:
+                trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+                best = checkpoint.best_model_path or None
+                if best is None:
+                    log.warning("no checkpoint was saved (budget too short for one epoch?); testing the last weights")
+            elif not trainable:
+                log.info("%s has no trainable parameters: evaluating without training", model_name)
+            trainer.validate(module, ckpt_path=best, verbose=False, weights_only=True)
+            trainer.test(module, ckpt_path=best, verbose=False, weights_only=True)
+
+    result = RunResult(
+        run_dir=out,
+        experiment=experiment_cls.name,
+        model=model_name,
+        metrics=dict(module.test_metrics),
+        val_metrics=dict(module.val_metrics),
+        params=params,
+        train_seconds=module.train_seconds,
+        epochs=len(module.history),
+        history=list(module.history),
+        monitor=monitor,
+        config=config,
+    )
+    if trainer.is_global_zero:
+        net.cpu().eval()
+        save_weights(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
+        if figures:
+            result.figures = [Path(p) for p in task.figures(net, splits, out / "figures", result.history)]
+        _write_metrics(result, trainable)
+    return result
+
+
+def _write_metrics(result: RunResult, trainable: int) -> None:
+    data = {
+        "experiment": result.experiment,
+        "model": result.model,
+        "monitor": list(result.monitor),
+        "test": result.metrics,
+        "val": result.val_metrics,
+        "params": result.params,
+        "trainable_params": trainable,
+        "train_seconds": result.train_seconds,
+        "epochs": result.epochs,
+        "figures": [
+            str(p.relative_to(result.run_dir)) if p.is_relative_to(result.run_dir) else str(p) for p in result.figures
+        ],
+        "history": result.history,
+    }
+    (result.run_dir / METRICS_FILE).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def load_result(run_dir: str | Path) -> RunResult:
+    """Read a finished run folder back into a :class:`RunResult` (no training, no pickle)."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found; the run did not finish")
+    data = json.loads(path.read_text())
+    return RunResult(
+        run_dir=run_dir,
+        experiment=data["experiment"],
+        model=data["model"],
+        metrics={k: float(v) for k, v in data["test"].items()},
+        val_metrics={k: float(v) for k, v in data["val"].items()},
+        params=int(data["params"]),
+        train_seconds=float(data["train_seconds"]),
+        epochs=int(data["epochs"]),
+        figures=[run_dir / p for p in data.get("figures", [])],
+        history=list(data.get("history", [])),
+        monitor=tuple(data.get("monitor", ("val_loss", "min"))),  # type: ignore[arg-type]
+        config=read_config(run_dir),
+    )

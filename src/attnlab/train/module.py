@@ -1,0 +1,295 @@
+"""The one Lightning module every experiment trains through.
+
+:class:`TaskModule` owns the training / validation / test steps, the optimiser, the learning-rate schedule,
+the data loaders and metric logging. The experiment adds only :meth:`Experiment.loss` and
+:meth:`Experiment.evaluate`; the model is a forward-only ``nn.Module``.
+
+Metrics of a split are means over examples: each batch's metric is weighted by
+:meth:`Experiment.batch_size_of`, sums and counts are reduced over all ranks (DDP) before dividing, so the
+value is exact whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from attnlab.experiments.base import DataSplits, Experiment, TrainConfig
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    Linear warm-up from ``1/warmup_steps`` to 1 over ``warmup_steps`` steps, then either constant
+    (``scheduler="none"``) or a cosine decay to 0 at ``total_steps`` (``"cosine"``; constant if
+    ``total_steps`` is infinite, i.e. no epoch limit).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if scheduler == "none" or not math.isfinite(total_steps):
+        return 1.0
+    progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ShardSampler(Sampler[int]):
+    """Indices of one rank's shard of a dataset, shuffled per epoch from ``seed + epoch``.
+
+    The order depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
+    uninterrupted one. With ``pad=True`` (training) every rank gets the same number of indices by
+    repeating a few; with ``pad=False`` (evaluation) each example is seen exactly once over all ranks.
+
+    Args:
+        size: number of examples in the dataset.
+        seed: base seed of the shuffle.
+        shuffle: shuffle (training) or keep the dataset order (evaluation).
+        rank: this process's global rank.
+        world_size: number of processes.
+        pad: pad to a multiple of ``world_size``.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1, pad: bool = True):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            indices = list(range(self.size))
+        if self.pad and self.size and self.size % self.world_size:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            indices = (indices * math.ceil(total / self.size))[:total]
+        return indices[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.size / self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
+
+
+class TaskModule(L.LightningModule):
+    """Trains ``model`` on ``experiment`` with the settings of ``config``.
+
+    Logged metrics: ``train_loss_step`` (every logging step), and per epoch ``train_loss``, ``lr``,
+    ``val_<name>`` and, when testing, ``test_<name>`` for every ``name`` that
+    :meth:`Experiment.evaluate` returns. :attr:`history` keeps one dict per finished epoch and is saved in
+    checkpoints, so it survives ``--resume``.
+
+    Args:
+        experiment: the task (an :class:`Experiment` instance).
+        model: the forward-only network.
+        config: optimiser, schedule and loader settings.
+        splits: the task's data.
+    """
+
+    def __init__(self, experiment: Experiment, model: nn.Module, config: TrainConfig, splits: DataSplits) -> None:
+        super().__init__()
+        self.experiment = experiment
+        self.model = model
+        self.config = config
+        self.splits = splits
+        self.history: list[dict[str, float]] = []
+        self.val_metrics: dict[str, float] = {}  # last validation means, without the "val_" prefix
+        self.test_metrics: dict[str, float] = {}
+        self._sums: dict[str, dict[str, Tensor]] = {}
+        self._counts: dict[str, float] = {}
+        self._seconds_before = 0.0  # training time of earlier runs (resume)
+        self._fit_start: float | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = ShardSampler(
+            len(dataset),  # type: ignore[arg-type]
+            seed=self.config.seed,
+            shuffle=train,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+            pad=train,
+        )
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            collate_fn=self.splits.collate_fn,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.config.accelerator in ("gpu", "cuda"),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, train=False)
+
+    # ------------------------------------------------------------------ metric sums
+
+    def _accumulate(self, stage: str, metrics: dict[str, Any], batch: Any) -> None:
+        n = self.experiment.batch_size_of(batch)
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        sums = self._sums.setdefault(stage, {})
+        if sums and set(sums) != set(metrics):
+            # Under DDP every rank reduces the same vector of metrics: the names must not vary.
+            raise ValueError(
+                f"{type(self.experiment).__name__}.{'loss' if stage == 'train' else 'evaluate'} returned metrics "
+                f"{sorted(metrics)} after {sorted(sums)}; return the same names for every batch"
+            )
+        for name, value in metrics.items():
+            value = torch.as_tensor(value).detach()
+            if value.numel() != 1:
+                raise ValueError(
+                    f"{type(self.experiment).__name__}.evaluate returned {name!r} with shape {tuple(value.shape)}; "
+                    "each metric must be a scalar mean over the batch"
+                )
+            weighted = value.reshape(()).to(device=self.device, dtype=dtype) * n
+            sums[name] = sums[name] + weighted if name in sums else weighted
+        self._counts[stage] = self._counts.get(stage, 0.0) + n
+
+    def _reduce(self, stage: str) -> dict[str, float]:
+        """Means over the whole split (all ranks) of the sums accumulated for ``stage``; resets them."""
+        sums, count = self._sums.pop(stage, {}), self._counts.pop(stage, 0.0)
+        names = sorted(sums)
+        if not names:
+            return {}
+        dtype = next(iter(sums.values())).dtype
+        vector = torch.stack([sums[name] for name in names] + [torch.tensor(count, dtype=dtype, device=self.device)])
+        vector = self.trainer.strategy.reduce(vector, reduce_op="sum")  # all-reduce under DDP, identity otherwise
+        total = vector[-1].item()
+        return {name: vector[i].item() / total for i, name in enumerate(names)}
+
+    def _log_means(self, prefix: str, means: dict[str, float]) -> None:
+        monitor = self.experiment.monitor[0]
+        for name, value in means.items():
+            key = f"{prefix}_{name}"
+            # The value is already reduced over ranks; sync_dist averages equal numbers (a no-op) and
+            # keeps Lightning's epoch-level logging consistent under DDP.
+            self.log(key, value, prog_bar=key in ("val_loss", monitor), sync_dist=True)
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.experiment.loss(self.model, batch)
+        self._accumulate("train", {"loss": loss}, batch)
+        self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._accumulate("val", self.experiment.evaluate(self.model, batch), batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._accumulate("test", self.experiment.evaluate(self.model, batch), batch)
+
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None)
+        self._counts.pop("train", None)
+        self.val_metrics = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums.pop("val", None)
+        self._counts.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums.pop("test", None)
+        self._counts.pop("test", None)
+
+    def on_validation_epoch_end(self) -> None:
+        means = self._reduce("val")
+        if self.trainer.sanity_checking:
+            return
+        self.val_metrics = means
+        self._log_means("val", means)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._reduce("test")
+        self._log_means("test", self.test_metrics)
+
+    def on_train_epoch_end(self) -> None:
+        # Runs after this epoch's validation and before ModelCheckpoint / EarlyStopping, so the
+        # checkpoint saved for this epoch already holds its history entry.
+        train = self._reduce("train")
+        self._log_means("train", train)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else self.config.lr
+        self.log("lr", lr, sync_dist=True)
+        entry: dict[str, float] = {"epoch": self.current_epoch + 1}
+        entry.update({f"train_{k}": v for k, v in train.items()})
+        entry.update({f"val_{k}": v for k, v in self.val_metrics.items()})
+        entry["lr"] = float(lr)
+        self.history.append(entry)
+
+    # ------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self) -> Any:
+        """AdamW / Adam / SGD (momentum 0.9) with weight decay on matrices only (not on biases or norm
+        gains), and a per-step schedule: linear warm-up then cosine decay to 0 (or constant)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [
+            {"params": group, "weight_decay": wd}
+            for group, wd in ((decay, self.config.weight_decay), (no_decay, 0.0))
+            if group
+        ]
+        cfg = self.config
+        if cfg.optimizer == "adamw":
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        elif cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        elif cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+        if cfg.scheduler == "none" and cfg.warmup_steps == 0:
+            return optimizer
+        total = float(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.scheduler)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ time and checkpoints
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds spent in ``trainer.fit`` so far, over this run and the runs it resumed."""
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self._seconds_before + running
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self) -> None:
+        self._seconds_before = self.train_seconds
+        self._fit_start = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attnlab"] = {"history": self.history, "train_seconds": self.train_seconds}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only a resumed fit continues the history; loading the best weights for testing must not
+        # replace the full history with the (shorter) one saved at the best epoch.
+        state = checkpoint.get("attnlab", {})
+        if self.trainer.state.fn == "fit" and state:
+            self.history = [dict(entry) for entry in state.get("history", [])]
+            self._seconds_before = float(state.get("train_seconds", 0.0))

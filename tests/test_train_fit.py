@@ -1,0 +1,303 @@
+"""The training engine end to end on the toy experiment (tests/toy_experiment.py): fit, run folder,
+determinism, resume, safetensors round trip, models without parameters."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pickle
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from attnlab import registry
+from attnlab.errors import UserError
+from attnlab.experiments.base import TrainConfig
+from attnlab.train import RunResult, fit, load_model, load_result
+from attnlab.train.engine import _make_trainer
+from attnlab.train.module import ShardSampler, lr_factor
+from toy_experiment import Frozen, FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_registered():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry._EXPERIMENTS, ToyExperiment.name, ToyExperiment)
+        mp.setattr(registry, "_loaded", True)  # do not import the real experiments
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunResult:
+    # batch_size=48 leaves a last test batch of 32 of 128 examples: metric means must weight batches by size.
+    return fit("toy", overrides=["batch_size=48"], run_dir=tmp_path_factory.mktemp("fit") / "run", progress=False)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert [lr_factor(s, 4, 104, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 104, "cosine") == 1.0
+    assert lr_factor(54, 4, 104, "cosine") == pytest.approx(0.5)
+    assert lr_factor(104, 4, 104, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 0, 100, "none") == 1.0
+    assert lr_factor(1, 2, 100, "none") == 1.0 and lr_factor(0, 2, 100, "none") == 0.5
+    assert lr_factor(10**6, 0, math.inf, "cosine") == 1.0  # no epoch limit: constant
+
+
+def test_shard_sampler_covers_each_example_once_in_eval_and_pads_in_training():
+    shards = [list(ShardSampler(10, seed=0, shuffle=False, rank=r, world_size=3, pad=False)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(10))
+    assert [len(ShardSampler(10, 0, False, r, 3, pad=False)) for r in range(3)] == [4, 3, 3]
+    train = [ShardSampler(10, seed=5, shuffle=True, rank=r, world_size=3) for r in range(3)]
+    assert [len(list(s)) for s in train] == [4, 4, 4] == [len(s) for s in train]
+    assert set().union(*(set(s) for s in train)) == set(range(10))
+    sampler = ShardSampler(10, seed=5, shuffle=True)
+    first = list(sampler)
+    assert list(ShardSampler(10, seed=5, shuffle=True)) == first  # same seed and epoch, same order
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(10))
+
+
+def test_fit_learns_and_writes_the_run_folder(run):
+    d = run.run_dir
+    for name in (
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "logs/version_0/metrics.csv",
+        "figures/summary.txt",
+    ):
+        assert (d / name).is_file(), name
+    assert {p.name for p in (d / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert run.figures == [d / "figures" / "summary.txt"]
+
+    # It learned: the data is y = x @ w + 0.5 + 0.05 noise (MSE floor 0.0025); the mean predictor has MSE ~15.
+    assert run.metrics["loss"] < 0.01 and run.val_metrics["loss"] < 0.01
+    assert run.history[0]["train_loss"] > 100 * run.history[-1]["train_loss"]
+    assert set(run.metrics) == {"loss", "mae"} and run.metric == ("loss", run.metrics["loss"])
+    assert run.params == 5 and run.epochs == 6 == len(run.history)
+    assert [h["epoch"] for h in run.history] == [1, 2, 3, 4, 5, 6]
+    assert set(run.history[0]) == {"epoch", "train_loss", "val_loss", "val_mae", "lr"}
+    assert run.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
+    assert run.train_seconds > 0
+
+    # The best checkpoint (lowest val_loss) was tested, and its validation metrics are reported.
+    best_val = min(h["val_loss"] for h in run.history)
+    assert run.val_metrics["loss"] == pytest.approx(best_val, rel=1e-6)
+
+    # Figures were drawn with the best model in eval mode; the MSE over the whole test set equals the
+    # engine's batch-size-weighted mean.
+    summary = (d / "figures" / "summary.txt").read_text().split()
+    assert summary[:2] == ["epochs=6", "training=False"]
+    assert float(summary[2].split("=")[1]) == pytest.approx(run.metrics["loss"], rel=1e-5)
+
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["test"] == run.metrics and metrics["val"] == run.val_metrics
+    assert metrics["params"] == 5 and metrics["epochs"] == 6 and metrics["history"] == run.history
+    assert metrics["train_seconds"] == run.train_seconds and metrics["figures"] == ["figures/summary.txt"]
+
+    config = json.loads((d / "config.json").read_text())
+    assert (config["experiment"], config["model"]) == ("toy", "linear")
+    assert config["train"]["batch_size"] == 48 and config["train"]["lr"] == 0.1
+    assert config["experiment_config"]["tags"] == [1, 2] and config["model_config"]["hidden"] == 0
+
+    with open(d / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    epoch_rows = [r for r in rows if r["train_loss"]]
+    assert [int(r["epoch"]) for r in epoch_rows] == list(range(6))
+    assert [float(r["train_loss"]) for r in epoch_rows] == pytest.approx([h["train_loss"] for h in run.history])
+
+
+def test_load_result_reads_the_folder_back(run):
+    back = load_result(run.run_dir)
+    assert (back.metrics, back.val_metrics, back.params, back.epochs) == (
+        run.metrics,
+        run.val_metrics,
+        run.params,
+        run.epochs,
+    )
+    assert back.config == run.config and back.figures == run.figures
+
+
+def test_load_model_uses_safetensors_and_json_only(run, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("load_model must not unpickle")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    model, config = load_model(run.run_dir)
+    monkeypatch.undo()
+
+    assert config == run.config and not model.training
+    # Same weights as the best checkpoint, hence the same outputs and the same test loss.
+    state = torch.load(run.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    reference = ToyExperiment.models["linear"].factory(LinearConfig())
+    reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    x, y = ToyExperiment(ToyConfig()).data(0).test.tensors
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(out, reference(x), rtol=0, atol=0)
+        assert nn.functional.mse_loss(out, y).item() == pytest.approx(run.metrics["loss"], rel=1e-5)
+
+
+def test_load_model_errors(tmp_path, run):
+    with pytest.raises(UserError, match="config.json not found"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text((run.run_dir / "config.json").read_text())
+    with pytest.raises(UserError, match="model.safetensors not found"):
+        load_model(tmp_path)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    a = fit("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "a", progress=False, figures=False)
+    b = fit("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "b", progress=False, figures=False)
+    c = fit("toy", overrides=["max_epochs=2", "seed=1"], run_dir=tmp_path / "c", progress=False, figures=False)
+    assert a.metrics == b.metrics and a.history == b.history and a.val_metrics == b.val_metrics
+    assert c.metrics != a.metrics
+    assert not (tmp_path / "a" / "figures" / "summary.txt").exists() and a.figures == []
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    first = fit("toy", overrides=["max_epochs=2"], runs_root=tmp_path, progress=False)
+    assert first.run_dir.parent == tmp_path and first.run_dir.name.startswith("toy-linear-")
+    # Without a run folder, resume picks the latest run of this experiment and model under runs_root.
+    resumed = fit("toy", overrides=["max_epochs=4"], runs_root=tmp_path, resume=True, progress=False)
+    assert resumed.run_dir == first.run_dir
+    assert resumed.epochs == 4 and [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    # Epochs 1-2 were not trained again: a fresh 4-epoch run has another cosine schedule (other lr values).
+    assert resumed.history[:2] == first.history
+    fresh = fit("toy", overrides=["max_epochs=4"], run_dir=tmp_path / "fresh", progress=False, figures=False)
+    assert fresh.history[0]["lr"] != first.history[0]["lr"]
+    assert resumed.train_seconds > first.train_seconds
+    assert json.loads((first.run_dir / "config.json").read_text())["train"]["max_epochs"] == 4
+    epochs = []
+    for version in ("version_0", "version_1"):  # one CSV log per fit: the first run's is kept
+        with open(first.run_dir / "logs" / version / "metrics.csv") as f:
+            epochs.append([int(r["epoch"]) for r in csv.DictReader(f) if r["train_loss"]])
+    assert epochs == [[0, 1], [2, 3]]
+
+
+def test_resume_without_model_name_continues_the_runs_model(tmp_path):
+    first = fit("toy", "mlp", ["max_epochs=1"], run_dir=tmp_path / "mlp", progress=False, figures=False)
+    resumed = fit("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "mlp", resume=True, progress=False)
+    assert (resumed.model, resumed.epochs, resumed.params) == ("mlp", 2, first.params)
+    assert resumed.history[:1] == first.history
+
+
+def test_resume_and_run_folder_errors(tmp_path):
+    with pytest.raises(UserError, match=r"cannot resume: .*last.ckpt not found"):
+        fit("toy", run_dir=tmp_path / "none", resume=True, progress=False)
+    with pytest.raises(UserError, match="no run of toy/linear to resume"):
+        fit("toy", runs_root=tmp_path / "empty", resume=True, progress=False)
+    done = fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "r", progress=False, figures=False)
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        fit("toy", run_dir=done.run_dir, progress=False)
+    with pytest.raises(UserError, match="cannot change the model's hyper-parameters when resuming"):
+        fit("toy", overrides=["hidden=4"], run_dir=done.run_dir, resume=True, progress=False)
+    with pytest.raises(UserError, match="it is a run of toy/linear, not toy/frozen"):
+        fit("toy", "frozen", run_dir=done.run_dir, resume=True, progress=False)
+
+
+def test_model_without_parameters_is_evaluated_and_saved(tmp_path):
+    result = fit("toy", "frozen", run_dir=tmp_path / "frozen", progress=False)
+    assert result.params == 0 and result.epochs == 0 and result.history == [] and result.train_seconds == 0
+    x, y = ToyExperiment(ToyConfig()).data(0).test.tensors
+    expected = nn.functional.mse_loss(Frozen(FrozenConfig())(x), y).item()
+    assert result.metrics["loss"] == pytest.approx(expected, rel=1e-6)
+    for name in ("config.json", "metrics.json", "model.safetensors", "figures/summary.txt"):
+        assert (result.run_dir / name).is_file(), name
+    model, _ = load_model(result.run_dir)
+    assert torch.equal(model.w, torch.full((4,), 0.5))
+
+
+def test_zero_epochs_evaluates_the_initial_model(tmp_path):
+    result = fit("toy", overrides=["max_epochs=0"], run_dir=tmp_path / "zero", progress=False, figures=False)
+    assert result.epochs == 0 and result.metrics["loss"] > 1.0  # untrained
+
+
+def test_impossible_model_size_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"cannot build the model: groups \(4\) must divide hidden \(6\)"):
+        fit("toy", overrides=["hidden=6", "groups=4"], run_dir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_early_stopping_on_the_monitor(tmp_path):
+    # A step of 1e-30 leaves float32 weights unchanged, so val_loss never improves: patience=2 stops after
+    # the first epoch plus 2 epochs without improvement.
+    overrides = ["optimizer=sgd", "lr=1e-30", "scheduler=none", "patience=2", "max_epochs=10"]
+    result = fit("toy", overrides=overrides, run_dir=tmp_path / "es", progress=False, figures=False)
+    assert result.epochs == 3
+    assert len({h["val_loss"] for h in result.history}) == 1
+
+
+def test_optimizers_and_schedules_train(tmp_path):
+    for i, extra in enumerate((["optimizer=adam", "weight_decay=0.01"], ["optimizer=sgd", "lr=0.02"])):
+        overrides = [*extra, "scheduler=none", "warmup_steps=5", "hidden=8", "max_epochs=3"]
+        result = fit("toy", overrides=overrides, run_dir=tmp_path / str(i), progress=False, figures=False)
+        assert result.history[-1]["val_loss"] < 0.5 * result.history[0]["val_loss"]
+        assert result.history[-1]["lr"] == pytest.approx(result.config.train.lr)  # constant after warm-up
+
+
+def test_trainer_settings_pass_through(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+
+    config = TrainConfig(max_time_s=90.0, grad_clip=0.5, patience=3, max_epochs=7, devices="1")
+    trainer, checkpoint = _make_trainer(config, tmp_path, ("val_acc", "max"), progress=False)
+    timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
+    assert timer._duration == 90.0
+    assert trainer.gradient_clip_val == 0.5 and trainer.max_epochs == 7
+    assert isinstance(checkpoint, ModelCheckpoint) and (checkpoint.monitor, checkpoint.mode) == ("val_acc", "max")
+    stopper = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
+    assert (stopper.monitor, stopper.patience, stopper.mode) == ("val_acc", 3, "max")
+    with pytest.raises(UserError, match="Lightning cannot run accelerator=tpu"):
+        _make_trainer(TrainConfig(accelerator="tpu"), tmp_path, ("val_loss", "min"), progress=False)
+
+
+def test_unknown_names_are_user_errors():
+    with pytest.raises(UserError, match=r"unknown experiment 'nope'; choose one of: .*toy"):
+        fit("nope")
+    with pytest.raises(
+        UserError, match=r"unknown model 'gpt' for experiment 'toy'; choose one of: linear, frozen, mlp"
+    ):
+        fit("toy", "gpt")
+
+
+def test_ctrl_c_raises_keyboard_interrupt_and_the_run_can_resume(tmp_path, monkeypatch):
+    real_loss = ToyExperiment.loss
+    calls = 0
+
+    def interrupted_loss(self, model, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 20:  # in the second epoch (16 steps per epoch)
+            raise KeyboardInterrupt
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(ToyExperiment, "loss", interrupted_loss)
+    with pytest.raises(KeyboardInterrupt):
+        fit("toy", run_dir=tmp_path / "run", progress=False, figures=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    resumed = fit("toy", run_dir=tmp_path / "run", resume=True, progress=False, figures=False)
+    assert resumed.epochs == 6 and calls == 20 + 5 * 16  # epochs 2-6 trained after the resume
+
+
+def test_evaluate_must_return_scalars_with_fixed_names(tmp_path, monkeypatch):
+    real_evaluate = ToyExperiment.evaluate
+
+    def varying(self, model, batch):
+        metrics = real_evaluate(self, model, batch)
+        return metrics if batch[0].shape[0] == 32 else {"loss": metrics["loss"]}  # batches of 48, 48, 32
+
+    monkeypatch.setattr(ToyExperiment, "evaluate", varying)
+    with pytest.raises(ValueError, match=r"returned metrics \['loss', 'mae'\] after \['loss'\]"):
+        fit("toy", "frozen", ["batch_size=48"], run_dir=tmp_path / "a", progress=False)
+
+    monkeypatch.setattr(ToyExperiment, "evaluate", lambda self, model, batch: {"loss": model(batch[0]) - batch[1]})
+    with pytest.raises(ValueError, match=r"returned 'loss' with shape \(32,\); each metric must be a scalar"):
+        fit("toy", "frozen", run_dir=tmp_path / "b", progress=False)
