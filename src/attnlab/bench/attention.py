@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.bench.measure import GIB, available_memory_bytes, peak_rss_supported, time_call
+from attnlab.bench.measure import GIB, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
 from attnlab.errors import UserError
 from attnlab.nn import KVCache, MultiHeadAttention
 
@@ -258,10 +258,6 @@ class _Subjects:
         return run
 
 
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or "can't allocate memory" in str(err) or "out of memory" in str(err)
-
-
 # ---------------------------------------------------------------------------------------------- measurement
 def measure_matmul(n: int, dtype: torch.dtype, warmup: int, repeats: int, budget_s: float) -> tuple[float, float]:
     """``torch.mm`` of two n×n matrices: (median ms, GFLOP/s at 2·n³ FLOPs)."""
@@ -347,7 +343,7 @@ def run_attention_bench(
             try:
                 timing = time_call(subjects.step(name, mode), cfg.warmup, cfg.repeats, cfg.budget_s, memory)
             except (RuntimeError, MemoryError) as err:
-                if not _is_oom(err):
+                if not is_out_of_memory(err):
                     raise
                 row.note = "failed: out of memory"
             else:

@@ -12,6 +12,7 @@ import importlib
 # name -> module implementing it
 BENCHMARKS: dict[str, str] = {
     "attention": "attnlab.bench.attention",
+    "complexity": "attnlab.bench.complexity",
 }
 
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, module_name in BENCHMARKS.items():
         module = importlib.import_module(module_name)
-        parser = names.add_parser(name, help=module.HELP, description=module.__doc__)
+        parser = names.add_parser(name, help=module.HELP, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(parser)
         parser.set_defaults(func=module.run)

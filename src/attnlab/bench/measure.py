@@ -129,3 +129,8 @@ def time_call(
     finally:
         gc.enable()
     return Timing(statistics.median(times), len(times), inner, peak_mib)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True if ``err`` says an allocation failed (MemoryError or torch's CPU/CUDA out-of-memory errors)."""
+    return isinstance(err, MemoryError) or "can't allocate memory" in str(err) or "out of memory" in str(err)
