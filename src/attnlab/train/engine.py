@@ -315,6 +315,8 @@ def fit(
     config = resolve(experiment_cls, model_name, spec, overrides, base=base)
     if base is not None and config.model_config != base.model_config:
         raise UserError("cannot change the model's hyper-parameters when resuming; start a new run instead")
+    if base is not None and config.experiment_config != base.experiment_config:
+        raise UserError("cannot change the experiment's data settings when resuming; start a new run instead")
     monitor = experiment_cls.monitor
 
     with quiet_lightning():

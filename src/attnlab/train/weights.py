@@ -26,7 +26,10 @@ def build_model(spec: ModelSpec, model_config: Any) -> nn.Module:
     try:
         return spec.factory(model_config)
     except ValueError as err:
-        raise UserError(f"cannot build the model: {err}") from err
+        hint = ""
+        if "not divisible by num_heads" in str(err):
+            hint = " With `attnlab fit`: set model.d_model to a multiple of num_heads, or change num_heads."
+        raise UserError(f"cannot build the model: {err}{hint}") from err
 
 
 def write_config(run_dir: Path, config: RunConfig, monitor: tuple[str, str]) -> Path:
