@@ -111,7 +111,7 @@ class MultiHeadAttention(nn.Module):
     that key (or float, added); ``attn_mask`` (L, S) or (B·H, L, S) with ``True`` = not allowed (or
     float, added). ``is_causal=True`` applies a causal mask itself (queries aligned to the end of the
     keys, so it also holds while decoding with a cache). A query with nothing left to attend gets a
-    zero context (torch gives NaN).
+    zero context (torch.nn.MultiheadAttention gives NaN on its default and inference paths).
 
     Returns ``(output, weights)``: output (B, L, E) ((L, B, E) if not ``batch_first``); weights
     (B, L, S) averaged over heads, or (B, H, L, S) with ``average_attn_weights=False``; ``None`` unless
