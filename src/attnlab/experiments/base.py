@@ -77,6 +77,7 @@ class Experiment:
         default_model: the model ``attnlab fit NAME`` uses without ``--model``.
         train_defaults: TrainConfig field overrides that suit this task (budget, lr, …).
         monitor: the validation metric to select the best checkpoint and stop early on, and its mode.
+        headline: the test metric that summary tables show (default: the monitor's metric).
     """
 
     name: ClassVar[str]
@@ -86,6 +87,7 @@ class Experiment:
     default_model: ClassVar[str]
     train_defaults: ClassVar[dict[str, Any]] = {}
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
+    headline: ClassVar[str | None] = None  # the test metric tables show first (default: the monitor's)
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -100,8 +100,9 @@ class RunResult:
 
     @property
     def metric(self) -> tuple[str, float]:
-        """The headline test metric: the experiment's monitor metric (``val_acc`` -> ``("acc", test acc)``)."""
-        name = self.monitor[0].removeprefix("val_")
+        """The headline test metric: the experiment's ``headline``, else its monitor metric
+        (``val_acc`` -> ``("acc", test acc)``)."""
+        name = registry.get_experiment(self.experiment).headline or self.monitor[0].removeprefix("val_")
         return name, self.metrics.get(name, math.nan)
 
 

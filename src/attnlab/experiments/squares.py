@@ -1,0 +1,140 @@
+"""``squares``: given the first two corners of a square, predict the last two (Godoy, ch. 9).
+
+The sequence-to-sequence toy of *Deep Learning with PyTorch Step-by-Step*: a GRU encoder–decoder,
+the same decoder attending over the encoder states (one head, then several), and a Transformer.
+The metric is the held-out (test) MSE of free-running predictions: at evaluation every model
+feeds back its own predicted corners, never the true ones. The figures show predicted corners and
+the decoder's attention (decoder step × encoder step) for a few test squares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
+from attnlab.errors import UserError
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.models.seq2seq_points import (
+    MultiHeadSeq2SeqConfig,
+    PointTransformerConfig,
+    Seq2SeqConfig,
+    point_transformer,
+    seq2seq,
+    seq2seq_attention,
+    seq2seq_multihead,
+)
+from attnlab.nn import Attention, MultiHeadAttention, record_attention
+from attnlab.registry import register_experiment
+from attnlab.viz.heatmaps import save_figure
+from attnlab.viz.squares import plot_squares, show_alphas
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def decoder_alphas(model: nn.Module, source: Tensor, steps: int) -> tuple[Tensor, Tensor | None]:
+    """Run ``model`` free on ``source`` (B, S, P) and read its decoder's attention over the encoder.
+
+    Returns:
+        ``(prediction, alphas)``: prediction (B, steps, P) and the weights (B, steps, S) of the
+        last cross-attention layer, averaged over heads (row t: decoder step t, column s: encoder
+        step s); ``alphas`` is ``None`` for a model without attention.
+    """
+    if not any(isinstance(m, (Attention, MultiHeadAttention)) for m in model.modules()):
+        with torch.no_grad():
+            return model(source, steps=steps), None
+    with torch.no_grad(), record_attention(model) as record:
+        prediction = model(source, steps=steps)
+    names = [name for name in record if "cross_attn" in name]  # in call order: the last is the top layer
+    if not names:
+        return prediction, None
+    rows = []
+    for weights in record[names[-1]]:  # one call per decoder step (or per prefix without a cache)
+        if weights.dim() == 4:
+            weights = weights.mean(dim=1)  # (B, H, Q, S) -> (B, Q, S)
+        rows.append(weights[:, -1:])  # (B, 1, S): the newest decoder step
+    return prediction, torch.cat(rows, dim=1)  # (B, steps, S)
+
+
+@register_experiment
+class Squares(Experiment):
+    """Corners of squares: first two corners in, last two out."""
+
+    name = "squares"
+    summary = "corners of squares (Godoy ch. 9): first 2 corners in, last 2 out; GRU vs attention encoder-decoders"
+
+    @dataclass
+    class Config:
+        """Data options.
+
+        Args:
+            n_train, n_val, n_test: squares in each split.
+            noise: standard deviation of the Gaussian noise on every coordinate (inputs and targets).
+        """
+
+        n_train: int = 1024
+        n_val: int = 256
+        n_test: int = 1024
+        noise: float = 0.1
+
+    models = {
+        "seq2seq": ModelSpec(seq2seq, Seq2SeqConfig, "GRU encoder-decoder (small state: hidden_dim 4), no attention"),
+        "seq2seq_attention": ModelSpec(
+            seq2seq_attention, Seq2SeqConfig, "same GRUs, decoder attends over encoder states (scaled dot, 1 head)"
+        ),
+        "seq2seq_multihead": ModelSpec(
+            seq2seq_multihead, MultiHeadSeq2SeqConfig, "GRU encoder-decoder on projected points, multi-head attention"
+        ),
+        "transformer": ModelSpec(
+            point_transformer, PointTransformerConfig, "Transformer encoder-decoder, KV-cached free-running decoding"
+        ),
+    }
+    default_model = "seq2seq_attention"
+    monitor = ("val_mse", "min")
+    train_defaults: dict[str, Any] = {"max_epochs": 60, "max_time_s": 40.0, "batch_size": 32, "lr": 3e-3}
+
+    def data(self, seed: int) -> DataSplits:
+        c = self.config
+        if min(c.n_train, c.n_val, c.n_test) < 1 or c.noise < 0:
+            raise UserError(f"squares needs n_train, n_val, n_test >= 1 and noise >= 0, got n_train={c.n_train} "
+                            f"n_val={c.n_val} n_test={c.n_test} noise={c.noise}")
+        train, val, test = square_splits(c.n_train, c.n_val, c.n_test, c.noise, seed)
+        return DataSplits(train, val, test)
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """MSE of the predicted corners; the model uses teacher forcing only in training mode."""
+        source, target = batch[0], batch[1]
+        return F.mse_loss(model(source, target), target)
+
+    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """Free-running MSE against the noisy held-out corners (``mse``, also the loss) and against
+        the noise-free corners (``mse_clean``: the model's own error, without the target noise)."""
+        source, target, _, clean = batch
+        prediction = model(source, steps=target.shape[1])  # never sees the target's values
+        mse = F.mse_loss(prediction, target)
+        return {"loss": mse, "mse": mse, "mse_clean": F.mse_loss(prediction, clean)}
+
+    def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
+        """``squares_predictions.png`` (test squares with true and predicted corners) and, for models
+        with attention, ``squares_alphas.png`` (decoder step × encoder step weights)."""
+        source, target, direction, _ = data.test[:512]
+        # Four clockwise and four counter-clockwise squares.
+        picks = torch.cat([(direction == CLOCKWISE).nonzero()[:4, 0], (direction != CLOCKWISE).nonzero()[:4, 0]])
+        source, target, direction = source[picks], target[picks], direction[picks]
+        titles = [DIRECTION_NAMES[int(d)] for d in direction]
+        model.eval()
+        prediction, alphas = decoder_alphas(model, source.to(_device(model)), steps=target.shape[1])
+        paths = [save_figure(plot_squares(source, target, prediction, titles), out_dir / "squares_predictions.png")]
+        if alphas is not None:
+            note = "decoder attention over the given corners (last cross-attention layer, mean over heads)"
+            paths.append(save_figure(show_alphas(alphas, titles, suptitle=note), out_dir / "squares_alphas.png"))
+        return paths
