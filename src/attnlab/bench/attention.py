@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.bench.measure import GIB, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
+from attnlab.bench.measure import GIB, Target, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
 from attnlab.errors import UserError
 from attnlab.nn import KVCache, MultiHeadAttention
 
@@ -143,13 +143,6 @@ class KVCacheResult:
     ratio: float  # ms_at[200] / ms_at[20]
     nocache_position: int
     nocache_ms: float
-
-
-@dataclass
-class Target:
-    name: str
-    status: str  # PASS | FAIL | not measured
-    detail: str
 
 
 @dataclass

@@ -39,6 +39,7 @@ from attnlab.bench import attention as attention_bench
 from attnlab.bench.measure import (
     GIB,
     MIB,
+    Target,
     Timing,
     available_memory_bytes,
     is_out_of_memory,
@@ -156,13 +157,6 @@ class Crossover:
 
     length: float | None
     text: str
-
-
-@dataclass
-class Target:
-    name: str
-    status: str  # PASS | FAIL | not measured
-    detail: str
 
 
 @dataclass

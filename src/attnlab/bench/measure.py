@@ -134,3 +134,12 @@ def time_call(
 def is_out_of_memory(err: BaseException) -> bool:
     """True if ``err`` says an allocation failed (MemoryError or torch's CPU/CUDA out-of-memory errors)."""
     return isinstance(err, MemoryError) or "can't allocate memory" in str(err) or "out of memory" in str(err)
+
+
+@dataclass
+class Target:
+    """A benchmark target's outcome, printed at the end of a run."""
+
+    name: str
+    status: str  # PASS | FAIL | not measured
+    detail: str
