@@ -320,6 +320,13 @@ def run_attention_bench(
     torch.manual_seed(cfg.seed)
     torch_mha = nn.MultiheadAttention(cfg.embed_dim, cfg.heads, batch_first=True, dtype=dtype)
     modules = (torch_mha, MultiHeadAttention.from_torch(torch_mha))  # same weights
+    # Call every implementation once at a small size first: a kernel's first call pays one-off costs
+    # (thread pool start-up, kernel selection) that would otherwise land in the first measured cell.
+    for mode in cfg.modes:
+        warm = _Subjects(cfg, min(64, min(cfg.lengths)), mode, modules)
+        for name in cfg.impls:
+            warm.step(name, mode)()
+    del warm
     cells = [(L, m, i) for L in cfg.lengths for m in cfg.modes for i in cfg.impls]
     subjects = None
     for n, (L, mode, name) in enumerate(cells, 1):
