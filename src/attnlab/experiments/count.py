@@ -31,7 +31,6 @@ position, the values where attention > 0.1, and the loss per epoch), digits in t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.count import (
     AttentionPoolingConfig,
     CountGRUConfig,
@@ -55,11 +54,6 @@ from attnlab.viz.count import plot_count_attention, plot_loss_only
 from attnlab.viz.heatmaps import save_figure
 
 COUNTED = (2, 4)
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def mass_on_digits(weights: Tensor, X: Tensor, digits: tuple[int, ...] = COUNTED) -> tuple[Tensor, Tensor]:
@@ -194,11 +188,11 @@ class Count(Experiment):
         n = min(self.config.figure_rows, len(data.test))
         X, y = data.test[:n]  # (n, L), (n, 1)
         with torch.no_grad():
-            logits, weights = pooling_weights(model, X.to(_device(model)))
+            logits, weights = pooling_weights(model, X.to(model_device(model)))
         if weights is None:
             return [save_figure(plot_loss_only(history, "count: GRU"), out_dir / "count_loss.png")]
         with torch.no_grad():
-            values = model.values(X.to(_device(model))).cpu()  # (n, L)
+            values = model.values(X.to(model_device(model))).cpu()  # (n, L)
         probs = torch.sigmoid(logits[:, 0]).cpu()
         labels = [f"y={int(t)} p={p:.2f}" for t, p in zip(y[:, 0].tolist(), probs.tolist(), strict=True)]
         fig = plot_count_attention(X, weights.cpu(), values, history, labels)

@@ -10,7 +10,6 @@ token's attention over the patches in the last block (mean over heads) next to e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,11 @@ from torch import Tensor, nn
 
 from attnlab.data.digits import NUM_CLASSES, RandomAffine, digit_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.vit import MLPConfig, ViT, ViTConfig, class_token_attention, mlp, vit
 from attnlab.registry import register_experiment
 from attnlab.viz.digits_vit import plot_class_token_attention, plot_confusion
 from attnlab.viz.heatmaps import save_figure
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 @register_experiment
@@ -93,7 +87,7 @@ class DigitsViT(Experiment):
         """``digits_confusion.png`` (test set) and, for the ViT, ``digits_cls_attention.png``
         (one test digit of each class with the class token's last-block attention over patches)."""
         test = data.test
-        device = _device(model)
+        device = model_device(model)
         model.eval()
         with torch.no_grad():
             predicted = torch.cat([model(test.images[i : i + 256].to(device)).argmax(-1).cpu()

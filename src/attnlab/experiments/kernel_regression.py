@@ -14,7 +14,6 @@ with all 16 fixed choices; the figures plot the fits, the attention matrices and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from attnlab.data.kernel_regression import X_MAX, CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.kernel_regression import (
     LearnedNadarayaWatsonConfig,
     NadarayaWatson,
@@ -44,11 +43,6 @@ SWEEP_SIGMAS = (0.1, 0.2, 0.5, 1.0)
 def sweep_key(kernel: str, sigma: float) -> str:
     """Metric name of one fixed kernel and width, e.g. ``mse_gaussian_s0.5``."""
     return f"mse_{kernel}_s{sigma:g}"
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 @register_experiment
@@ -128,7 +122,7 @@ class KernelRegression(Experiment):
         ``kernel_model_attention.png`` (the model's weights) and ``kernel_sweep.png`` (validation MSE
         of the 16 fixed choices and of the model)."""
         val = data.val
-        device = _device(model)
+        device = model_device(model)
         x, f, keys, values = val.x.to(device), val.y.to(device), val.keys.to(device), val.values.to(device)
         dense = torch.linspace(0.0, X_MAX, 250, device=device)  # smooth curves for the fits figure
         model.eval()

@@ -21,7 +21,6 @@ then feeds back its own predictions) and, for the attention models, ``sine_atten
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.sine import (
     AttentiveRNNConfig,
     SineGRUConfig,
@@ -45,11 +44,6 @@ from attnlab.nn.mha import MultiHeadAttention
 from attnlab.registry import register_experiment
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.sine import plot_rollouts
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def masked_mse(prediction: Tensor, target: Tensor, lengths: Tensor) -> Tensor:
@@ -204,7 +198,7 @@ class Sine(Experiment):
         80 steps of one test series)."""
         c = self.config
         model.eval()
-        device = _device(model)
+        device = model_device(model)
         series = [data.test[i] for i in range(len(data.test))]  # (L_i + 1,) each
         # The longest test series show the most of the forecast; ties keep the test order.
         order = sorted(range(len(series)), key=lambda i: -len(series[i]))[:4]

@@ -10,7 +10,6 @@ the decoder's attention (decoder step × encoder step) for a few test squares.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.seq2seq_points import (
     MultiHeadSeq2SeqConfig,
     PointTransformerConfig,
@@ -34,11 +33,6 @@ from attnlab.nn import Attention, MultiHeadAttention, record_attention
 from attnlab.registry import register_experiment
 from attnlab.viz.heatmaps import save_figure
 from attnlab.viz.squares import plot_squares, show_alphas
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def decoder_alphas(model: nn.Module, source: Tensor, steps: int) -> tuple[Tensor, Tensor | None]:
@@ -132,7 +126,7 @@ class Squares(Experiment):
         source, target, direction = source[picks], target[picks], direction[picks]
         titles = [DIRECTION_NAMES[int(d)] for d in direction]
         model.eval()
-        prediction, alphas = decoder_alphas(model, source.to(_device(model)), steps=target.shape[1])
+        prediction, alphas = decoder_alphas(model, source.to(model_device(model)), steps=target.shape[1])
         paths = [save_figure(plot_squares(source, target, prediction, titles), out_dir / "squares_predictions.png")]
         if alphas is not None:
             note = "decoder attention over the given corners (last cross-attention layer, mean over heads)"
