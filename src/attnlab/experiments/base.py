@@ -74,6 +74,33 @@ class ModelSpec:
     train_overrides: dict[str, Any] = field(default_factory=dict)  # per-model TrainConfig defaults
 
 
+@dataclass
+class AttentionMap:
+    """The weights of one attention layer for one example, with what its axes mean.
+
+    Attributes:
+        layer: the layer's qualified name in the model (e.g. ``"decoder.layers.0.cross_attn"``).
+        kind: ``"self"``, ``"cross"`` or ``"pooling"``.
+        weights: (H, Q, K) float32 — one row per query, summing to 1 over keys (H = 1 for single-head).
+        query_labels: Q labels (tokens, time stamps, patch indices, …).
+        key_labels: K labels.
+    """
+
+    layer: str
+    kind: str
+    weights: Tensor
+    query_labels: list[str]
+    key_labels: list[str]
+
+
+@dataclass
+class AttentionSample:
+    """One held-out example whose attention a report shows: a title and one map per attention layer."""
+
+    title: str
+    maps: list[AttentionMap]
+
+
 class Experiment:
     """Base class of a task. Subclasses set the class attributes and implement the methods.
 
@@ -121,4 +148,13 @@ class Experiment:
     def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
         """Draw the task's figures (PNG) into ``out_dir`` after training; return their paths.
         ``history`` holds one dict of logged metrics per epoch (train_loss, val_loss, …)."""
+        return []
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """Attention of up to ``limit`` held-out examples, with labelled axes, for the run report.
+
+        Tasks override this to label axes with their tokens, time stamps or patch indices. The
+        engine saves what it returns in the run folder (``attention.safetensors`` + ``attention.json``).
+        An empty list means the model has no attention to show.
+        """
         return []
