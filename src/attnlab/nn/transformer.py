@@ -50,11 +50,13 @@ class EncoderBlock(nn.Module):
         d_model: D (divisible by ``num_heads``).
         num_heads: H.
         d_ff: feed-forward hidden size (default 4·D).
-        dropout: dropout on attention weights and residual branches.
+        dropout: dropout on residual branches (and on attention weights unless ``attn_dropout`` is given).
         norm_first: pre-norm (default; stable without warm-up) or post-norm (the original paper).
         activation: feed-forward activation class.
         norm_layer: normalisation class.
         rotary: use rotary position embeddings in self-attention.
+        attn_dropout: dropout on attention weights (default: ``dropout``). Any non-zero value takes
+            torch's unfused attention kernel on CPU, which is several times slower.
 
     Forward: x (B, L, D); ``key_padding_mask`` (B, L) True = padding; ``attn_mask`` (L, L) True = not
     allowed; ``is_causal``; ``cache`` a :class:`KVCache` for incremental (causal) decoding → (B, L, D).
@@ -62,10 +64,12 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
                  norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
-                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False) -> None:
+                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         rope = RotaryEmbedding(d_model // num_heads) if rotary and d_model % num_heads == 0 else None
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, rotary=rope)
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attn_dropout, rotary=rope)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.attn_res = _Residual(d_model, dropout, norm_first, norm_layer)
         self.ff_res = _Residual(d_model, dropout, norm_first, norm_layer)
@@ -90,11 +94,13 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
                  norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
-                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False) -> None:
+                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         rope = RotaryEmbedding(d_model // num_heads) if rotary and d_model % num_heads == 0 else None
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, rotary=rope)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attn_dropout, rotary=rope)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=attn_dropout)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.self_res = _Residual(d_model, dropout, norm_first, norm_layer)
         self.cross_res = _Residual(d_model, dropout, norm_first, norm_layer)
@@ -130,10 +136,11 @@ class Encoder(nn.Module):
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
                  dropout: float = 0.0, norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
-                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False) -> None:
+                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary)
+            EncoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary, attn_dropout)
             for _ in range(num_layers)
         )
         self.norm = norm_layer(d_model) if norm_first else nn.Identity()
@@ -157,10 +164,11 @@ class Decoder(nn.Module):
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
                  dropout: float = 0.0, norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
-                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False) -> None:
+                 norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            DecoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary)
+            DecoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary, attn_dropout)
             for _ in range(num_layers)
         )
         self.norm = norm_layer(d_model) if norm_first else nn.Identity()
