@@ -22,9 +22,15 @@ def test_plan_covers_every_model_of_every_experiment():
     pairs = demo.plan()
     assert ("sine", "gru") in pairs and ("sine", "transformer") in pairs
     assert ("kernel_regression", "nadaraya_watson_learned") in pairs
-    assert {e for e, _ in pairs} == {"sine", "count", "squares", "kernel_regression", "digits_vit"}
+    assert {e for e, _ in pairs} == {"sine", "count", "squares", "kernel_regression", "digits_vit"}  # no data files
     assert demo.plan(["squares"]) == [("squares", m) for m in
                                       ("seq2seq", "seq2seq_attention", "seq2seq_multihead", "transformer")]
+
+
+def test_experiment_that_needs_a_data_file_is_not_in_the_demo(capsys):
+    assert main(["demo", "--only", "forecast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a data file" in err[0] and "attnlab forecast --help" in err[0]
 
 
 def test_unknown_experiment_in_only_is_a_one_line_error(capsys):

@@ -14,7 +14,14 @@ from attnlab import __version__
 from attnlab.errors import UserError
 
 # Modules that add sub-commands, in the order `attnlab --help` lists them.
-COMMAND_MODULES = ("attnlab.demo", "attnlab.train.command", "attnlab.bench.command")
+COMMAND_MODULES = (
+    "attnlab.demo",
+    "attnlab.train.command",
+    "attnlab.bench.command",
+    "attnlab.forecast.command",
+    "attnlab.translate.command",
+    "attnlab.report.command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,9 @@
 
 Trains every model of every registered experiment with its default budget (through the one engine,
 :func:`attnlab.train.fit`), prints one table (task, model, metric, parameters, train seconds), checks
-the targets the project promises, and writes everything (each run's folder with its figures, plus
-``summary.md`` and ``summary.json``) under one demo folder.
+the targets the project promises, and writes everything (each run's folder with its figures and
+``report.html``, plus ``summary.md``, ``summary.json`` and ``index.html`` linking the reports) under
+one demo folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from attnlab import registry
 from attnlab.errors import UserError
+from attnlab.report import write_demo_index
 from attnlab.train import RunResult, fit
 
 
@@ -80,11 +82,17 @@ TARGETS = (
 
 
 def plan(only: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(experiment, model) pairs the demo trains: every model of every (selected) experiment."""
-    table = registry.experiments()
+    """(experiment, model) pairs the demo trains: every model of every (selected) self-contained experiment.
+
+    Tasks that read the user's data (forecast, translate) have their own commands and are not in the demo.
+    """
+    table = {name: cls for name, cls in registry.experiments().items() if cls.in_demo}
     names = list(table) if not only else list(only)
     for name in names:
         registry.get_experiment(name)  # UserError with the valid names if unknown
+        if name not in table:
+            raise UserError(f"{name} needs a data file, so it is not part of the demo; train it with its own "
+                            f"command (attnlab {name} --help); demo experiments: {', '.join(table)}")
     return [(name, model) for name in names for model in table[name].models]
 
 
@@ -174,11 +182,13 @@ def _run(args: argparse.Namespace) -> int:
     out, results, seconds = run_demo(args.out, only, args.progress)
     targets = check_targets(results)
     _write_summary(out, results, targets, seconds)
+    write_demo_index(out, results, targets, seconds)  # links each run's report.html
     print(format_table(results))
     print()
     for status, desc, measured in targets:
         print(f"{status:8} {desc}" + (f": {measured}" if measured else ""))
     n_figures = sum(len(r.figures) for r in results.values())
     print(f"\n{len(results)} runs in {seconds:.0f} s. Run folder: {out}  "
-          f"({n_figures} PNG figures in its */figures/, summary in {out / 'summary.md'})")
+          f"({n_figures} PNG figures in its */figures/, summary in {out / 'summary.md'}, "
+          f"reports linked from {out / 'index.html'})")
     return 0

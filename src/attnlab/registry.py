@@ -14,6 +14,8 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "attnlab.experiments.squares",
     "attnlab.experiments.kernel_regression",
     "attnlab.experiments.digits_vit",
+    "attnlab.experiments.translate",
+    "attnlab.experiments.forecast",
 )
 
 _EXPERIMENTS: dict[str, type[Experiment]] = {}

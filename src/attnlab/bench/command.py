@@ -13,6 +13,8 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "attention": "attnlab.bench.attention",
     "complexity": "attnlab.bench.complexity",
+    "forecast": "attnlab.bench.forecast",
+    "translate": "attnlab.bench.translate",
 }
 
 

@@ -113,6 +113,7 @@ class Experiment:
         train_defaults: TrainConfig field overrides that suit this task (budget, lr, …).
         monitor: the validation metric to select the best checkpoint and stop early on, and its mode.
         headline: the test metric that summary tables show (default: the monitor's metric).
+        in_demo: whether ``attnlab demo`` trains it (tasks that read a user's file set False).
     """
 
     name: ClassVar[str]
@@ -123,6 +124,7 @@ class Experiment:
     train_defaults: ClassVar[dict[str, Any]] = {}
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
     headline: ClassVar[str | None] = None  # the test metric tables show first (default: the monitor's)
+    in_demo: ClassVar[bool] = True  # `attnlab demo` trains it (False for tasks that need the user's data file)
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -130,6 +132,14 @@ class Experiment:
     def data(self, seed: int) -> DataSplits:
         """Build the three splits (deterministic for a given seed)."""
         raise NotImplementedError
+
+    def complete_model_config(self, model_config: Any) -> Any:
+        """Fill sizes the model needs from the data (input length, channels, …) into its resolved config.
+
+        Called by :func:`attnlab.train.fit` before the model is built; the result is what ``config.json``
+        saves, so :func:`attnlab.train.load_model` rebuilds the same model. Default: unchanged.
+        """
+        return model_config
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         """The training objective on one batch (a scalar)."""
@@ -149,6 +159,10 @@ class Experiment:
         """Draw the task's figures (PNG) into ``out_dir`` after training; return their paths.
         ``history`` holds one dict of logged metrics per epoch (train_loss, val_loss, …)."""
         return []
+
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write files a run needs beside its weights (vocabularies, scaler statistics, forecasts …) into
+        ``run_dir``; called once after training with the best model. Default: nothing."""
 
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
         """Attention of up to ``limit`` held-out examples, with labelled axes, for the run report.

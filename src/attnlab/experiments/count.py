@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.count import (
     AttentionPoolingConfig,
     CountGRUConfig,
@@ -50,6 +50,7 @@ from attnlab.models.count import (
     count_transformer,
 )
 from attnlab.registry import register_experiment
+from attnlab.report.attention import collect_attention
 from attnlab.viz.count import plot_count_attention, plot_loss_only
 from attnlab.viz.heatmaps import save_figure
 
@@ -197,3 +198,19 @@ class Count(Experiment):
         labels = [f"y={int(t)} p={p:.2f}" for t, p in zip(y[:, 0].tolist(), probs.tolist(), strict=True)]
         fig = plot_count_attention(X, weights.cpu(), values, history, labels)
         return [save_figure(fig, out_dir / "count_attention.png")]
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """The first ``limit`` test sequences: the pooling query over the digits (``pool``) and, for the
+        Transformer, each encoder layer's digits × digits self-attention. Axis labels are the digits."""
+        X, y = data.test[: min(limit, len(data.test))]  # (n, L), (n, 1)
+        X = X.to(model_device(model))
+        with torch.no_grad():
+            p = torch.sigmoid(model(X)[:, 0]).cpu()  # (n,) probability of "more 2s than 4s"
+        digits = X.cpu().tolist()
+        titles = [f"test sequence {i}: {row.count(2)} twos, {row.count(4)} fours (label {int(t)}, p={q:.2f})"
+                  for i, (row, t, q) in enumerate(zip(digits, y[:, 0].tolist(), p.tolist(), strict=True))]
+
+        def labels(i: int, layer: str, kind: str) -> tuple[list[str], list[int]]:
+            return (["query"] if kind == "pooling" else digits[i]), digits[i]
+
+        return collect_attention(model, lambda: model(X), titles, labels)

@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 from attnlab.data.digits import NUM_CLASSES, RandomAffine, digit_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.vit import MLPConfig, ViT, ViTConfig, class_token_attention, mlp, vit
 from attnlab.registry import register_experiment
+from attnlab.report.attention import collect_attention
 from attnlab.viz.digits_vit import plot_class_token_attention, plot_confusion
 from attnlab.viz.heatmaps import save_figure
 
@@ -105,3 +106,20 @@ class DigitsViT(Experiment):
             fig = plot_class_token_attention(images, attention, titles, pairs_per_row=5)
             paths.append(save_figure(fig, out_dir / "digits_cls_attention.png"))
         return paths
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """For the ViT, one test image of each of the first ``limit`` classes: every block's self-attention
+        over the class token (``cls``) and the patches (``p5 (r1,c1)``: patch 5, grid row 1, column 1)."""
+        if not isinstance(model, ViT):
+            return []
+        test = data.test
+        picks = [int((test.labels == k).nonzero()[0, 0]) for k in range(NUM_CLASSES) if (test.labels == k).any()]
+        picks = picks[:limit]
+        images = test.images[picks].to(model_device(model))  # (n, 1, 8, 8)
+        with torch.no_grad():
+            predicted = model(images).argmax(-1).tolist()
+        g = model.grid_size
+        tokens = ["cls"] + [f"p{n} (r{n // g},c{n % g})" for n in range(g * g)]
+        titles = [f"test image {i}: label {int(test.labels[i])} → predicted {p}"
+                  for i, p in zip(picks, predicted, strict=True)]
+        return collect_attention(model, lambda: model(images), titles, lambda *_: (tokens, tokens))

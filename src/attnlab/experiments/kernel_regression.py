@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attnlab.data.kernel_regression import X_MAX, CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.kernel_regression import (
     LearnedNadarayaWatsonConfig,
     NadarayaWatson,
@@ -34,6 +34,7 @@ from attnlab.models.kernel_regression import (
 )
 from attnlab.nn import KERNELS, record_attention
 from attnlab.registry import register_experiment
+from attnlab.report.attention import record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.kernel_regression import plot_fits, plot_sweep
 
@@ -159,6 +160,22 @@ class KernelRegression(Experiment):
         fig.axes[0].set_title(f"{label}: better than {worse} of {len(mse) - 1} fixed kernel/width choices", fontsize=9)
         paths.append(save_figure(fig, out_dir / "kernel_sweep.png"))
         return paths
+
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """Two examples (within ``limit``): the validation grid and the test queries (sorted by x), each
+        over all training keys; axes are the x values, rounded to 2 decimals."""
+        device = model_device(model)
+        keys, values = data.val.keys.to(device), data.val.values.to(device)  # (K,) sorted training points
+        key_labels = [f"{k:.2f}" for k in data.val.keys.tolist()]
+        sets = [("validation grid", data.val.x), ("test queries, sorted", torch.sort(data.test.x).values)]
+        samples: list[AttentionSample] = []
+        for name, x in sets[:limit]:
+            _, maps = record_maps(model, lambda x=x: model(x.to(device), keys, values))
+            title = f"{name}: {len(x)} queries × {len(key_labels)} training keys ({_describe(model)})"
+            query_labels = [f"{q:.2f}" for q in x.tolist()]
+            samples += samples_from_maps(maps, [title], lambda *_, q=query_labels: (q, key_labels))
+        return samples
 
 
 def _describe(model: nn.Module) -> str:

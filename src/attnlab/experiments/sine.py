@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.sine import (
     AttentiveRNNConfig,
     SineGRUConfig,
@@ -42,6 +42,7 @@ from attnlab.nn.attention import Attention
 from attnlab.nn.masking import sequence_mask
 from attnlab.nn.mha import MultiHeadAttention
 from attnlab.registry import register_experiment
+from attnlab.report.attention import has_attention, record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.sine import plot_rollouts
 
@@ -222,3 +223,18 @@ class Sine(Experiment):
             fig.suptitle(f"causal attention on test series {order[0]} (first {len(first)} steps)", y=1.02)
             paths.append(save_figure(fig, out_dir / "sine_attention.png"))
         return paths
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """The first ``limit`` test series, first 80 steps each (the report's heatmaps stay readable):
+        causal self-attention of every layer, time step × time step (labels ``t0``, ``t1``, …)."""
+        if not has_attention(model):
+            return []
+        device = model_device(model)
+        samples: list[AttentionSample] = []
+        for i in range(min(limit, len(data.test))):
+            inputs = data.test[i][:-1][:80]  # (L,) the model's inputs; the last value is only a target
+            steps = [f"t{t}" for t in range(len(inputs))]
+            _, maps = record_maps(model, lambda x=inputs: model(x.view(1, -1, 1).to(device)))
+            samples += samples_from_maps(maps, [f"test series {i} (first {len(inputs)} steps)"],
+                                         lambda *_, s=steps: (s, s), kind=lambda _: "self")
+        return samples

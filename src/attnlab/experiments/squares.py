@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
 from attnlab.models.seq2seq_points import (
     MultiHeadSeq2SeqConfig,
     PointTransformerConfig,
@@ -31,6 +31,7 @@ from attnlab.models.seq2seq_points import (
 )
 from attnlab.nn import Attention, MultiHeadAttention, record_attention
 from attnlab.registry import register_experiment
+from attnlab.report.attention import record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure
 from attnlab.viz.squares import plot_squares, show_alphas
 
@@ -132,3 +133,25 @@ class Squares(Experiment):
             note = "decoder attention over the given corners (last cross-attention layer, mean over heads)"
             paths.append(save_figure(show_alphas(alphas, titles, suptitle=note), out_dir / "squares_alphas.png"))
         return paths
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """The first ``limit`` test squares, decoded free-running. Encoder points are the given corners
+        (``c1 (x, y)``, ``c2 (x, y)``); decoder steps are named by the corner they predict, with the
+        prediction (``→c3 (x, y)``). Cross-attention is decoder step × encoder point; the Transformer
+        adds encoder and (causal, KV-cached) decoder self-attention."""
+        source, target, direction, _ = data.test[: min(limit, len(data.test))]
+        steps = target.shape[1]
+        prediction, maps = record_maps(model, lambda: model(source.to(model_device(model)), steps=steps))
+        if not maps:
+            return []
+        given = [[f"c{j + 1} ({x:+.2f}, {y:+.2f})" for j, (x, y) in enumerate(points)] for points in source.tolist()]
+        predicted = [[f"→c{source.shape[1] + t + 1} ({x:+.2f}, {y:+.2f})" for t, (x, y) in enumerate(points)]
+                     for points in prediction.cpu().tolist()]
+        titles = [f"test square {i}: {DIRECTION_NAMES[int(d)]}" for i, d in enumerate(direction)]
+
+        def labels(i: int, layer: str, kind: str) -> tuple[list[str], list[str]]:
+            if kind == "cross":
+                return predicted[i], given[i]
+            return (given[i], given[i]) if layer.startswith("encoder") else (predicted[i], predicted[i])
+
+        return samples_from_maps(maps, titles, labels)

@@ -8,6 +8,8 @@ Run folder (``runs/<experiment>-<model>-<timestamp>/`` unless ``run_dir`` is giv
     checkpoints/       last.ckpt (for --resume) and best.ckpt (best on the experiment's monitor)
     logs/version_0/    Lightning's CSV log, metrics.csv (per step and per epoch); version_1/ … after resumes
     figures/           the experiment's figures, drawn with the best model
+    attention.json     attention of a few held-out examples (+ attention.safetensors), see attnlab.report.attention
+    report.html        the run report (:func:`attnlab.report.build_report`), one offline file
 
 Under DDP every process runs :func:`fit`; only global rank 0 writes files.
 """
@@ -36,6 +38,8 @@ from lightning.pytorch.loggers import CSVLogger
 from attnlab import registry
 from attnlab.errors import UserError
 from attnlab.experiments.base import TrainConfig
+from attnlab.report import build_report
+from attnlab.report.attention import write_run_attention
 from attnlab.train.config import RunConfig, resolve
 from attnlab.train.module import TaskModule
 from attnlab.train.weights import (
@@ -253,6 +257,7 @@ def fit(
     progress: bool = True,
     figures: bool = True,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
+    report: bool = True,
 ) -> RunResult:
     """Train ``model`` on ``experiment``, test the best checkpoint and write the run folder.
 
@@ -268,6 +273,7 @@ def fit(
         progress: show Lightning's progress bar.
         figures: draw the experiment's figures.
         runs_root: where default run folders go.
+        report: write ``report.html`` (:func:`attnlab.report.build_report`) at the end; a failure only warns.
 
     Returns:
         A :class:`RunResult`.
@@ -322,8 +328,10 @@ def fit(
 
     with quiet_lightning():
         L.seed_everything(config.train.seed, workers=True, verbose=False)
-        net = build_model(spec, config.model_config)
         task = experiment_cls(config.experiment_config)
+        # Data-dependent model sizes (e.g. a forecaster's input length and channels) come from the task.
+        config.model_config = task.complete_model_config(config.model_config)
+        net = build_model(spec, config.model_config)
         splits = task.data(config.train.seed)
         module = TaskModule(task, net, config.train, splits)
         trainer, checkpoint = _make_trainer(config.train, out, monitor, progress)
@@ -363,10 +371,23 @@ def fit(
     if trainer.is_global_zero:
         net.cpu().eval()
         save_weights(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
+        task.save_artifacts(net, splits, out)  # files the model needs beside its weights (vocabularies, …)
         if figures:
             result.figures = [Path(p) for p in task.figures(net, splits, out / "figures", result.history)]
+        _best_effort("save the attention", write_run_attention, out, task, net, splits)
         _write_metrics(result, trainable)
+        if report:
+            _best_effort("write the report", build_report, out)
     return result
+
+
+def _best_effort(what: str, function: Any, *args: Any) -> None:
+    """Run an optional last step of a run; a failure is logged as a warning, the run is kept."""
+    try:
+        function(*args)
+    except Exception as err:  # the trained run matters more than its extras
+        log.warning("could not %s of %s: %s: %s", what, args[0], type(err).__name__, err)
+        log.debug("traceback", exc_info=True)
 
 
 def _write_metrics(result: RunResult, trainable: int) -> None:

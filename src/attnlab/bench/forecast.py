@@ -1,0 +1,210 @@
+"""Forecasting benchmark: every forecast model on a CSV under the ETT protocol, next to published numbers.
+
+For each horizon, each model is trained by the one engine (early stopping on validation MSE, a time
+budget per fit) and tested on every test window. The table gives MSE and MAE on the standardised scale,
+train seconds, epochs and parameters; for ETTh1 the published test MSE of PatchTST/64, DLinear and
+iTransformer sits beside them (from ../shared/data/README.md), and the issue's targets are checked:
+
+* the best attnlab model reaches PatchTST/64's MSE, within the time budget;
+* ``patch_transformer`` beats ``linear``;
+* ``linear`` (DLinear) lands within 0.01 of DLinear's published MSE — a check that the protocol is right.
+
+Example::
+
+    attnlab bench forecast --csv ../shared/data/ett/ETTh1.csv --horizons 96 --models linear,patch_transformer
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv as csv_module
+import datetime
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlab.errors import UserError
+from attnlab.experiments.forecast import MODELS
+from attnlab.forecast.api import forecast, load_data
+
+HELP = "forecast models on a CSV under the ETT protocol, next to published numbers"
+
+# Published test MSE / MAE on ETTh1, all 7 channels, by horizon (data README; papers' tables).
+PUBLISHED: dict[str, dict[int, tuple[float, float]]] = {
+    "PatchTST/64": {96: (0.370, 0.400), 192: (0.413, 0.429), 336: (0.422, 0.440), 720: (0.447, 0.468)},
+    "DLinear": {96: (0.375, 0.399), 192: (0.405, 0.416), 336: (0.439, 0.443), 720: (0.472, 0.490)},
+    "iTransformer": {96: (0.386, 0.405), 192: (0.441, 0.436), 336: (0.487, 0.458), 720: (0.503, 0.491)},
+}
+TARGET = "PatchTST/64"
+DLINEAR_TOLERANCE = 0.01
+
+
+@dataclass
+class Row:
+    horizon: int
+    model: str
+    input_len: int
+    mse: float
+    mae: float
+    train_s: float
+    epochs: int
+    params: int
+    run_dir: Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", required=True, help="the CSV (e.g. ../shared/data/ett/ETTh1.csv)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated forecast models (default: all: %(default)s)")
+    parser.add_argument("--horizons", default="96,192,336,720", help="comma-separated horizons (default %(default)s)")
+    parser.add_argument("--input-len", type=int, default=336, help="input window L (default %(default)s)")
+    parser.add_argument("--model-input-len", action="append", default=[], metavar="MODEL=L",
+                        help="a different input window for one model, e.g. patch_transformer=512 (PatchTST/64's L); "
+                             "repeatable")
+    parser.add_argument("--split", choices=("ett", "ratio"), default="ett",
+                        help="ett: the 12/4/4-month standard split (default); ratio: 0.7/0.1/0.2")
+    parser.add_argument("--date-col", default="date", help="time stamp column (default %(default)s)")
+    parser.add_argument("--budget-s", type=float, default=600.0,
+                        help="wall-clock limit of each fit in seconds (default %(default)s: the issue's 10 minutes)")
+    parser.add_argument("--runs-root", default=None,
+                        help="where the run folders go (default runs/bench-forecast-<time>)")
+    parser.add_argument("--out-csv", default=None, help="also write the rows to this CSV")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="train/model overrides for every fit (e.g. seed=1)")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"--{what} needs positive integers, got {text!r}")
+    return values
+
+
+def _models(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in MODELS]
+    if unknown or not names:
+        raise UserError(f"unknown forecast model(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(MODELS)}")
+    return names
+
+
+def _input_lengths(items: list[str], models: list[str], default: int) -> dict[str, int]:
+    lengths = dict.fromkeys(models, default)
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not value.strip().isdigit() or int(value) < 1:
+            raise UserError(f"--model-input-len needs MODEL=L with a positive L, got {item!r}")
+        if name not in lengths:
+            raise UserError(f"--model-input-len names {name!r}, which is not among --models ({', '.join(models)})")
+        lengths[name] = int(value)
+    return lengths
+
+
+def _is_etth1(path: str) -> bool:
+    return Path(path).name.lower() == "etth1.csv"
+
+
+def run(args: argparse.Namespace) -> int:
+    horizons = _ints(args.horizons, "horizons")
+    models = _models(args.models)
+    lengths = _input_lengths(args.model_input_len, models, args.input_len)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-forecast-{stamp}"
+    overrides = [*args.overrides, f"max_time_s={args.budget_s}"]
+    published = PUBLISHED if _is_etth1(args.csv) else {}
+    shown = ", ".join(f"{m} L={n}" for m, n in lengths.items() if n != args.input_len)
+    print(f"bench forecast: {args.csv}, split {args.split}, L={args.input_len}{f' ({shown})' if shown else ''}, "
+          f"horizons {horizons}, models {', '.join(models)}, ≤{args.budget_s:.0f} s per fit; runs in {root}",
+          flush=True)
+
+    rows: list[Row] = []
+    for horizon in horizons:
+        print(f"\nH={horizon}", flush=True)
+        for name in models:
+            data = load_data(args.csv, date_col=args.date_col, split=args.split, input_len=lengths[name],
+                             horizon=horizon)
+            result = forecast(model=name, overrides=overrides, data=data, runs_root=root,
+                              run_dir=root / f"H{horizon}-{name}", progress=False, figures=False, forecast_windows=0)
+            r = result.run
+            row = Row(horizon, name, lengths[name], r.metrics["mse"], r.metrics["mae"], r.train_seconds, r.epochs,
+                      r.params, r.run_dir)
+            rows.append(row)
+            print(f"  {name:<18} L={row.input_len:<4} mse {row.mse:.4f}  mae {row.mae:.4f}  {row.train_s:6.1f} s  "
+                  f"{row.epochs:>3} epochs  {row.params:>9,} params  ({data.windows('test')} test windows)",
+                  flush=True)
+
+    print()
+    print(table(rows, horizons, models, published))
+    if args.out_csv:
+        write_rows(rows, Path(args.out_csv))
+    checks = check(rows, horizons, args.budget_s) if published else []
+    for line in checks:
+        print(line)
+    return 1 if any(line.startswith("FAIL") for line in checks) else 0
+
+
+def table(rows: list[Row], horizons: list[int], models: list[str], published: dict) -> str:
+    """Markdown table: one row per model, MSE / MAE / train s per horizon, then the published rows."""
+    by = {(r.model, r.horizon): r for r in rows}
+    head = "| model | " + " | ".join(f"H={h} MSE | MAE | s" for h in horizons) + " |"
+    rule = "|---|" + "---|---|---|" * len(horizons)
+    lines = [head, rule]
+    best = {h: min((r.mse for r in rows if r.horizon == h), default=math.inf) for h in horizons}
+    for model in models:
+        cells = []
+        for h in horizons:
+            r = by.get((model, h))
+            if r is None:
+                cells += ["-", "-", "-"]
+                continue
+            mse = f"**{r.mse:.3f}**" if r.mse == best[h] else f"{r.mse:.3f}"
+            cells += [mse, f"{r.mae:.3f}", f"{r.train_s:.0f}"]
+        length = next((r.input_len for r in rows if r.model == model), None)
+        lines.append(f"| {model} (L={length}) | " + " | ".join(cells) + " |")
+    for name, numbers in published.items():
+        cells = []
+        for h in horizons:
+            mse, mae = numbers.get(h, (math.nan, math.nan))
+            cells += [f"{mse:.3f}", f"{mae:.3f}", ""]
+        lines.append(f"| *{name} (published)* | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def check(rows: list[Row], horizons: list[int], budget_s: float) -> list[str]:
+    """The issue's targets on ETTh1, one PASS/FAIL line each."""
+    by = {(r.model, r.horizon): r for r in rows}
+    lines = []
+    for h in horizons:
+        at_h = [r for r in rows if r.horizon == h]
+        if not at_h:
+            continue
+        best = min(at_h, key=lambda r: r.mse)
+        goal = PUBLISHED[TARGET][h][0]
+        ok = best.mse <= goal and best.train_s <= budget_s
+        lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: best {best.model} {best.mse:.4f} (target ≤ {goal:.3f}, "
+                     f"{TARGET}) in {best.train_s:.0f} s")
+        patch, linear = by.get(("patch_transformer", h)), by.get(("linear", h))
+        if patch and linear:
+            ok = patch.mse < linear.mse
+            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: patch_transformer {patch.mse:.4f} "
+                         f"{'<' if ok else '≥'} linear {linear.mse:.4f}")
+        if linear:
+            published = PUBLISHED["DLinear"][h][0]
+            ok = abs(linear.mse - published) <= DLINEAR_TOLERANCE
+            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: linear {linear.mse:.4f} vs DLinear published "
+                         f"{published:.3f} (|Δ| = {abs(linear.mse - published):.4f}, tolerance {DLINEAR_TOLERANCE})")
+    return lines
+
+
+def write_rows(rows: list[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv_module.writer(handle)
+        writer.writerow(["horizon", "model", "input_len", "mse", "mae", "train_s", "epochs", "params", "run_dir"])
+        for r in rows:
+            writer.writerow([r.horizon, r.model, r.input_len, f"{r.mse:.6f}", f"{r.mae:.6f}", f"{r.train_s:.1f}",
+                             r.epochs, r.params, r.run_dir])

@@ -1,0 +1,410 @@
+"""``translate``: sentence translation on a ``source<TAB>target`` corpus, scored by sacreBLEU on held-out sources.
+
+Models (by name): ``seq2seq`` (GRU encoder–decoder, no attention), ``bahdanau`` (additive attention),
+``luong`` (dot / general attention after the RNN step) and ``transformer``. They train on teacher-forced
+cross-entropy (label-smoothed by default, padding ignored) over length-bucketed batches.
+
+Held-out sets are grouped by source sentence (:func:`attnlab.data.text.split_by_source`): no test or
+validation source appears in training, and every target the corpus gives for a held-out source is one of
+its references. Each held-out set is evaluated as one item, so its metrics are corpus-level:
+
+* ``loss`` (the training objective) and ``token_acc`` (teacher-forced next-token accuracy) over all
+  held-out pairs;
+* ``bleu`` and ``chrf``: sacreBLEU corpus BLEU and chrF of the decoded sources against all their
+  references. Validation decodes greedily every epoch (``val_bleu`` picks the best checkpoint and gives
+  the learning curve); the test set is decoded with ``data.beam`` (1 = greedy).
+
+Scores are on the normalised text (lower-cased and punctuation-spaced by default, on both sides).
+
+Besides the usual run files, the run folder gets ``vocab.json`` (both vocabularies and the normalisation
+options, so ``attnlab translate --run RUN`` needs nothing else) and ``translations.json`` (a sample of test
+sources with hypotheses, references and sentence BLEU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sacrebleu.metrics import BLEU, CHRF
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from attnlab.data.text import (
+    PAD_ID,
+    Batch,
+    CorpusSplit,
+    HeldOut,
+    Vocab,
+    detokenize,
+    length_buckets,
+    make_batch,
+    pad_batch,
+    read_corpus,
+    save_vocabs,
+    split_by_source,
+    tokenize,
+)
+from attnlab.decode import greedy_with_attention, translate_ids
+from attnlab.errors import UserError
+from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, ModelSpec, model_device
+from attnlab.models.translation import (
+    LuongConfig,
+    RNNTranslatorConfig,
+    TransformerTranslatorConfig,
+    bahdanau,
+    luong,
+    seq2seq,
+    transformer,
+)
+from attnlab.nn import Attention, MultiHeadAttention
+from attnlab.registry import register_experiment
+
+log = logging.getLogger(__name__)
+
+VOCAB_FILE = "vocab.json"
+TRANSLATIONS_FILE = "translations.json"
+EVAL_PAIRS_PER_CHUNK = 256  # teacher-forced loss of held-out pairs, in sub-batches
+DECODE_SENTENCES_PER_CHUNK = 500  # decoding of held-out sources, in length-sorted sub-batches
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class EncodedHeldOut:
+    """A whole held-out set as one evaluation item.
+
+    Attributes:
+        src: per source, its ids (ending in ``<eos>``).
+        sources: the normalised source sentences.
+        references: per source, all its normalised reference sentences.
+        pair_src, pair_tgt: per (source, reference) pair, the ids of both sides (for the loss).
+        beam: beam size used to decode this set (1 = greedy).
+    """
+
+    src: list[list[int]]
+    sources: list[str]
+    references: list[list[str]]
+    pair_src: list[list[int]]
+    pair_tgt: list[list[int]]
+    beam: int = 1
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+class HeldOutDataset(Dataset):
+    """A dataset of one item: the whole held-out set (corpus-level BLEU needs all of it at once)."""
+
+    def __init__(self, item: EncodedHeldOut) -> None:
+        self.item = item
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> EncodedHeldOut:
+        if index != 0:
+            raise IndexError(index)
+        return self.item
+
+
+class BucketedPairs(Dataset):
+    """Training pairs grouped once into length buckets of ``batch_sentences`` pairs; item i = bucket i.
+
+    The engine shuffles the bucket order every epoch; with ``train.batch_size = k`` it collates k buckets
+    into one batch.
+    """
+
+    def __init__(self, src: Sequence[list[int]], tgt: Sequence[list[int]], batch_sentences: int, seed: int) -> None:
+        self.src, self.tgt = src, tgt
+        lengths = [max(len(s), len(t)) for s, t in zip(src, tgt, strict=True)]
+        self.buckets = length_buckets(lengths, batch_sentences, seed)
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def __getitem__(self, index: int) -> list[int]:
+        return self.buckets[index]
+
+    def collate(self, items: list[Any]) -> Batch | EncodedHeldOut:
+        """Buckets → one padded :class:`Batch`; a held-out item passes through."""
+        if isinstance(items[0], EncodedHeldOut):
+            if len(items) != 1:
+                raise ValueError("held-out sets are evaluated one at a time")
+            return items[0]
+        indices = [i for bucket in items for i in bucket]
+        return make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices])
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """sacreBLEU corpus BLEU and chrF of ``hypotheses`` against a variable number of references each."""
+    width = max(len(refs) for refs in references)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
+    # Both sides are normalised text with punctuation split off ("go ."); sacreBLEU's 13a tokeniser splits
+    # it off anyway, so the score equals that of detokenised text: force=True only silences its warning.
+    return {
+        "bleu": BLEU(force=True).corpus_score(hypotheses, streams).score,
+        "chrf": CHRF().corpus_score(hypotheses, streams).score,
+    }
+
+
+def decode_sentences(model: nn.Module, src: list[list[int]], beam: int, alpha: float,
+                     chunk: int = DECODE_SENTENCES_PER_CHUNK) -> list[list[int]]:
+    """Decode encoded sources in length-sorted chunks (little padding); output in input order."""
+    device = model_device(model)
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    out: list[list[int]] = [[] for _ in src]
+    for start in range(0, len(order), chunk):
+        picked = order[start : start + chunk]
+        ids, lens = pad_batch([src[i] for i in picked])
+        for i, hyp in zip(picked, translate_ids(model, ids.to(device), lens.to(device), beam=beam, alpha=alpha),
+                          strict=True):
+            out[i] = hyp
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- experiment
+
+
+@register_experiment
+class Translate(Experiment):
+    """Translation of a parallel corpus; held-out sacreBLEU / chrF."""
+
+    name = "translate"
+    summary = "translation on a source<TAB>target corpus: GRU seq2seq vs Bahdanau vs Luong vs Transformer, sacreBLEU"
+
+    @dataclass
+    class Config:
+        """Data and evaluation options.
+
+        Args:
+            corpus: the ``source<TAB>target`` file (UTF-8).
+            lower: lower-case both sides.
+            space_punct: put a space before , . ! ? (d2l).
+            skip_bad_lines: skip lines without a tab or with an empty side instead of failing.
+            min_freq: keep tokens seen at least this often in training (others become ``<unk>``).
+            test_size: distinct source sentences held out for the test set.
+            val_size: distinct source sentences held out for validation.
+            split_seed: seed of the held-out split (fixed, independent of the training seed).
+            max_train_pairs: use at most this many training pairs (quick runs; None = all).
+            batch_sentences: sentence pairs per length bucket (``train.batch_size`` buckets make a batch).
+            label_smoothing: label smoothing of the training cross-entropy (0 = plain).
+            beam: beam size for the test set (1 = greedy); validation always decodes greedily.
+            length_penalty: GNMT length-penalty exponent α of beam search.
+            samples: test sentences written to ``translations.json``.
+        """
+
+        corpus: str = ""
+        lower: bool = True
+        space_punct: bool = True
+        skip_bad_lines: bool = False
+        min_freq: int = 2
+        test_size: int = 2000
+        val_size: int = 1000
+        split_seed: int = 0
+        max_train_pairs: int | None = None
+        batch_sentences: int = 128
+        label_smoothing: float = 0.1
+        beam: int = 1
+        length_penalty: float = 0.6
+        samples: int = 50
+
+    models = {
+        "seq2seq": ModelSpec(seq2seq, RNNTranslatorConfig, "GRU encoder-decoder, final encoder state as context (d2l)"),
+        "bahdanau": ModelSpec(bahdanau, RNNTranslatorConfig, "GRU decoder with additive attention over encoder states"),
+        "luong": ModelSpec(luong, LuongConfig, "GRU decoder, dot/general attention after the RNN step (Luong)"),
+        "transformer": ModelSpec(
+            transformer, TransformerTranslatorConfig, "Transformer encoder-decoder, KV-cached decoding",
+            train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
+        ),
+    }
+    default_model = "transformer"
+    in_demo = False  # needs the user's corpus: `attnlab translate fit`
+    monitor = ("val_bleu", "max")
+    headline = "bleu"
+    train_defaults: dict[str, Any] = {"max_epochs": 10, "max_time_s": 1200.0, "batch_size": 1, "lr": 2e-3,
+                                      "warmup_steps": 100}
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._prepared: tuple[CorpusSplit, Vocab, Vocab] | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def prepare(self) -> tuple[CorpusSplit, Vocab, Vocab]:
+        """Read and split the corpus and build the vocabularies from the training side (cached)."""
+        if self._prepared is None:
+            c = self.config
+            if not c.corpus:
+                raise UserError("no corpus given; pass --corpus FILE (attnlab translate fit) or data.corpus=FILE")
+            checks = [("min_freq", c.min_freq >= 1), ("batch_sentences", c.batch_sentences >= 1),
+                      ("beam", c.beam >= 1), ("label_smoothing", 0.0 <= c.label_smoothing < 1.0),
+                      ("samples", c.samples >= 0),
+                      ("max_train_pairs", c.max_train_pairs is None or c.max_train_pairs >= 1)]
+            for key, ok in checks:
+                if not ok:
+                    raise UserError(f"{key}={getattr(c, key)!r} is out of range; see `attnlab list translate`")
+            pairs = read_corpus(c.corpus, c.lower, c.space_punct, c.skip_bad_lines)
+            split = split_by_source(pairs, c.test_size, c.val_size, c.split_seed)
+            if c.max_train_pairs is not None and len(split.train) > c.max_train_pairs:
+                picked = sorted(random.Random(c.split_seed).sample(range(len(split.train)), c.max_train_pairs))
+                split = dataclasses.replace(split, train=[split.train[i] for i in picked])
+            src_vocab = Vocab.build((tokenize(s) for s, _ in split.train), c.min_freq)
+            tgt_vocab = Vocab.build((tokenize(t) for _, t in split.train), c.min_freq)
+            self._prepared = (split, src_vocab, tgt_vocab)
+        return self._prepared
+
+    @property
+    def vocabs(self) -> tuple[Vocab, Vocab]:
+        _, src_vocab, tgt_vocab = self.prepare()
+        return src_vocab, tgt_vocab
+
+    def complete_model_config(self, model_config: Any) -> Any:
+        """The model config with the vocabulary sizes of this corpus (called by the engine before the model
+        is built). A config that already holds other sizes (a resumed run whose data changed) is refused."""
+        src_vocab, tgt_vocab = self.vocabs
+        sizes = {"src_vocab_size": len(src_vocab), "tgt_vocab_size": len(tgt_vocab)}
+        current = {key: getattr(model_config, key) for key in sizes}
+        if any(current.values()) and current != sizes:
+            raise UserError(f"the model config has vocabulary sizes {current} but the corpus gives {sizes}; "
+                            "the corpus or its data settings changed — start a new run")
+        return dataclasses.replace(model_config, **sizes)
+
+    def _encode_held_out(self, held: HeldOut, beam: int) -> EncodedHeldOut:
+        src_vocab, tgt_vocab = self.vocabs
+        pairs = held.pairs
+        return EncodedHeldOut(
+            src=[src_vocab.encode(tokenize(s)) for s in held.sources],
+            sources=list(held.sources),
+            references=[list(refs) for refs in held.references],
+            pair_src=[src_vocab.encode(tokenize(s)) for s, _ in pairs],
+            pair_tgt=[tgt_vocab.encode(tokenize(t)) for _, t in pairs],
+            beam=beam,
+        )
+
+    def data(self, seed: int) -> DataSplits:
+        split, src_vocab, tgt_vocab = self.prepare()
+        src = [src_vocab.encode(tokenize(s)) for s, _ in split.train]
+        tgt = [tgt_vocab.encode(tokenize(t)) for _, t in split.train]
+        train = BucketedPairs(src, tgt, self.config.batch_sentences, seed)
+        val = HeldOutDataset(self._encode_held_out(split.val, beam=1))
+        test = HeldOutDataset(self._encode_held_out(split.test, beam=self.config.beam))
+        return DataSplits(train, val, test, collate_fn=train.collate)
+
+    # ------------------------------------------------------------------ loss and metrics
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch)
+
+    def _token_loss(self, model: nn.Module, batch: Batch, smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed loss, correct-token count and token count of a batch."""
+        logits = model(batch.src, batch.src_lens, batch.tgt_in)  # (B, T, V)
+        flat = logits.reshape(-1, logits.shape[-1])  # (B·T, V)
+        target = batch.tgt_out.reshape(-1)  # (B·T,)
+        loss = F.cross_entropy(flat, target, ignore_index=PAD_ID, label_smoothing=smoothing, reduction="sum")
+        real = target != PAD_ID
+        correct = ((flat.argmax(-1) == target) & real).sum()
+        return loss, correct, real.sum()
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """Cross-entropy per target token (label-smoothed if configured), padding ignored."""
+        total, _, count = self._token_loss(model, batch, self.config.label_smoothing)
+        return total / count.clamp_min(1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """Corpus-level metrics of a whole held-out set: ``loss`` and ``token_acc`` over its pairs,
+        ``bleu`` and ``chrf`` of its decoded sources against all references."""
+        held: EncodedHeldOut = batch
+        device = model_device(model)
+        loss_sum = correct = tokens = 0.0
+        for start in range(0, len(held.pair_src), EVAL_PAIRS_PER_CHUNK):
+            chunk = make_batch(held.pair_src[start : start + EVAL_PAIRS_PER_CHUNK],
+                               held.pair_tgt[start : start + EVAL_PAIRS_PER_CHUNK]).to(device)
+            loss, right, count = self._token_loss(model, chunk, self.config.label_smoothing)
+            loss_sum, correct, tokens = loss_sum + loss.item(), correct + right.item(), tokens + count.item()
+        hypotheses = self.hypotheses(model, held)
+        scores = corpus_scores(hypotheses, held.references)
+        return {"loss": torch.tensor(loss_sum / tokens), "token_acc": torch.tensor(correct / tokens),
+                "bleu": torch.tensor(scores["bleu"]), "chrf": torch.tensor(scores["chrf"])}
+
+    def hypotheses(self, model: nn.Module, held: EncodedHeldOut) -> list[str]:
+        """Decoded held-out sources as normalised text."""
+        _, tgt_vocab = self.vocabs
+        ids = decode_sentences(model, held.src, beam=held.beam, alpha=self.config.length_penalty)
+        return [detokenize(tgt_vocab.decode(h)) for h in ids]
+
+    # ------------------------------------------------------------------ run folder
+
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``vocab.json`` and ``translations.json`` into the run folder (called by the engine after
+        the best weights are saved)."""
+        c = self.config
+        src_vocab, tgt_vocab = self.vocabs
+        options = {"lower": c.lower, "space_punct": c.space_punct}
+        save_vocabs(run_dir / VOCAB_FILE, src_vocab, tgt_vocab, options)
+        held: EncodedHeldOut = data.test[0]
+        n = min(c.samples, len(held))
+        if n:
+            model.eval()
+            sample = dataclasses.replace(held, src=held.src[:n], sources=held.sources[:n],
+                                         references=held.references[:n])
+            hypotheses = self.hypotheses(model, sample)
+            rows = [
+                {"source": s, "hypothesis": h, "references": refs,
+                 "sentence_bleu": round(BLEU(effective_order=True, force=True).sentence_score(h, refs).score, 2)}
+                for s, h, refs in zip(sample.sources, hypotheses, sample.references, strict=True)
+            ]
+            (run_dir / TRANSLATIONS_FILE).write_text(
+                json.dumps({"beam": held.beam, "translations": rows}, ensure_ascii=False, indent=1) + "\n",
+                encoding="utf-8")
+
+    def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
+        """Cross-attention (generated token × source token) of the first ``limit`` test sentences, plus the
+        encoder and decoder self-attention for the Transformer, from greedy decoding."""
+        if not any(isinstance(m, (Attention, MultiHeadAttention)) for m in model.modules()):
+            return []  # seq2seq: no attention to show
+        src_vocab, tgt_vocab = self.vocabs
+        held: EncodedHeldOut = data.test[0]
+        model.eval()
+        samples = []
+        for i in range(min(limit, len(held))):
+            src_ids = held.src[i]
+            result = greedy_with_attention(model, src_ids)
+            source_tokens = src_vocab.decode(src_ids, strip=False)
+            out_tokens = [*tgt_vocab.decode(result.tokens), "<eos>"][: result.steps]
+            in_tokens = ["<bos>", *out_tokens[:-1]]
+            maps = []
+            for name, weights in result.attention.items():
+                kind = "cross" if "cross_attn" in name else "self"
+                if name.startswith("encoder"):
+                    maps.append(AttentionMap(name, kind, weights, source_tokens, source_tokens))
+                elif kind == "cross":
+                    maps.append(AttentionMap(name, kind, weights, out_tokens, source_tokens))
+                else:
+                    maps.append(AttentionMap(name, kind, weights, out_tokens, in_tokens))
+            samples.append(AttentionSample(f"{held.sources[i]} → {detokenize(out_tokens[:-1])}", maps))
+        return samples
+
+
+def learning_curve(history: list[dict[str, float]], train_seconds: float) -> list[tuple[float, float]]:
+    """``(training minutes, val BLEU)`` per epoch, the minutes pro-rated from the run's total training time
+    (epochs have equal work)."""
+    epochs = [h for h in history if "val_bleu" in h]
+    if not epochs:
+        return []
+    per_epoch = train_seconds / 60 / max(len(history), 1)
+    return [(h["epoch"] * per_epoch, h["val_bleu"]) for h in epochs if math.isfinite(h["val_bleu"])]

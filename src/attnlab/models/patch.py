@@ -1,0 +1,160 @@
+"""Patch-based attention forecasters: PatchTST's recipe, and a linear + patch-attention hybrid.
+
+Both are channel-independent: each of the C channels of a window is its own univariate series,
+normalised by its own mean and standard deviation (instance normalisation, "RevIN"), cut into
+overlapping patches that become the tokens of a Transformer encoder, and mapped to the horizon.
+
+Shapes: input (B, L, C) standardised values → output (B, H, C).
+
+With ``record_attention`` a patch model records (B·C, heads, P, P) per layer: one P × P map per channel
+of every window, P = :func:`num_patches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.models.forecast import ForecastSizes, InstanceNorm
+from attnlab.nn.mha import check_heads
+from attnlab.nn.transformer import Encoder
+
+
+def num_patches(input_len: int, patch_len: int, stride: int) -> int:
+    """Patches of a series of ``input_len`` after padding its end with ``stride`` copies of the last value."""
+    return (input_len + stride - patch_len) // stride + 1
+
+
+def patchify(x: Tensor, patch_len: int, stride: int) -> Tensor:
+    """Cut series into overlapping patches: (N, L) → (N, P, patch_len), the end padded by repeating the
+    last value ``stride`` times (as PatchTST), so the newest values get a patch of their own."""
+    x = torch.cat([x, x[:, -1:].expand(-1, stride)], dim=1)  # (N, L + stride)
+    return x.unfold(1, patch_len, stride)  # (N, P, patch_len)
+
+
+class BatchNormTokens(nn.Module):
+    """BatchNorm over the feature dimension of (B, T, D) tokens — PatchTST's choice over LayerNorm for
+    time series, where statistics shared across windows are more stable than per-token ones."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+
+@dataclass
+class PatchTransformerConfig(ForecastSizes):
+    """Hyper-parameters of :class:`PatchTransformer` (defaults: PatchTST/42's ETTh1 setting, but for the
+    attention dropout; see the field comments). ``seq_len``, ``pred_len``, ``n_channels`` come from the data.
+    """
+
+    patch_len: int = 16
+    stride: int = 8
+    d_model: int = 16
+    num_heads: int = 4
+    num_layers: int = 3
+    d_ff: int = 128
+    dropout: float = 0.3  # on embeddings, residual branches and the feed-forward
+    attn_dropout: float = 0.0  # on attention weights (PatchTST's default; non-zero leaves the fused kernel)
+    head_dropout: float = 0.0
+    norm: Literal["batch", "layer"] = "batch"
+    affine: bool = False  # learnable scale/shift inside instance normalisation
+
+
+class PatchTransformer(nn.Module):
+    """PatchTST (Nie et al. 2023): patches as tokens, channel-independent, instance-normalised.
+
+    Forward: x (B, L, C) → (B, H, C). The encoder's self-attention runs over the P patches of each
+    channel; ``record_attention`` gives (B·C, heads, P, P) per layer.
+    """
+
+    def __init__(self, config: PatchTransformerConfig) -> None:
+        super().__init__()
+        c = config
+        seq_len, pred_len, n_channels = c.sizes()
+        check_heads(c.d_model, c.num_heads)
+        if not 1 <= c.patch_len <= seq_len:
+            raise ValueError(f"patch_len={c.patch_len} must be between 1 and the input length {seq_len}")
+        if not 1 <= c.stride <= c.patch_len:
+            raise ValueError(f"stride={c.stride} must be between 1 and patch_len={c.patch_len} (patches must cover "
+                             "the series)")
+        self.config = c
+        self.seq_len = seq_len
+        self.revin = InstanceNorm(n_channels, affine=c.affine)
+        self.num_patches = num_patches(seq_len, c.patch_len, c.stride)
+        self.embed = nn.Linear(c.patch_len, c.d_model)
+        self.position = nn.Parameter(torch.empty(self.num_patches, c.d_model).uniform_(-0.02, 0.02))
+        self.dropout = nn.Dropout(c.dropout)
+        norm_layer = {"batch": BatchNormTokens, "layer": nn.LayerNorm}[c.norm]
+        self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, norm_first=False,
+                               norm_layer=norm_layer, attn_dropout=c.attn_dropout)
+        self.head = nn.Sequential(nn.Flatten(1), nn.Dropout(c.head_dropout),
+                                  nn.Linear(self.num_patches * c.d_model, pred_len))
+
+    def encode(self, z: Tensor) -> Tensor:
+        """Normalised windows (B, L, C) → patch tokens (B·C, P, D) after the encoder."""
+        b, length, ch = z.shape
+        series = z.transpose(1, 2).reshape(b * ch, length)  # (B·C, L)
+        patches = patchify(series, self.config.patch_len, self.config.stride)  # (B·C, P, patch_len)
+        tokens = self.dropout(self.embed(patches) + self.position)  # (B·C, P, D)
+        return self.encoder(tokens)  # (B·C, P, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, ch = x.shape
+        z, stats = self.revin.normalize(x)  # (B, L, C)
+        y = self.head(self.encode(z))  # (B·C, H)
+        y = y.reshape(b, ch, -1).transpose(1, 2)  # (B, H, C)
+        return self.revin.denormalize(y, stats)
+
+    def patch_spans(self) -> list[tuple[int, int]]:
+        """The [start, end) input steps each patch covers. Patches that run into the end padding are cut at the
+        last step; one made only of padding (stride = patch_len) covers the last step, whose copies it holds."""
+        c, spans = self.config, []
+        for i in range(self.num_patches):
+            start = min(i * c.stride, self.seq_len - 1)
+            spans.append((start, max(min(i * c.stride + c.patch_len, self.seq_len), start + 1)))
+        return spans
+
+    def token_labels(self, timestamps: Sequence[str]) -> list[str]:
+        """One label per patch, "p<i> <first time>–<last time>", given the L input time stamps."""
+        return [f"p{i} {timestamps[a]}–{timestamps[b - 1]}" for i, (a, b) in enumerate(self.patch_spans())]
+
+
+@dataclass
+class PatchHybridConfig(PatchTransformerConfig):
+    """Hyper-parameters of :class:`PatchHybrid`: those of the patch transformer, which learns a correction."""
+
+
+class PatchHybrid(PatchTransformer):
+    """attnlab's own design: an instance-normalised linear forecast plus a patch-attention correction.
+
+    A channel-independent linear map from the L normalised inputs to the H outputs (RLinear, the strong
+    baseline of Li et al. 2023) carries the level and the periodic pattern; the patch transformer adds
+    what a linear map cannot, such as shape changes that depend on context. The attention branch's
+    output layer starts at zero, so training starts from the linear forecast and attention has to earn
+    every change it makes.
+
+    Forward: x (B, L, C) → (B, H, C).
+    """
+
+    def __init__(self, config: PatchHybridConfig) -> None:
+        super().__init__(config)
+        seq_len, pred_len, _ = config.sizes()
+        self.linear = nn.Linear(seq_len, pred_len)
+        last = self.head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, ch = x.shape
+        z, stats = self.revin.normalize(x)  # (B, L, C)
+        series = z.transpose(1, 2)  # (B, C, L)
+        y = self.linear(series).reshape(b * ch, -1) + self.head(self.encode(z))  # (B·C, H)
+        y = y.reshape(b, ch, -1).transpose(1, 2)  # (B, H, C)
+        return self.revin.denormalize(y, stats)

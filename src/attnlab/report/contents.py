@@ -1,0 +1,286 @@
+"""Read what a run folder holds, for the report: config, metrics, logs, figures, task outputs, attention.
+
+What is an error and what is only missing (the report names missing parts on the page):
+
+=======================================  ==============================================================
+run folder                               result
+=======================================  ==============================================================
+not a folder, or no ``config.json``      UserError: not a run (nothing written)
+``config.json`` not valid JSON           UserError: damaged run (nothing written)
+``metrics.json`` truncated / invalid     UserError: damaged run (nothing written)
+``attention.*`` damaged                  UserError: damaged run (nothing written)
+no ``metrics.json``                      missing part: the run did not finish (no test metrics)
+no ``logs/*/metrics.csv``                missing part: curves drawn from ``metrics.json`` only, if any
+no ``figures/*.png``                     missing part
+no ``attention.json``                    missing part (``attnlab report`` then exits non-zero, see
+                                         :mod:`attnlab.report.command`)
+``attention.json`` with no samples       not missing: the model has no attention, the page says so
+=======================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnlab.errors import UserError
+from attnlab.experiments.base import AttentionSample
+from attnlab.report.attention import ATTENTION_JSON, read_attention
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+KNOWN_FILES = {CONFIG_FILE, METRICS_FILE, ATTENTION_JSON}
+OUTPUT_ROWS = 20  # rows of a task output shown as a sample table
+OUTPUT_COLUMNS = 12
+OUTPUT_CELL_CHARS = 120
+OUTPUT_TEXT_CHARS = 4000
+OUTPUT_MAX_BYTES = 20_000_000  # JSON outputs larger than this are named, not parsed
+
+
+@dataclass
+class TaskOutput:
+    """A sample of one task output file (``forecasts.csv``, ``translations.json``, …).
+
+    Attributes:
+        name: file name (and the JSON key of the table, if it came from inside an object).
+        header: column names of the sample table (empty for a text preview).
+        rows: up to ``OUTPUT_ROWS`` rows of strings.
+        total_rows: rows in the whole file (or list).
+        text: a text preview when the file is not a table; an error message if it could not be read.
+    """
+
+    name: str
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    total_rows: int = 0
+    text: str = ""
+
+
+@dataclass
+class RunContents:
+    """Everything the report shows, read from one run folder (see :func:`read_run`).
+
+    Attributes:
+        run_dir: the run folder.
+        config: ``config.json`` as a dict.
+        metrics: ``metrics.json`` as a dict, or None if the run did not finish.
+        epoch_curves: metric name -> [(epoch, value)], from ``metrics.json``'s history, else from the logs.
+        step_curve: [(global step, training loss)] from the logs.
+        figures: PNG files under ``figures/``, in the order the run listed them.
+        outputs: samples of task output files at the top of the folder.
+        attention: the saved attention samples, or None if nothing was saved.
+        attention_note: why the saved attention is empty (a model without attention).
+        missing: the missing parts, one phrase each (shown on the page).
+    """
+
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+    epoch_curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    step_curve: list[tuple[float, float]] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    outputs: list[TaskOutput] = field(default_factory=list)
+    attention: list[AttentionSample] | None = None
+    attention_note: str = ""
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.config.get('experiment', '?')} / {self.config.get('model', '?')}"
+
+
+def read_run(run_dir: str | Path) -> RunContents:
+    """Read a run folder; see the module docstring for what is an error and what is a missing part.
+
+    Raises:
+        UserError: not a run folder, or a damaged ``config.json``, ``metrics.json`` or attention file.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder; pass the folder of a run written by `attnlab fit`")
+    contents = RunContents(run_dir, _read_config(run_dir))
+    contents.metrics = _read_metrics(run_dir)
+    if contents.metrics is None:
+        contents.missing.append(f"{METRICS_FILE}: the run did not finish (no test metrics)")
+
+    rows = _read_logs(run_dir)
+    if rows is None:
+        contents.missing.append("training logs (logs/*/metrics.csv)")
+        rows = []
+    contents.step_curve = _step_curve(rows)
+    history = (contents.metrics or {}).get("history") or []
+    contents.epoch_curves = _epoch_curves(history, rows, _monitor(contents))
+    if not contents.epoch_curves and not contents.step_curve:
+        contents.missing.append("loss curves (no history in the logs or in metrics.json)")
+
+    contents.figures = _figures(run_dir, contents.metrics)
+    if not contents.figures:
+        contents.missing.append("figures (figures/*.png)")
+    contents.outputs = [_read_output(p) for p in sorted(run_dir.iterdir())
+                        if p.is_file() and p.suffix in (".csv", ".json") and p.name not in KNOWN_FILES]
+
+    if (run_dir / ATTENTION_JSON).is_file():
+        contents.attention, contents.attention_note = read_attention(run_dir)
+    else:
+        contents.missing.append(f"attention ({ATTENTION_JSON} not saved)")
+    return contents
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is truncated or not valid JSON ({err}); the {what} is damaged") from None
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass a folder written by `attnlab fit`")
+    data = _read_json(path, "run folder")
+    if not isinstance(data, dict) or "experiment" not in data or "model" not in data:
+        raise UserError(f"{path} does not name an experiment and a model; pass a folder written by `attnlab fit`")
+    return data
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    data = _read_json(path, "run folder")
+    if not isinstance(data, dict) or not isinstance(data.get("test"), dict):
+        raise UserError(f"{path} has no test metrics (not written by `attnlab fit`?); the run folder is damaged")
+    return data
+
+
+def _monitor(contents: RunContents) -> str:
+    monitor = (contents.metrics or {}).get("monitor") or contents.config.get("monitor") or ["val_loss"]
+    return str(monitor[0])
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _read_logs(run_dir: Path) -> list[dict[str, str]] | None:
+    """Rows of every ``logs/version_<n>/metrics.csv`` in version order (resumes append versions)."""
+    files = sorted(run_dir.glob("logs/*/metrics.csv"),
+                   key=lambda p: (int(m.group(1)) if (m := re.search(r"(\d+)$", p.parent.name)) else -1, str(p)))
+    if not files:
+        return None
+    rows: list[dict[str, str]] = []
+    for path in files:
+        with path.open(newline="") as f:
+            rows += [row for row in csv.DictReader(f) if row]
+    return rows
+
+
+def _step_curve(rows: list[dict[str, str]]) -> list[tuple[float, float]]:
+    points: dict[float, float] = {}
+    for row in rows:
+        step, loss = _number(row.get("step")), _number(row.get("train_loss_step"))
+        if step is not None and loss is not None:
+            points[step] = loss  # a resumed run may log a step again: keep the latest
+    return sorted(points.items())
+
+
+def _epoch_curves(
+    history: list[dict[str, Any]], rows: list[dict[str, str]], monitor: str
+) -> dict[str, list[tuple[float, float]]]:
+    """train_loss, val_loss and the monitor metric per epoch: from ``metrics.json``'s history when the run
+    finished (exact), else from the CSV log (epoch-end rows; an unfinished run has no final validate row)."""
+    names = ["train_loss", "val_loss"] + ([monitor] if monitor not in ("train_loss", "val_loss") else [])
+    curves: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    if history:
+        for entry in history:
+            for name in names:
+                epoch, value = _number(str(entry.get("epoch"))), _number(str(entry.get(name, "")))
+                if epoch is not None and value is not None:
+                    curves[name].append((epoch, value))
+    else:
+        for row in rows:
+            epoch = _number(row.get("epoch"))
+            if epoch is None or _number(row.get("test_loss")) is not None:
+                continue
+            for name in names:
+                value = _number(row.get(name))
+                if value is not None:
+                    curves[name].append((epoch + 1, value))  # the CSV counts epochs from 0, the history from 1
+    return {name: points for name, points in curves.items() if points}
+
+
+def _figures(run_dir: Path, metrics: dict[str, Any] | None) -> list[Path]:
+    found = sorted((run_dir / "figures").glob("*.png"))
+    listed = [run_dir / p for p in (metrics or {}).get("figures", []) if (run_dir / p).is_file()]
+    return listed + [p for p in found if p not in listed]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) or (isinstance(value, str) and _number(value) is not None and "." in value):
+        number = float(value)
+        text = f"{number:.5g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = "" if value is None else str(value)
+    return text if len(text) <= OUTPUT_CELL_CHARS else text[: OUTPUT_CELL_CHARS - 1] + "…"
+
+
+def _read_output(path: Path) -> TaskOutput:
+    """A sample of a CSV or JSON output; a file that cannot be read gives a note, not an error."""
+    try:
+        if path.suffix == ".csv":
+            return _read_csv_output(path)
+        return _read_json_output(path)
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as err:
+        return TaskOutput(path.name, text=f"could not read {path.name}: {type(err).__name__}: {err}")
+
+
+def _read_csv_output(path: Path) -> TaskOutput:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        rows, total = [], 0
+        for row in reader:
+            total += 1
+            if len(rows) < OUTPUT_ROWS:
+                rows.append([_cell(c) for c in row[:OUTPUT_COLUMNS]])
+    return TaskOutput(path.name, [_cell(h) for h in header[:OUTPUT_COLUMNS]], rows, total)
+
+
+def _table_of(items: list[Any], name: str) -> TaskOutput:
+    header: list[str] = []
+    for item in items[:OUTPUT_ROWS]:
+        header += [k for k in item if k not in header]
+    header = header[:OUTPUT_COLUMNS]
+    rows = [[_cell(item.get(k)) for k in header] for item in items[:OUTPUT_ROWS]]
+    return TaskOutput(name, [_cell(h) for h in header], rows, len(items))
+
+
+def _read_json_output(path: Path) -> TaskOutput:
+    if path.stat().st_size > OUTPUT_MAX_BYTES:
+        return TaskOutput(path.name, text=f"{path.name}: {path.stat().st_size / 1e6:.0f} MB, too large to preview")
+    data = json.loads(path.read_text())
+    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+        return _table_of(data, path.name)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, list) and value and all(isinstance(d, dict) for d in value):
+                table = _table_of(value, f"{path.name} › {key}")
+                scalars = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}
+                table.text = ", ".join(f"{k}: {_cell(v)}" for k, v in scalars.items())
+                return table
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    return TaskOutput(path.name, text=text if len(text) <= OUTPUT_TEXT_CHARS else text[:OUTPUT_TEXT_CHARS] + "\n…")

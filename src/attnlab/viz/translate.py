@@ -1,0 +1,39 @@
+"""Cross-attention heatmaps of a translation: source tokens × generated tokens, per layer and head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from attnlab.viz.heatmaps import show_heatmaps
+
+
+def plot_cross_attention(maps: dict[str, torch.Tensor], source: Sequence[str], output: Sequence[str],
+                         title: str | None = None) -> Figure:
+    """One panel per (layer, head) of the cross-attention layers.
+
+    Args:
+        maps: layer name -> (H, T, S) weights (T generated tokens, S source tokens); all layers must have the
+            same number of heads H. Rows of the figure are layers, columns heads.
+        source: the S source tokens (x axis).
+        output: the T generated tokens (y axis).
+        title: optional figure title.
+    """
+    if not maps:
+        raise ValueError("no cross-attention to plot (the seq2seq model has no attention)")
+    names = list(maps)
+    stack = torch.stack([maps[n] for n in names])  # (layers, H, T, S)
+    heads = stack.shape[1]
+    titles = [f"{n.removesuffix('.cross_attn')} · head {h + 1}" if heads > 1 else n
+              for n in names for h in range(heads)]
+    fig = show_heatmaps(
+        stack, xlabel="source token", ylabel="generated token", titles=titles,
+        xticklabels=list(source), yticklabels=list(output),
+        figsize=(max(3.0, 0.35 * len(source) + 1.5) * heads + 1.0, max(2.5, 0.3 * len(output) + 1.2) * len(names)),
+        cmap="Blues",
+    )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

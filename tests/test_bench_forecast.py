@@ -1,0 +1,76 @@
+"""`attnlab bench forecast`: the table, the target checks against the published numbers, a tiny run end to end,
+and its bad options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attnlab import cli
+from attnlab.bench import forecast as bench
+from test_forecast_cli import seasonal_csv
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def row(horizon: int, model: str, mse: float, train_s: float = 10.0) -> bench.Row:
+    return bench.Row(horizon, model, 336, mse, mse + 0.02, train_s, 3, 1000, Path("runs/x"))
+
+
+def test_checks_against_the_published_numbers():
+    rows = [row(96, "linear", 0.3790), row(96, "patch_transformer", 0.3741), row(96, "patch_hybrid", 0.3699),
+            row(336, "linear", 0.4500), row(336, "patch_transformer", 0.4600, train_s=700.0)]
+    lines = bench.check(rows, [96, 336], budget_s=600.0)
+    assert lines == [
+        "PASS H=96: best patch_hybrid 0.3699 (target ≤ 0.370, PatchTST/64) in 10 s",
+        "PASS H=96: patch_transformer 0.3741 < linear 0.3790",
+        "PASS H=96: linear 0.3790 vs DLinear published 0.375 (|Δ| = 0.0040, tolerance 0.01)",
+        "FAIL H=336: best linear 0.4500 (target ≤ 0.422, PatchTST/64) in 10 s",
+        "FAIL H=336: patch_transformer 0.4600 ≥ linear 0.4500",
+        "FAIL H=336: linear 0.4500 vs DLinear published 0.439 (|Δ| = 0.0110, tolerance 0.01)",
+    ]
+    # The best model must also have trained within the budget.
+    assert bench.check([row(96, "linear", 0.30, train_s=601.0)], [96], 600.0)[0].startswith("FAIL")
+
+
+def test_table_marks_the_best_and_lists_published_rows():
+    rows = [row(96, "linear", 0.3790), row(96, "patch_transformer", 0.3741)]
+    text = bench.table(rows, [96], ["linear", "patch_transformer"], bench.PUBLISHED)
+    lines = text.splitlines()
+    assert lines[0] == "| model | H=96 MSE | MAE | s |"
+    assert lines[2] == "| linear (L=336) | 0.379 | 0.399 | 10 |"
+    assert lines[3] == "| patch_transformer (L=336) | **0.374** | 0.394 | 10 |"
+    assert lines[4] == "| *PatchTST/64 (published)* | 0.370 | 0.400 |  |"
+    assert len(lines) == 2 + 2 + len(bench.PUBLISHED)
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_end_to_end(tmp_path, capsys):
+    csv = seasonal_csv(tmp_path / "series.csv")
+    out = tmp_path / "rows.csv"
+    code = cli.main(["bench", "forecast", "--csv", str(csv), "--split", "ratio", "--input-len", "24",
+                     "--model-input-len", "patch_transformer=32", "--horizons", "6",
+                     "--models", "linear,patch_transformer", "--budget-s", "20", "--runs-root", str(tmp_path / "runs"),
+                     "--out-csv", str(out), "max_epochs=2", "batch_size=64"])
+    assert code == 0  # not ETTh1: no published numbers, no checks
+    text = capsys.readouterr().out
+    assert "| linear (L=24) |" in text and "| patch_transformer (L=32) |" in text and "published" not in text
+    lines = out.read_text().splitlines()
+    assert lines[0] == "horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir"
+    assert [line.split(",")[:3] for line in lines[1:]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
+    assert (tmp_path / "runs" / "H6-patch_transformer" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--horizons", "96,x"], "--horizons must be comma-separated integers"),
+    (["--horizons", "0"], "--horizons needs positive integers"),
+    (["--models", "linear,nope"], "unknown forecast model(s) nope"),
+    (["--model-input-len", "nope=5"], "which is not among --models"),
+    (["--model-input-len", "linear"], "needs MODEL=L"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    csv = seasonal_csv(tmp_path / "series.csv")
+    assert cli.main(["bench", "forecast", "--csv", str(csv), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,0 +1,235 @@
+"""attnlab.data.timeseries: reading, validation messages, the ETT / ratio splits, standardisation, windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnlab.data.timeseries import (
+    ETT_BORDERS,
+    WindowDataset,
+    count_windows,
+    infer_frequency,
+    load_forecast_data,
+    read_table,
+    split_borders,
+)
+from attnlab.errors import UserError
+
+ETTH1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+
+
+def write_series(path: Path, n: int = 200, seed: int = 0, freq: str = "h", **columns: np.ndarray) -> Path:
+    """A CSV with an hourly ``date`` column and columns a, b (random walks) unless given."""
+    rng = np.random.default_rng(seed)
+    frame = {"date": pd.date_range("2021-03-01", periods=n, freq=freq).strftime("%Y-%m-%d %H:%M:%S")}
+    frame.update(columns or {"a": rng.normal(size=n).cumsum(), "b": 10 + rng.normal(size=n)})
+    pd.DataFrame(frame).to_csv(path, index=False)
+    return path
+
+
+def edit_lines(path: Path, edits: dict[int, str]) -> Path:
+    """Replace whole data rows (0-based, header excluded) of a CSV."""
+    lines = path.read_text().splitlines()
+    for row, text in edits.items():
+        lines[row + 1] = text
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def error_of(**kwargs) -> str:
+    with pytest.raises(UserError) as info:
+        load_forecast_data(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path):
+    message = error_of(csv=tmp_path / "nope.csv")
+    assert "nope.csv not found" in message and "--csv" in message
+
+
+def test_no_date_column(tmp_path):
+    path = write_series(tmp_path / "s.csv")
+    message = error_of(csv=path, date_col="time", input_len=10, horizon=5)
+    assert "no column 'time'" in message and "date, a, b" in message and "--date-col" in message
+
+
+def test_unparsable_date(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {7: "yesterday,1.0,2.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "'yesterday'" in message and "row 7 (file line 9)" in message
+
+
+def test_empty_date(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {4: ",1.0,2.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "1 empty date(s)" in message and "row 4" in message
+
+
+def test_non_numeric_cell(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {12: "2021-03-01 12:00:00,abc,1.0",
+                                                         30: "2021-03-02 06:00:00,x,1.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "column 'a'" in message and "'abc'" in message and "row 12 (file line 14)" in message
+    assert "and 1 more" in message
+
+
+def test_nan_and_empty_cells_are_counted_and_located(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {3: "2021-03-01 03:00:00,,1.0",
+                                                        9: "2021-03-01 09:00:00,NaN,NaN",
+                                                        20: "2021-03-01 20:00:00,NaN,2.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "4 empty or NaN cell(s)" in message
+    assert "a: 3 from row 3 (file line 5)" in message and "b: 1 from row 9 (file line 11)" in message
+    assert "--fill ffill" in message and "--fill interpolate" in message
+
+
+def test_fill_ffill_and_interpolate(tmp_path):
+    values = np.arange(12, dtype=float)
+    path = write_series(tmp_path / "s.csv", n=12, a=values, b=values * 2)
+    edit_lines(path, {0: "2021-03-01 00:00:00,,0", 5: "2021-03-01 05:00:00,,10", 6: "2021-03-01 06:00:00,,12"})
+    ffill = read_table(path, fill="ffill").values[:, 0]
+    np.testing.assert_allclose(ffill[:8], [1, 1, 2, 3, 4, 4, 4, 7])  # leading gap takes the first value
+    interp = read_table(path, fill="interpolate").values[:, 0]
+    np.testing.assert_allclose(interp[:8], [1, 1, 2, 3, 4, 5, 6, 7])
+
+
+def test_too_few_rows_names_the_split(tmp_path):
+    path = write_series(tmp_path / "s.csv", n=200)  # ratio split: train 140, val 20 (+ context), test 40
+    message = error_of(csv=path, input_len=30, horizon=25)
+    assert message.startswith("the val split has 50 rows (with 30 rows of context before it)")
+    assert "input_len + horizon = 55" in message
+    message = error_of(csv=path, input_len=150, horizon=10)
+    assert message.startswith("the train split has 140 rows") and "= 160" in message
+
+
+def test_unknown_target_lists_the_columns(tmp_path):
+    path = write_series(tmp_path / "s.csv")
+    message = error_of(csv=path, target="OT", input_len=10, horizon=5)
+    assert "unknown target column(s) 'OT'" in message and "available: a, b" in message
+
+
+def test_constant_column(tmp_path):
+    n = 200
+    path = write_series(tmp_path / "s.csv", n=n, a=np.arange(n, dtype=float), flat=np.full(n, 3.0))
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "column 'flat' is constant over the 140 train rows" in message and "remove it" in message
+
+
+def test_duplicated_timestamp(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {6: "2021-03-01 05:00:00,1.0,2.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "duplicated at row 6 (file line 8)" in message
+
+
+def test_unsorted_timestamps(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv"), {6: "2021-03-01 01:30:00,1.0,2.0"})
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert "not increasing: row 6 (file line 8)" in message and "sort the CSV" in message
+
+
+@pytest.mark.parametrize(("input_len", "horizon", "flag"), [(336, 0, "--horizon"), (336, -4, "--horizon"),
+                                                             (0, 96, "--input-len")])
+def test_non_positive_sizes(tmp_path, input_len, horizon, flag):
+    message = error_of(csv=tmp_path / "not-read.csv", input_len=input_len, horizon=horizon)
+    assert message.startswith(f"{flag} must be at least 1 row")
+
+
+def test_bad_ratios_and_short_ett(tmp_path):
+    path = write_series(tmp_path / "s.csv")
+    assert "summing to 1" in error_of(csv=path, ratios=(0.5, 0.1, 0.1), input_len=10, horizon=5)
+    assert "--split ett needs at least 14400 rows" in error_of(csv=path, split="ett", input_len=10, horizon=5)
+
+
+def test_text_columns_are_ignored(tmp_path):
+    n = 50
+    path = write_series(tmp_path / "s.csv", n=n, a=np.arange(n, dtype=float), station=np.array(["x"] * n))
+    assert read_table(path).columns == ("a",)
+
+
+def test_irregular_frequency(tmp_path):
+    path = edit_lines(write_series(tmp_path / "s.csv", n=10), {5: "2021-03-01 05:30:00,1,2"})
+    table = read_table(path)
+    with pytest.raises(UserError, match="not regular"):
+        infer_frequency(table.timestamps, "s.csv")
+    assert infer_frequency(table.timestamps[:5], "s.csv") == "h"
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+
+
+@pytest.mark.parametrize(("L", "H"), [(336, 96), (336, 720), (512, 192), (96, 336)])
+def test_ett_split_arithmetic(L, H):
+    borders = split_borders(17420, "ett", L)
+    assert borders == {"train": (0, 8640), "val": (8640 - L, 11520), "test": (11520 - L, 14400)}
+    windows = {name: count_windows(end - start, L, H) for name, (start, end) in borders.items()}
+    # README: windows per split = rows - input_len - horizon + 1, val/test rows include L rows of context.
+    assert windows == {"train": 8640 - L - H + 1, "val": 2880 - H + 1, "test": 2880 - H + 1}
+
+
+def test_ratio_split_arithmetic():
+    assert split_borders(1000, "ratio", 24) == {"train": (0, 700), "val": (676, 800), "test": (776, 1000)}
+    assert split_borders(17420, "ratio", 336, (0.6, 0.2, 0.2)) == {
+        "train": (0, 10452), "val": (10116, 13936), "test": (13600, 17420)}
+
+
+@pytest.mark.skipif(not ETTH1.is_file(), reason="ETTh1.csv not available")
+def test_etth1_protocol():
+    data = load_forecast_data(ETTH1, split="ett", input_len=336, horizon=96)
+    assert data.columns == ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
+    assert data.targets == data.columns and data.n_channels == 7
+    assert {name: data.windows(name) for name in ("train", "val", "test")} == {"train": 8209, "val": 2785,
+                                                                               "test": 2785}
+    assert len(data.dataset("test")) == 2785
+    # ETT months are 30 days: the test split starts 16 · 30 days after 2016-07-01.
+    assert data.table.timestamps[ETT_BORDERS[1]] == pd.Timestamp("2016-07-01") + pd.Timedelta(days=480)
+    raw = pd.read_csv(ETTH1)
+    np.testing.assert_allclose(data.scaler.mean, raw.iloc[:8640, 1:].mean().to_numpy())
+    np.testing.assert_allclose(data.scaler.std, raw.iloc[:8640, 1:].std(ddof=0).to_numpy())
+
+
+def test_standardisation_uses_train_rows_only(tmp_path):
+    n = 100
+    a = np.concatenate([np.linspace(0, 1, 70), np.linspace(50, 60, 30)])  # later rows far from train rows
+    path = write_series(tmp_path / "s.csv", n=n, a=a, b=np.sin(np.arange(n)))
+    data = load_forecast_data(path, input_len=8, horizon=4)
+    assert data.borders["train"] == (0, 70)
+    np.testing.assert_allclose(data.scaler.mean[0], a[:70].mean())
+    np.testing.assert_allclose(data.scaler.std[0], a[:70].std())
+    train = data.standardised["train"].double()
+    torch.testing.assert_close(train.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(train.std(0, unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert data.standardised["test"][:, 0].min() > 10  # test rows keep the train statistics
+    assert data.borders["test"] == (80 - 8, 100)
+    np.testing.assert_allclose(data.scaler.inverse(data.standardised["test"].numpy()), data.table.values[72:],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_targets_select_channels(tmp_path):
+    path = write_series(tmp_path / "s.csv")
+    data = load_forecast_data(path, target=["b", "a,b"], input_len=10, horizon=5)
+    assert data.targets == ("b", "a") and data.target_index == (1, 0) and data.n_channels == 2
+
+
+def test_windows_are_views_in_order(tmp_path):
+    series = torch.arange(30, dtype=torch.float32).view(15, 2)
+    dataset = WindowDataset(series, input_len=4, horizon=3)
+    assert len(dataset) == 15 - 4 - 3 + 1
+    x, y = dataset[2]
+    torch.testing.assert_close(x, series[2:6])
+    torch.testing.assert_close(y, series[6:9])
+    assert x.untyped_storage().data_ptr() == series.untyped_storage().data_ptr()  # a view, no copy
+    bx, by = dataset.batch([0, 8])
+    torch.testing.assert_close(bx[1], series[8:12])
+    torch.testing.assert_close(by[1], series[12:15])
+    with pytest.raises(IndexError):
+        dataset[9]

@@ -1,0 +1,74 @@
+"""Patch forecasters: patching against a hand computation, shapes, channel independence, the hybrid's start
+at the linear forecast, attention over patches with labelled axes, and bad sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.models.patch import (
+    PatchHybrid,
+    PatchHybridConfig,
+    PatchTransformer,
+    PatchTransformerConfig,
+    num_patches,
+    patchify,
+)
+from attnlab.nn import record_attention
+
+SIZES = {"seq_len": 32, "pred_len": 6, "n_channels": 3}
+
+
+def test_patchify_pads_the_end_with_the_last_value():
+    x = torch.arange(10.0).unsqueeze(0)  # (1, 10)
+    patches = patchify(x, patch_len=4, stride=2)  # padded to 0..9, 9, 9
+    assert patches.shape == (1, num_patches(10, 4, 2), 4) == (1, 5, 4)
+    assert patches[0, 0].tolist() == [0, 1, 2, 3]
+    assert patches[0, -1].tolist() == [8, 9, 9, 9]
+
+
+@pytest.mark.parametrize("cls,config", [(PatchTransformer, PatchTransformerConfig),
+                                        (PatchHybrid, PatchHybridConfig)])
+def test_shapes_and_channel_independence(cls, config):
+    torch.manual_seed(0)
+    model = cls(config(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, **SIZES)).eval()
+    x = torch.randn(4, 32, 3)
+    y = model(x)
+    assert y.shape == (4, 6, 3)
+    changed = x.clone()
+    changed[:, :, 1] += torch.randn(4, 32)  # another channel's values must not move channel 0's forecast
+    torch.testing.assert_close(model(changed)[:, :, 0], y[:, :, 0])
+    torch.testing.assert_close(model(x + 5.0), y + 5.0, atol=1e-4, rtol=0)  # instance normalisation
+
+
+def test_hybrid_starts_at_its_linear_forecast():
+    torch.manual_seed(0)
+    model = PatchHybrid(PatchHybridConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1,
+                                          **SIZES)).eval()
+    x = torch.randn(2, 32, 3)
+    z, (mean, std) = model.revin.normalize(x)
+    linear = model.linear(z.transpose(1, 2)).transpose(1, 2) * std + mean  # (B, H, C)
+    torch.testing.assert_close(model(x), linear)
+
+
+def test_attention_over_patches_with_labels():
+    model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=8, d_model=8, num_heads=2, num_layers=2,
+                                                    **SIZES)).eval()
+    with record_attention(model) as rec:
+        model(torch.randn(2, 32, 3))
+    p = num_patches(32, 8, 8)
+    assert p == 5 and rec["encoder.layers.1.self_attn"][0].shape == (2 * 3, 2, p, p)
+    labels = model.token_labels([f"t{i}" for i in range(32)])
+    assert labels[0] == "p0 t0–t7" and labels[3] == "p3 t24–t31"
+    assert labels[-1] == "p4 t31–t31"  # only padding: copies of the last step
+    assert len(labels) == p
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"patch_len": 40}, "patch_len=40 must be between 1 and the input length 32"),
+    ({"stride": 9, "patch_len": 8}, "stride=9 must be between 1 and patch_len=8"),
+    ({"d_model": 10, "num_heads": 4}, "num_heads"),
+])
+def test_bad_sizes(changes, message):
+    with pytest.raises(ValueError, match=message):
+        PatchTransformer(PatchTransformerConfig(**{**SIZES, **changes}))

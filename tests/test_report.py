@@ -1,0 +1,446 @@
+"""The run report without a browser: attention helpers and files, the five seed tasks' attention,
+the page builder (sections, values, size caps), bad input, the engine and demo hooks."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from attnlab import registry
+from attnlab.cli import main
+from attnlab.errors import UserError
+from attnlab.experiments.base import AttentionMap, AttentionSample
+from attnlab.report import (
+    build_report,
+    load_attention,
+    merge_calls,
+    read_run,
+    record_maps,
+    samples_from_maps,
+    save_attention,
+    write_demo_index,
+)
+from attnlab.report.attention import infer_kind
+from attnlab.report.page import ATTENTION_BUDGET, MAX_SIDE, attention_payload
+from attnlab.train import RunResult
+from attnlab.train.config import resolve
+from attnlab.train.weights import build_model
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _sample(title: str, shapes: dict[str, tuple[int, int, int]], seed: int = 0) -> AttentionSample:
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for layer, (h, q, k) in shapes.items():
+        w = torch.rand(h, q, k, generator=g).softmax(-1)
+        maps.append(AttentionMap(layer, infer_kind(layer), w, [f"q{i}" for i in range(q)], [f"k{j}" for j in range(k)]))
+    return AttentionSample(title, maps)
+
+
+def _fake_run(root: Path, *, metrics: bool = True, logs: bool = True, figures: int = 1,
+              attention: list[AttentionSample] | None = None, note: str = "") -> Path:
+    """A run folder as `attnlab fit` writes it, with parts left out on request."""
+    root.mkdir(parents=True)
+    config = {"format": 1, "experiment": "toyx", "model": "attn", "train": {"lr": 0.001, "max_epochs": 3},
+              "experiment_config": {"n": 10}, "model_config": {"d_model": 8}, "monitor": ["val_mse", "min"]}
+    (root / "config.json").write_text(json.dumps(config))
+    if metrics:
+        history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0 / e, "val_mse": 0.5 / e, "lr": 0.001}
+                   for e in (1, 2, 3)]
+        data = {"experiment": "toyx", "model": "attn", "monitor": ["val_mse", "min"],
+                "test": {"loss": 0.125, "mse": 0.0123456789}, "val": {"loss": 0.25, "mse": 0.0234},
+                "params": 1234, "trainable_params": 1234, "train_seconds": 1.5, "epochs": 3,
+                "figures": [f"figures/f{i}.png" for i in range(figures)], "history": history}
+        (root / "metrics.json").write_text(json.dumps(data))
+    if logs:
+        (root / "logs" / "version_0").mkdir(parents=True)
+        with (root / "logs" / "version_0" / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "train_loss_step", "train_loss", "val_loss"])
+            w.writerows([[0, 9, 0.9, "", ""], [0, 19, 0.7, "", ""], [0, 19, "", "", 0.6], [0, 19, "", 0.8, ""]])
+    if figures:
+        (root / "figures").mkdir()
+        for i in range(figures):
+            plt.imsave(root / "figures" / f"f{i}.png", np.linspace(0, 1, 64).reshape(8, 8))
+    if attention is not None:
+        save_attention(root, attention, note)
+    return root
+
+
+def _report_data(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    assert match, "the report embeds its data"
+    return json.loads(match.group(1))
+
+
+def _decode(m: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(m["b64"]), dtype="<f4").reshape(m["heads"], m["q"], m["k"])
+
+
+# ---------------------------------------------------------------------------------------------- attention helpers
+
+
+def test_merge_calls_stacks_kv_cached_decoder_steps_and_pads_unseen_keys():
+    steps = [torch.rand(2, 3, 1, t + 1).softmax(-1) for t in range(3)]  # step t: one query over t + 1 keys
+    merged = merge_calls(steps)
+    assert merged.shape == (2, 3, 3, 3)
+    for t, w in enumerate(steps):
+        assert torch.equal(merged[:, :, t, : t + 1], w[:, :, 0])
+        assert (merged[:, :, t, t + 1 :] == 0).all()
+    single = merge_calls([torch.rand(2, 4, 5)])  # Attention layers record (B, Q, K): one head
+    assert single.shape == (2, 1, 4, 5)
+    prefix = [torch.rand(2, 3, t + 1, 4) for t in range(3)]  # no cache: call t re-runs t + 1 rows
+    newest = merge_calls(prefix, newest_only=True)
+    assert newest.shape == (2, 3, 3, 4) and torch.equal(newest[:, :, 2], prefix[2][:, :, 2])
+    with pytest.raises(ValueError, match="at least one"):
+        merge_calls([])
+
+
+def test_samples_from_maps_splits_examples_labels_and_crops_padding():
+    maps = {"encoder.layers.0.self_attn": torch.rand(2, 4, 5, 5), "decoder.layers.0.cross_attn": torch.rand(2, 4, 3, 5)}
+    tokens = [["a", "b", "c", "d", "e"], ["x", "y", "z"]]  # example 1 is padded to 5
+    targets = [["A", "B", "C"], ["X", "Y"]]
+
+    def labels(i, layer, kind):
+        return (tokens[i], tokens[i]) if kind == "self" else (targets[i], tokens[i])
+
+    samples = samples_from_maps(maps, ["first", "second"], labels)
+    assert [s.title for s in samples] == ["first", "second"]
+    enc, cross = samples[1].maps
+    assert (enc.kind, cross.kind) == ("self", "cross")
+    assert enc.weights.shape == (4, 3, 3) and torch.equal(enc.weights, maps["encoder.layers.0.self_attn"][1, :, :3, :3])
+    assert cross.weights.shape == (4, 2, 3) and cross.query_labels == ["X", "Y"]
+    with pytest.raises(ValueError, match="6 query and 5 key labels"):
+        samples_from_maps(maps, ["a", "b"], lambda i, layer, kind: (list("abcdef"), list("abcde")))
+    with pytest.raises(ValueError, match="kind 'bogus'"):
+        samples_from_maps(maps, ["a", "b"], labels, kind=lambda name: "bogus")
+
+
+def test_infer_kind_from_layer_names():
+    assert infer_kind("decoder.layers.1.cross_attn") == "cross"
+    assert infer_kind("encoder.layers.0.self_attn") == "self"
+    assert infer_kind("pool") == "pooling"
+
+
+def test_record_maps_restores_training_mode_and_gives_nothing_without_attention():
+    gru = torch.nn.GRU(2, 3, batch_first=True).train()
+    out, maps = record_maps(gru, lambda: gru(torch.zeros(1, 4, 2)))
+    assert maps == {} and gru.training and out[0].shape == (1, 4, 3)
+
+
+def test_save_and_load_attention_round_trip(tmp_path):
+    samples = [_sample("one", {"encoder.layers.0.self_attn": (4, 6, 6), "pool": (1, 1, 6)}, seed=1),
+               _sample("two", {"encoder.layers.0.self_attn": (4, 3, 3), "pool": (1, 1, 3)}, seed=2)]
+    save_attention(tmp_path, samples)
+    loaded = load_attention(tmp_path)
+    assert [s.title for s in loaded] == ["one", "two"]
+    for a, b in zip(samples, loaded, strict=True):
+        for ma, mb in zip(a.maps, b.maps, strict=True):
+            assert (ma.layer, ma.kind, ma.query_labels, ma.key_labels) == (mb.layer, mb.kind, mb.query_labels,
+                                                                           mb.key_labels)
+            assert mb.weights.dtype == torch.float32 and torch.equal(ma.weights, mb.weights)
+    save_attention(tmp_path, [], note="GRU has no attention layers")
+    assert load_attention(tmp_path) == [] and not (tmp_path / "attention.safetensors").exists()
+    with pytest.raises(ValueError, match="do not match"):
+        bad = AttentionMap("x", "self", torch.rand(1, 2, 2), ["a"], ["a", "b"])
+        save_attention(tmp_path, [AttentionSample("bad", [bad])])
+
+
+def test_load_attention_names_missing_and_damaged_files(tmp_path):
+    with pytest.raises(UserError, match="no saved attention.*attention.json not found"):
+        load_attention(tmp_path)
+    save_attention(tmp_path, [_sample("one", {"pool": (1, 1, 4)})])
+    meta = json.loads((tmp_path / "attention.json").read_text())
+    meta["samples"][0]["maps"][0]["key_labels"] = ["a", "b"]  # 2 labels for 4 keys
+    (tmp_path / "attention.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"does not match .*attention.safetensors .*labels say \(H, 1, 2\)"):
+        load_attention(tmp_path)
+    (tmp_path / "attention.json").write_text('{"samples": [')
+    with pytest.raises(UserError, match="attention.json is damaged"):
+        load_attention(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- the seed tasks
+
+SMALL = {"count": ["n_train=8", "n_val=8", "n_test=8"], "sine": ["n_train=4", "n_val=4", "n_test=4"],
+         "squares": ["n_train=8", "n_val=4", "n_test=8"], "kernel_regression": [], "digits_vit": []}
+SEED_MODELS = [(e, m) for e in SMALL for m in registry.get_experiment(e).models]
+WITHOUT_ATTENTION = {("sine", "gru"), ("count", "gru"), ("squares", "seq2seq"), ("digits_vit", "mlp")}
+
+
+def _untrained(experiment: str, model: str):
+    torch.manual_seed(0)
+    cls = registry.get_experiment(experiment)
+    _, spec = registry.get_model(cls, model)
+    config = resolve(cls, model, spec, SMALL[experiment])
+    task = cls(config.experiment_config)
+    return task, build_model(spec, config.model_config).eval(), task.data(0)
+
+
+@pytest.mark.parametrize(("experiment", "model"), SEED_MODELS)
+def test_seed_tasks_give_labelled_attention_rows_that_sum_to_one(experiment, model, torch_single_thread):
+    task, net, data = _untrained(experiment, model)
+    samples = task.attention_samples(net, data, limit=3)
+    if (experiment, model) in WITHOUT_ATTENTION:
+        assert samples == []
+        return
+    assert 1 <= len(samples) <= 3
+    for sample in samples:
+        assert sample.title and sample.maps
+        for m in sample.maps:
+            h, q, k = m.weights.shape
+            assert (q, k) == (len(m.query_labels), len(m.key_labels)) and m.kind in ("self", "cross", "pooling")
+            torch.testing.assert_close(m.weights.sum(-1), torch.ones(h, q), atol=1e-5, rtol=0)
+
+
+def test_count_attention_is_the_pooling_the_figure_draws_with_digits_as_keys(torch_single_thread):
+    from attnlab.experiments.count import pooling_weights
+
+    task, net, data = _untrained("count", "transformer")
+    samples = task.attention_samples(net, data, limit=2)
+    X = data.test[:2][0]
+    _, weights = pooling_weights(net, X)
+    for i, sample in enumerate(samples):
+        maps = {m.layer: m for m in sample.maps}
+        assert list(maps) == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn", "pool"]
+        assert maps["pool"].query_labels == ["query"] and maps["pool"].key_labels == [str(d) for d in X[i].tolist()]
+        torch.testing.assert_close(maps["pool"].weights[0, 0], weights[i].detach())
+        assert maps["encoder.layers.0.self_attn"].query_labels == maps["pool"].key_labels
+
+
+def test_squares_transformer_lists_self_and_cross_attention_per_decoder_step(torch_single_thread):
+    from attnlab.experiments.squares import decoder_alphas
+
+    task, net, data = _untrained("squares", "transformer")
+    sample = task.attention_samples(net, data, limit=1)[0]
+    kinds = {m.layer: m.kind for m in sample.maps}
+    assert kinds["decoder.layers.1.cross_attn"] == "cross" and kinds["decoder.layers.0.self_attn"] == "self"
+    cross = next(m for m in sample.maps if m.layer == "decoder.layers.1.cross_attn")
+    assert [s[:3] for s in cross.query_labels] == ["→c3", "→c4"] and [s[:2] for s in cross.key_labels] == ["c1", "c2"]
+    _, alphas = decoder_alphas(net, data.test[:1][0], steps=2)  # (1, steps, S), mean over heads
+    torch.testing.assert_close(cross.weights.mean(0), alphas[0])
+    dec_self = next(m for m in sample.maps if m.layer == "decoder.layers.0.self_attn")
+    assert dec_self.weights[:, 0, 1].abs().max() == 0  # step 1 is not visible from step 0 (causal, KV cache)
+
+
+def test_digits_vit_labels_patches_and_matches_class_token_attention(torch_single_thread):
+    from attnlab.models.vit import class_token_attention
+
+    task, net, data = _untrained("digits_vit", "vit")
+    samples = task.attention_samples(net, data, limit=2)
+    last = samples[0].maps[-1]
+    g = net.grid_size
+    assert last.key_labels[0] == "cls" and last.key_labels[1 + g + 1] == f"p{g + 1} (r1,c1)"
+    assert "label 0" in samples[0].title and "label 1" in samples[1].title  # one image per class
+    image = data.test.images[[int((data.test.labels == 0).nonzero()[0, 0])]]
+    _, cls_grid = class_token_attention(net, image)
+    torch.testing.assert_close(last.weights[:, 0, 1:].mean(0), cls_grid[0].flatten())
+
+
+def test_kernel_regression_axes_are_query_and_key_x(torch_single_thread):
+    task, net, data = _untrained("kernel_regression", "nadaraya_watson")
+    val, test = task.attention_samples(net, data, limit=4)
+    assert val.maps[0].query_labels == [f"{x:.2f}" for x in data.val.x.tolist()]
+    assert val.maps[0].key_labels == [f"{x:.2f}" for x in data.val.keys.tolist()]
+    assert test.maps[0].query_labels == sorted(test.maps[0].query_labels, key=float)
+    assert val.maps[0].kind == "pooling" and len(task.attention_samples(net, data, limit=1)) == 1
+
+
+def test_sine_maps_are_causal_over_time_steps(torch_single_thread):
+    task, net, data = _untrained("sine", "transformer")
+    m = task.attention_samples(net, data, limit=1)[0].maps[0]
+    assert m.query_labels[:3] == ["t0", "t1", "t2"] and len(m.query_labels) == min(80, len(data.test[0]) - 1)
+    assert torch.triu(m.weights, diagonal=1).abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+def test_report_shows_every_section_with_the_run_values(tmp_path):
+    samples = [_sample("sample A", {"encoder.layers.0.self_attn": (2, 5, 5), "decoder.layers.0.cross_attn": (2, 3, 5)})]
+    run = _fake_run(tmp_path / "run", attention=samples)
+    with (run / "forecasts.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["t", "actual", "forecast"]] + [[i, i * 0.5, i * 0.25] for i in range(50)])
+    translations = {"bleu": 31.5, "samples": [{"source": "hallo welt", "reference": "hello world",
+                                               "hypothesis": "hello world </script>"}]}
+    (run / "translations.json").write_text(json.dumps(translations))
+    path = build_report(run)
+    assert path == run / "report.html"
+    page = path.read_text()
+    for section in ("config", "metrics", "curves", "figures", "outputs", "attention"):
+        assert f'<section id="{section}">' in page
+    assert 'data-missing-count="0"' in page
+    assert "<td>mse</td><td>0.0123457</td><td>0.0234</td>" in page  # test and validation, 6 digits
+    assert "<td>d_model</td><td>8</td>" in page
+    assert page.count("<img src=\"data:image/png;base64,") == 1
+    assert "20 of 50 rows" in page and "bleu: 31.5" in page and "hello world &lt;/script&gt;" in page
+    for ident in ("attn-sample", "attn-layer", "attn-head", "attn-heatmap", "attn-readout"):
+        assert f'id="{ident}"' in page
+    data = _report_data(page)
+    epochs = data["curves"]["curve-epochs"]["data"]
+    assert {t["name"]: t["y"] for t in epochs} == {"train_loss": [1.0, 0.5, 1 / 3], "val_loss": [2.0, 1.0, 2 / 3],
+                                                   "val_mse": [0.5, 0.25, 0.5 / 3]}
+    assert [t.get("yaxis") for t in epochs] == [None, None, "y2"]  # the monitor metric on its own axis
+    assert data["curves"]["curve-steps"]["data"][0]["y"] == [0.9, 0.7]
+    maps = data["attention"]["samples"][0]["maps"]
+    assert [m["kind"] for m in maps] == ["self", "cross"]
+    np.testing.assert_array_equal(_decode(maps[1]), samples[0].maps[1].weights.numpy())
+
+
+def test_curves_come_from_the_history_and_the_logs(tmp_path):
+    contents = read_run(_fake_run(tmp_path / "run", attention=[]))
+    assert contents.epoch_curves == {"train_loss": [(1, 1.0), (2, 0.5), (3, 1 / 3)],
+                                     "val_loss": [(1, 2.0), (2, 1.0), (3, 2 / 3)],
+                                     "val_mse": [(1, 0.5), (2, 0.25), (3, 0.5 / 3)]}
+    assert contents.step_curve == [(9, 0.9), (19, 0.7)]
+    unfinished = read_run(_fake_run(tmp_path / "unfinished", metrics=False, attention=None))
+    assert unfinished.epoch_curves == {"train_loss": [(1, 0.8)], "val_loss": [(1, 0.6)]}  # from the CSV
+
+
+def test_partial_run_gives_a_report_naming_the_missing_parts(tmp_path):
+    run = _fake_run(tmp_path / "run", metrics=False, logs=False, figures=0, attention=None)
+    contents = read_run(run)
+    assert len(contents.missing) == 5
+    assert [m.split(" ")[0] for m in contents.missing] == ["metrics.json:", "training", "loss", "figures", "attention"]
+    page = build_report(run).read_text()
+    assert 'data-missing-count="5"' in page and "No attention saved" in page and "No figures" in page
+
+
+def test_model_without_attention_says_why(tmp_path):
+    run = _fake_run(tmp_path / "run", attention=[], note="GRUClassifier has no attention layers")
+    page = build_report(run).read_text()
+    assert "No attention to show: GRUClassifier has no attention layers" in page
+    assert 'id="attn-heatmap"' not in page and 'data-missing-count="0"' in page
+
+
+def test_report_stays_under_10_mb_with_huge_attention_and_figures(tmp_path):
+    big = {f"layers.{i}.self_attn": (8, 300, 300) for i in range(3)}
+    run = _fake_run(tmp_path / "run", figures=0, attention=[_sample(f"s{i}", big, seed=i) for i in range(3)])
+    (run / "figures").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # incompressible noise: ~1 MB PNGs
+        plt.imsave(run / "figures" / f"noise{i}.png", rng.random((500, 500, 3)))
+    page = build_report(run).read_text()
+    assert len(page.encode()) < 10_000_000
+    data = _report_data(page)
+    embedded = [m for s in data["attention"]["samples"] for m in s["maps"]]
+    assert embedded and all(m["q"] == MAX_SIDE and m["full_shape"] == [300, 300] for m in embedded)
+    assert sum(m["heads"] * m["q"] * m["k"] * 4 for m in embedded) <= ATTENTION_BUDGET
+    assert "Not embedded (over the" in page and "s2 / layers.2.self_attn" in page
+    assert f"cropped to their first {MAX_SIDE}" in page
+    assert 'src="figures/noise3.png"' in page and "linked, not embedded" in page
+
+
+def test_attention_payload_keeps_exact_float32_weights():
+    sample = _sample("x", {"pool": (1, 1, 7)})
+    payload, skipped = attention_payload([sample])
+    assert skipped == []
+    np.testing.assert_array_equal(_decode(payload["samples"][0]["maps"][0]), sample.maps[0].weights.numpy())
+
+
+# ---------------------------------------------------------------------------------------------- bad input, CLI
+
+
+def _cli(args, capsys) -> tuple[int, list[str], str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines(), captured.out
+
+
+@pytest.mark.parametrize("case", ["not a folder", "no config", "truncated metrics", "damaged attention"])
+def test_bad_run_folders_are_one_line_errors_and_write_nothing(tmp_path, capsys, case):
+    run = tmp_path / "run"
+    if case == "not a folder":
+        run = tmp_path / "nope"
+        expected = "is not a folder"
+    elif case == "no config":
+        run.mkdir()
+        expected = "is not a run folder (no config.json)"
+    elif case == "truncated metrics":
+        _fake_run(run, attention=[])
+        (run / "metrics.json").write_text((run / "metrics.json").read_text()[:40])
+        expected = "metrics.json is truncated or not valid JSON"
+    else:
+        _fake_run(run, attention=[_sample("a", {"pool": (1, 1, 3)})])
+        (run / "attention.safetensors").write_bytes(b"garbage")
+        expected = "cannot read"
+    code, err, _ = _cli(["report", str(run)], capsys)
+    assert code == 2 and len(err) == 1 and expected in err[0] and err[0].startswith("attnlab: error: ")
+    assert not (run / "report.html").exists()
+
+
+def test_run_without_saved_attention_writes_the_partial_report_and_exits_2(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run", figures=0, attention=None)
+    code, err, out = _cli(["report", str(run)], capsys)
+    assert code == 2 and len(err) == 1
+    assert "no saved attention (attention.json); also missing: figures (figures/*.png)" in err[0]
+    assert "wrote a partial report to" in err[0] and (run / "report.html").is_file()
+    assert out.strip() == str(run / "report.html")
+
+
+def test_report_command_on_a_complete_run(tmp_path, capsys, caplog):
+    run = _fake_run(tmp_path / "run", figures=0, attention=[_sample("a", {"pool": (1, 1, 3)})])
+    with caplog.at_level(logging.WARNING):
+        code, err, out = _cli(["report", str(run)], capsys)
+    assert code == 0 and out.strip() == str(run / "report.html")
+    assert "missing: figures" in caplog.text  # a partial run warns, the page names the part
+
+
+# ---------------------------------------------------------------------------------------------- engine and demo
+
+
+@pytest.fixture
+def toy_registered():
+    from toy_experiment import ToyExperiment
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry._EXPERIMENTS, ToyExperiment.name, ToyExperiment)
+        yield
+
+
+def test_fit_saves_attention_and_report_and_survives_a_failing_report(tmp_path, toy_registered, monkeypatch, caplog):
+    from attnlab.train import engine, fit
+
+    overrides = ["max_epochs=1", "n_train=64", "n_eval=32"]
+    result = fit("toy", "linear", overrides, run_dir=tmp_path / "a", progress=False)
+    assert (result.run_dir / "report.html").is_file()
+    assert json.loads((result.run_dir / "attention.json").read_text())["note"] == "Linear has no attention layers"
+
+    def broken(run_dir):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(engine, "build_report", broken)
+    with caplog.at_level(logging.WARNING, logger="attnlab.train.engine"):
+        result = fit("toy", "linear", overrides, run_dir=tmp_path / "b", progress=False)
+    assert "could not write the report" in caplog.text and "disk full" in caplog.text
+    assert (result.run_dir / "metrics.json").is_file() and not (result.run_dir / "report.html").exists()
+    fit("toy", "linear", overrides, run_dir=tmp_path / "c", progress=False, report=False)
+    assert not (tmp_path / "c" / "report.html").exists() and (tmp_path / "c" / "attention.json").is_file()
+
+
+def test_demo_index_links_each_report_with_the_summary_table(tmp_path):
+    (tmp_path / "count-gru").mkdir()
+    (tmp_path / "count-gru" / "report.html").write_text("<html></html>")
+
+    def result(model: str, accuracy: float) -> RunResult:
+        return RunResult(run_dir=tmp_path / f"count-{model}", experiment="count", model=model,
+                         metrics={"accuracy": accuracy}, val_metrics={}, params=1234, train_seconds=2.5, epochs=3)
+
+    results = {("count", "gru"): result("gru", 0.75), ("count", "transformer"): result("transformer", math.nan)}
+    path = write_demo_index(tmp_path, results, [("PASS", "count: works", "accuracy 1.0")], seconds=12.0)
+    page = path.read_text()
+    assert path == tmp_path / "index.html"
+    assert '<a href="count-gru/report.html">report</a>' in page and "<td>0.75</td>" in page
+    assert "<td>transformer</td><td>accuracy</td><td>nan</td>" in page and "no report" in page
+    assert '<span class="PASS">PASS</span> count: works: accuracy 1.0' in page and "1,234" in page
