@@ -28,13 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.models.rnn import check_score, make_score
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import check_heads
 from attnlab.nn.positional import SinusoidalPositionalEncoding
-from attnlab.nn.scoring import AdditiveScore, GeneralScore, ScaledDotScore
 from attnlab.nn.transformer import Encoder
-
-SCORES = ("general", "scaled_dot", "additive")
 
 
 @dataclass
@@ -215,7 +213,7 @@ class RNNConfig(ForecastSizes):
     hidden_dim: int = 64
     num_layers: int = 2
     dropout: float = 0.0
-    instance_norm: bool = False
+    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 
 
 def forecast_gru(config: RNNConfig) -> RNNForecaster:
@@ -249,20 +247,12 @@ class AttentiveRNNForecaster(nn.Module):
     def __init__(self, seq_len: int, pred_len: int, n_channels: int, hidden_dim: int = 64, num_layers: int = 1,
                  score: str = "general", dropout: float = 0.0, instance_norm: bool = False) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+        check_score(score)
         self.pred_len, self.n_channels = pred_len, n_channels
         self.norm = InstanceNorm() if instance_norm else None
         self.gru = nn.GRU(n_channels, hidden_dim, num_layers=num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
-        scorer: nn.Module
-        if score == "general":
-            scorer = GeneralScore(hidden_dim, hidden_dim)
-        elif score == "scaled_dot":
-            scorer = ScaledDotScore()
-        else:
-            scorer = AdditiveScore(hidden_dim, hidden_dim, hidden_dim)
-        self.attention = Attention(scorer, dropout=dropout)
+        self.attention = Attention(make_score(score, hidden_dim), dropout=dropout)
         self.head = nn.Linear(2 * hidden_dim, pred_len * n_channels)
 
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
@@ -293,7 +283,7 @@ class AttentiveRNNConfig(ForecastSizes):
     num_layers: int = 1
     score: Literal["general", "scaled_dot", "additive"] = "general"
     dropout: float = 0.0
-    instance_norm: bool = False
+    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 
 
 def forecast_attentive_rnn(config: AttentiveRNNConfig) -> AttentiveRNNForecaster:
@@ -367,7 +357,7 @@ class TransformerConfig(ForecastSizes):
     d_ff: int | None = None
     dropout: float = 0.1
     head: Literal["flatten", "mean"] = "flatten"
-    instance_norm: bool = False
+    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 
 
 def forecast_transformer(config: TransformerConfig) -> TimeStepTransformer:

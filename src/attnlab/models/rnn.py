@@ -16,6 +16,22 @@ from attnlab.nn.scoring import AdditiveScore, GeneralScore, ScaledDotScore
 SCORES = ("general", "scaled_dot", "additive")
 
 
+def check_score(score: str) -> None:
+    """A ValueError naming the choices if ``score`` is not one of :data:`SCORES`."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+
+
+def make_score(score: str, hidden_dim: int) -> nn.Module:
+    """The scoring module of a hidden state attending over hidden states of the same size."""
+    check_score(score)
+    if score == "general":
+        return GeneralScore(hidden_dim, hidden_dim)
+    if score == "scaled_dot":
+        return ScaledDotScore()
+    return AdditiveScore(hidden_dim, hidden_dim, hidden_dim)
+
+
 class GRURegressor(nn.Module):
     """GRU → Linear (→ optional activation) at every step.
 
@@ -71,18 +87,10 @@ class AttentiveGRU(nn.Module):
     def __init__(self, input_dim: int = 1, hidden_dim: int = 32, num_layers: int = 1, output_dim: int = 1,
                  score: str = "general", dropout: float = 0.0) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+        check_score(score)
         self.gru = nn.GRU(input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
-        scorer: nn.Module
-        if score == "general":
-            scorer = GeneralScore(hidden_dim, hidden_dim)
-        elif score == "scaled_dot":
-            scorer = ScaledDotScore()
-        else:
-            scorer = AdditiveScore(hidden_dim, hidden_dim, hidden_dim)
-        self.attention = Attention(scorer, dropout=dropout)
+        self.attention = Attention(make_score(score, hidden_dim), dropout=dropout)
         self.head = nn.Linear(2 * hidden_dim, output_dim)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
