@@ -39,6 +39,8 @@ def run(tmp_path_factory) -> RunResult:
 def test_lr_schedule_warmup_then_cosine():
     assert [lr_factor(s, 4, 104, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(4, 4, 104, "cosine") == 1.0
+    # halving: 10 steps per epoch after 4 warm-up steps
+    assert [lr_factor(s, 4, 104, "halving", 10) for s in (4, 13, 14, 24, 34)] == [1.0, 1.0, 0.5, 0.25, 0.125]
     assert lr_factor(54, 4, 104, "cosine") == pytest.approx(0.5)
     assert lr_factor(104, 4, 104, "cosine") == pytest.approx(0.0)
     assert lr_factor(50, 0, 100, "none") == 1.0

@@ -40,7 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adamw | adam | sgd
-    scheduler: str = "cosine"  # cosine | none
+    scheduler: str = "cosine"  # cosine | halving (every epoch) | none
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
     patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)

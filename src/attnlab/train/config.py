@@ -31,7 +31,7 @@ _FALSE_WORDS = ("false", "0", "no", "n", "off")
 _BASE_FIELD = {"train": "train", "experiment": "experiment_config", "model": "model_config"}
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "none")
+SCHEDULERS = ("cosine", "halving", "none")
 
 
 @dataclass

@@ -24,15 +24,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from attnlab.experiments.base import DataSplits, Experiment, TrainConfig
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
+              steps_per_epoch: float = math.inf) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
     Linear warm-up from ``1/warmup_steps`` to 1 over ``warmup_steps`` steps, then either constant
-    (``scheduler="none"``) or a cosine decay to 0 at ``total_steps`` (``"cosine"``; constant if
-    ``total_steps`` is infinite, i.e. no epoch limit).
+    (``scheduler="none"``), a cosine decay to 0 at ``total_steps`` (``"cosine"``; constant if
+    ``total_steps`` is infinite, i.e. no epoch limit), or halved after every epoch of
+    ``steps_per_epoch`` steps (``"halving"``, DLinear's schedule).
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if scheduler == "halving":
+        return 0.5 ** ((step - warmup_steps) // steps_per_epoch) if math.isfinite(steps_per_epoch) else 1.0
     if scheduler == "none" or not math.isfinite(total_steps):
         return 1.0
     progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
@@ -242,7 +246,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW / Adam / SGD (momentum 0.9) with weight decay on matrices only (not on biases or norm
-        gains), and a per-step schedule: linear warm-up then cosine decay to 0 (or constant)."""
+        gains), and a per-step schedule: linear warm-up then cosine decay to 0, halving every epoch, or constant."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -263,8 +267,9 @@ class TaskModule(L.LightningModule):
         if cfg.scheduler == "none" and cfg.warmup_steps == 0:
             return optimizer
         total = float(self.trainer.estimated_stepping_batches)
+        per_epoch = total / cfg.max_epochs if cfg.max_epochs and math.isfinite(total) else math.inf
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.scheduler)
+            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.scheduler, per_epoch)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
