@@ -171,7 +171,7 @@ def test_bad_prefix_and_wrong_group():
     ("override", "message"),
     [
         ("optimizer=lion", r"optimizer='lion' is not supported; choose one of: adamw, adam, sgd"),
-        ("scheduler=step", r"scheduler='step' is not supported; choose one of: cosine, none"),
+        ("scheduler=step", r"scheduler='step' is not supported; choose one of: cosine, halving, none"),
         ("batch_size=0", r"batch_size=0 is out of range; it must be at least 1"),
         ("lr=-1", r"lr=-1.0 is out of range; it must be positive"),
         ("patience=0", r"patience=0 is out of range"),
