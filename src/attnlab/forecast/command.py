@@ -84,23 +84,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict_parser.set_defaults(func=_run_predict)
 
 
-def _parse_rest(args: argparse.Namespace) -> list[str]:
-    """Options mixed with the overrides after the first KEY=VALUE are merged into ``args``."""
-    if any(item in ("-h", "--help") for item in args.rest):
-        args.forecast_parser.print_help()
-        raise SystemExit(0)
-    tail = argparse.ArgumentParser(prog="attnlab forecast", add_help=False)
-    _add_forecast_options(tail, suppress=True)
-    tail.add_argument("overrides", nargs="*")
-    parsed = tail.parse_intermixed_args(args.rest)
-    overrides = parsed.__dict__.pop("overrides")
-    target = parsed.__dict__.pop("target", None)
-    if target:
-        args.target = (args.target or []) + target
-    vars(args).update(vars(parsed))
-    return overrides
-
-
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
@@ -111,9 +94,10 @@ def _ratios(text: str) -> tuple[float, ...]:
 def _run_forecast(args: argparse.Namespace) -> int:
     from attnlab.forecast.api import forecast as run_forecast
     from attnlab.forecast.api import format_metrics
-    from attnlab.train.command import _setup_logging
+    from attnlab.train.command import _setup_logging, parse_tail
 
-    overrides = _parse_rest(args)
+    overrides = parse_tail(args, args.forecast_parser, "attnlab forecast", _add_forecast_options,
+                           extend=("target",))
     if args.csv is None:
         raise UserError("no CSV given; pass --csv FILE")
     if args.all_channels and args.target:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from attnlab import registry
@@ -82,17 +83,24 @@ def _add_fit_options(parser: argparse.ArgumentParser, suppress: bool = False) ->
     )
 
 
-def _parse_rest(args: argparse.Namespace) -> list[str]:
-    """Split the tail after EXPERIMENT into options (merged into ``args``) and ``key=value`` overrides."""
+def parse_tail(args: argparse.Namespace, parser: argparse.ArgumentParser, prog: str,
+               add_options: Callable[..., None], extend: tuple[str, ...] = ()) -> list[str]:
+    """Split ``args.rest`` (the tail after the positional arguments) into options, merged into ``args``,
+    and the ``key=value`` overrides it returns; ``-h`` anywhere prints ``parser``'s help. Options named in
+    ``extend`` are lists appended to what came before the tail instead of replacing it."""
     if any(item in ("-h", "--help") for item in args.rest):
-        args.fit_parser.print_help()
+        parser.print_help()
         raise SystemExit(0)
-    tail = argparse.ArgumentParser(prog="attnlab fit EXPERIMENT", add_help=False)
-    _add_fit_options(tail, suppress=True)
+    tail = argparse.ArgumentParser(prog=prog, add_help=False)
+    add_options(tail, suppress=True)
     tail.add_argument("overrides", nargs="*")
-    parsed = tail.parse_intermixed_args(args.rest)
-    overrides = parsed.__dict__.pop("overrides")
-    vars(args).update(vars(parsed))
+    parsed = vars(tail.parse_intermixed_args(args.rest))
+    overrides = parsed.pop("overrides")
+    for name in extend:
+        more = parsed.pop(name, None)
+        if more:
+            setattr(args, name, (getattr(args, name) or []) + more)
+    vars(args).update(parsed)
     return overrides
 
 
@@ -123,7 +131,7 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 def _run_fit(args: argparse.Namespace) -> int:
     from attnlab.train.engine import fit, is_rank_zero
 
-    overrides = _parse_rest(args)
+    overrides = parse_tail(args, args.fit_parser, "attnlab fit EXPERIMENT", _add_fit_options)
     _setup_logging()
     result = fit(
         args.experiment,
