@@ -124,9 +124,12 @@ def run(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     for horizon in horizons:
         print(f"\nH={horizon}", flush=True)
+        loaded = {}  # input length -> data: the CSV is read and checked once per horizon and length
         for name in models:
-            data = load_data(args.csv, date_col=args.date_col, split=args.split, input_len=lengths[name],
-                             horizon=horizon)
+            if lengths[name] not in loaded:
+                loaded[lengths[name]] = load_data(args.csv, date_col=args.date_col, split=args.split,
+                                                  input_len=lengths[name], horizon=horizon)
+            data = loaded[lengths[name]]
             result = forecast(model=name, overrides=overrides, data=data, runs_root=root,
                               run_dir=root / f"H{horizon}-{name}", progress=False, figures=False, forecast_windows=0)
             r = result.run
