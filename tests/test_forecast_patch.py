@@ -1,5 +1,5 @@
-"""Patch forecasters: patching against a hand computation, shapes, channel independence, the hybrid's start
-at the linear forecast, attention over patches with labelled axes, and bad sizes."""
+"""The patch forecaster: patching against a hand computation, shapes, channel independence, attention over
+patches with labelled axes, and bad sizes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from attnlab.models.patch import (
-    PatchHybrid,
-    PatchHybridConfig,
     PatchTransformer,
     PatchTransformerConfig,
     num_patches,
@@ -27,11 +25,9 @@ def test_patchify_pads_the_end_with_the_last_value():
     assert patches[0, -1].tolist() == [8, 9, 9, 9]
 
 
-@pytest.mark.parametrize("cls,config", [(PatchTransformer, PatchTransformerConfig),
-                                        (PatchHybrid, PatchHybridConfig)])
-def test_shapes_and_channel_independence(cls, config):
+def test_shapes_and_channel_independence():
     torch.manual_seed(0)
-    model = cls(config(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, **SIZES)).eval()
+    model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, **SIZES)).eval()
     x = torch.randn(4, 32, 3)
     y = model(x)
     assert y.shape == (4, 6, 3)
@@ -39,16 +35,6 @@ def test_shapes_and_channel_independence(cls, config):
     changed[:, :, 1] += torch.randn(4, 32)  # another channel's values must not move channel 0's forecast
     torch.testing.assert_close(model(changed)[:, :, 0], y[:, :, 0])
     torch.testing.assert_close(model(x + 5.0), y + 5.0, atol=1e-4, rtol=0)  # instance normalisation
-
-
-def test_hybrid_starts_at_its_linear_forecast():
-    torch.manual_seed(0)
-    model = PatchHybrid(PatchHybridConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1,
-                                          **SIZES)).eval()
-    x = torch.randn(2, 32, 3)
-    z, (mean, std) = model.revin.normalize(x)
-    linear = model.linear(z.transpose(1, 2)).transpose(1, 2) * std + mean  # (B, H, C)
-    torch.testing.assert_close(model(x), linear)
 
 
 def test_attention_over_patches_with_labels():

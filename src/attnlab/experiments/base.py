@@ -141,6 +141,15 @@ class Experiment:
         """
         return model_config
 
+    def prepare_model(self, model: nn.Module, data: DataSplits) -> None:
+        """Set what the model computes from the data rather than learns by gradient descent (a closed-form
+        least-squares map, a memory of training windows, …) before training starts.
+
+        Called by :func:`attnlab.train.fit` once the model and the splits exist and before anything is
+        written to the run folder, so a :class:`~attnlab.errors.UserError` raised here leaves no run
+        behind. What it sets must live in the model's state dict to be saved with the run. Default: nothing.
+        """
+
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         """The training objective on one batch (a scalar)."""
         raise NotImplementedError

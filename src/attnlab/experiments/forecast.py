@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,14 @@ from attnlab.models.forecast import (
     forecast_lstm,
     forecast_transformer,
 )
-from attnlab.models.patch import PatchHybrid, PatchHybridConfig, PatchTransformer, PatchTransformerConfig
+from attnlab.models.patch import PatchTransformer, PatchTransformerConfig
+from attnlab.models.retrieval import RetrievalConfig, RetrievalForecaster, RidgeConfig, RidgeForecaster
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import MultiHeadAttention
 from attnlab.nn.record import record_attention
 from attnlab.registry import register_experiment
+
+log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 SCALER_FILE = "scaler.json"
@@ -87,10 +91,13 @@ MODELS: dict[str, ModelSpec] = {
         "PatchTST: patches of each channel as tokens, channel-independent, per-window instance normalisation",
         train_overrides=PATCH_TRAINING,
     ),
-    "patch_hybrid": ModelSpec(
-        PatchHybrid, PatchHybridConfig,
-        "attnlab's own: instance-normalised linear forecast + a patch-attention correction that starts at zero",
-        train_overrides=PATCH_TRAINING,
+    "ridge": ModelSpec(
+        RidgeForecaster, RidgeConfig,
+        "closed-form ridge map from the last L values (window centred on its last value) to the next H; no training",
+    ),
+    "retrieval": ModelSpec(
+        RetrievalForecaster, RetrievalConfig,
+        "attnlab's own: ridge + attention over the training windows' ridge errors (closed form; no training)",
     ),
 }
 
@@ -299,6 +306,20 @@ class Forecast(Experiment):
                     f"leave model.{key} unset: it is filled from the data"
                 )
         return dataclasses.replace(model_config, **sizes)
+
+    def prepare_model(self, model: nn.Module, data: DataSplits) -> None:
+        """Closed-form models (``ridge``, ``retrieval``) solve their maps on the training windows and pick their
+        settings on the validation windows; the retrieval model's keys get the training windows' time stamps."""
+        fit = getattr(model, "fit_closed_form", None)
+        if fit is None:
+            return
+        d = self.series
+        chosen = fit(data.train.series, data.val.series)
+        log.info("closed-form fit on %d training windows: %s", d.windows("train"),
+                 ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
+        if hasattr(model, "memory_labels"):
+            first = d.window_rows("train", 0)[1] - 1  # last input row of training window 0
+            model.memory_labels = format_times(d.table.timestamps[first : first + d.windows("train")])
 
     def data(self, seed: int) -> DataSplits:
         """Train / val / test windows (deterministic; the seed only shuffles training batches)."""

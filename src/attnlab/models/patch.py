@@ -1,6 +1,6 @@
-"""Patch-based attention forecasters: PatchTST's recipe, and a linear + patch-attention hybrid.
+"""The patch-based attention forecaster: PatchTST's recipe.
 
-Both are channel-independent: each of the C channels of a window is its own univariate series,
+It is channel-independent: each of the C channels of a window is its own univariate series,
 normalised by its own mean and standard deviation (instance normalisation, "RevIN"), cut into
 overlapping patches that become the tokens of a Transformer encoder, and mapped to the horizon.
 
@@ -124,37 +124,3 @@ class PatchTransformer(nn.Module):
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """One label per patch, "p<i> <first time>–<last time>", given the L input time stamps."""
         return [f"p{i} {timestamps[a]}–{timestamps[b - 1]}" for i, (a, b) in enumerate(self.patch_spans())]
-
-
-@dataclass
-class PatchHybridConfig(PatchTransformerConfig):
-    """Hyper-parameters of :class:`PatchHybrid`: those of the patch transformer, which learns a correction."""
-
-
-class PatchHybrid(PatchTransformer):
-    """attnlab's own design: an instance-normalised linear forecast plus a patch-attention correction.
-
-    A channel-independent linear map from the L normalised inputs to the H outputs (RLinear, the strong
-    baseline of Li et al. 2023) carries the level and the periodic pattern; the patch transformer adds
-    what a linear map cannot, such as shape changes that depend on context. The attention branch's
-    output layer starts at zero, so training starts from the linear forecast and attention has to earn
-    every change it makes.
-
-    Forward: x (B, L, C) → (B, H, C).
-    """
-
-    def __init__(self, config: PatchHybridConfig) -> None:
-        super().__init__(config)
-        seq_len, pred_len, _ = config.sizes()
-        self.linear = nn.Linear(seq_len, pred_len)
-        last = self.head[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, _, ch = x.shape
-        z, stats = self.revin.normalize(x)  # (B, L, C)
-        series = z.transpose(1, 2)  # (B, C, L)
-        y = self.linear(series).reshape(b * ch, -1) + self.head(self.encode(z))  # (B·C, H)
-        y = y.reshape(b, ch, -1).transpose(1, 2)  # (B, H, C)
-        return self.revin.denormalize(y, stats)

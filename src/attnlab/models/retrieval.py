@@ -1,0 +1,251 @@
+"""Forecasters fitted in closed form: a ridge linear map, and attnlab's own retrieval-attention forecaster.
+
+Neither is trained by gradient descent. The forecast experiment calls ``fit_closed_form(train, val)``
+before training (the engine's ``prepare_model`` hook): the maps are solved on the training windows and
+their few settings are picked on the validation windows. Both are channel-independent: each of the C
+channels of a window is a univariate series, and one map serves every channel.
+
+``ridge``
+    The honest linear baseline in its strongest form: least squares from the last L values of a channel
+    to its next H, each window centred on its last value (so the map predicts changes, as NLinear), ridge
+    strength chosen on validation. No intercept: a constant would learn the training period's average
+    drift, which need not hold later.
+
+``retrieval``
+    ridge + a Nadaraya–Watson attention over the training windows (Nadaraya 1964, Watson 1964; the
+    retrieval idea of RAFT, Han et al. 2025). The query is the newest ``key_len`` steps of the window,
+    each key the newest ``key_len`` input steps of one training window, both centred and scaled to unit
+    norm, so the score is their Pearson correlation divided by a temperature. Each query attends to its
+    ``top_k`` best-scoring keys; the values are what the ridge map got wrong on those training windows
+    (their H-step residuals). The forecast is ``ridge(x) + β · attention``, with β ∈ [0, 1] solved in
+    closed form on the validation windows (β = 0 leaves the ridge forecast unchanged).
+
+Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval attention records
+(C, B, N) weights per call, N = training windows: one row per window and channel over the memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.models.forecast import ForecastSizes
+from attnlab.nn.attention import Attention
+from attnlab.nn.scoring import DotScore
+
+# Ridge strengths tried on validation, as a multiple of the number of training rows (so the choice does not
+# depend on how long the training split is).
+RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+_CHUNK = 256  # windows per step while accumulating sums over a split
+
+
+def _centred_windows(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor]:
+    """Stride-1 windows of each channel, centred on their last input value.
+
+    series (R, C) → inputs (C, N, L) and targets (C, N, H), float64, N = R − L − H + 1.
+    """
+    w = series.double().T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
+    last = w[..., seq_len - 1 : seq_len]  # (C, N, 1)
+    return w[..., :seq_len] - last, w[..., seq_len:] - last
+
+
+def _normal_equations(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor, float, int]:
+    """Sums for least squares over every window and channel of ``series`` (R, C): XᵀX (L, L), XᵀY (L, H),
+    ΣY² and the number of rows (windows × channels)."""
+    x, y = _centred_windows(series, seq_len, pred_len)  # (C, N, L), (C, N, H)
+    x, y = x.reshape(-1, seq_len), y.reshape(-1, pred_len)  # (C·N, L), (C·N, H)
+    return x.T @ x, x.T @ y, float((y * y).sum()), x.shape[0]
+
+
+class RidgeLinear(nn.Module):
+    """The closed-form ridge map ``ŷ = (x − x_L) W + x_L`` shared by all channels (x_L: the window's last value).
+
+    ``fit`` solves W on the training windows for every strength in :data:`RIDGE_ALPHAS` and keeps the one
+    with the lowest validation MSE. Until fitted, W is zero (the forecast repeats the last value).
+
+    Forward: x (B, L, C) → (B, H, C).
+    """
+
+    def __init__(self, seq_len: int, pred_len: int) -> None:
+        super().__init__()
+        self.seq_len, self.pred_len = seq_len, pred_len
+        self.register_buffer("weight", torch.zeros(seq_len, pred_len))  # (L, H)
+        self.register_buffer("alpha", torch.tensor(math.nan))  # the chosen strength (NaN: not fitted)
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = x[:, -1:, :]  # (B, 1, C)
+        return torch.einsum("blc,lh->bhc", x - last, self.weight) + last  # (B, H, C)
+
+    @torch.no_grad()
+    def fit(self, train: Tensor, val: Tensor) -> float:
+        """Solve W on the windows of ``train`` (R, C) and pick the strength on those of ``val``; returns the
+        validation MSE of the chosen map. Both series are standardised rows, context included."""
+        gram, cross, _, rows = _normal_equations(train, self.seq_len, self.pred_len)
+        gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len)
+        eye = torch.eye(self.seq_len, dtype=gram.dtype)
+        best = (math.inf, math.nan, None)
+        for alpha in RIDGE_ALPHAS:
+            w = torch.linalg.solve(gram + alpha * rows * eye, cross)  # (L, H)
+            # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY², without building the validation predictions
+            mse = float(((w * (gram_v @ w)).sum() - 2 * (w * cross_v).sum() + sq_v) / (rows_v * self.pred_len))
+            if mse < best[0]:
+                best = (mse, alpha, w)
+        mse, alpha, w = best
+        self.weight.copy_(w)
+        self.alpha.fill_(alpha)
+        return mse
+
+
+@dataclass
+class RidgeConfig(ForecastSizes):
+    """``ridge`` has no hyper-parameters: its strength is chosen on validation (see :data:`RIDGE_ALPHAS`)."""
+
+
+class RidgeForecaster(nn.Module):
+    """Closed-form ridge forecaster (see the module docstring). Forward: x (B, L, C) → (B, H, C)."""
+
+    def __init__(self, config: RidgeConfig) -> None:
+        super().__init__()
+        seq_len, pred_len, _ = config.sizes()
+        self.config = config
+        self.linear = RidgeLinear(seq_len, pred_len)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    def fit_closed_form(self, train: Tensor, val: Tensor) -> dict[str, float]:
+        """Fit on the training rows, choose the strength on the validation rows (both (R, C), standardised)."""
+        mse = self.linear.fit(train, val)
+        return {"alpha": float(self.linear.alpha), "val_mse": mse}
+
+
+@dataclass
+class RetrievalConfig(ForecastSizes):
+    """Hyper-parameters of :class:`RetrievalForecaster`.
+
+    Args:
+        key_len: newest steps of a window compared with the training windows, 2..L (default: 48, or L if
+            the input is shorter).
+        top_k: training windows each query attends to (all of them if fewer).
+        temperature: divides the correlation scores; lower is sharper.
+    """
+
+    key_len: int | None = None
+    top_k: int = 300
+    temperature: float = 0.1
+
+
+def unit_keys(x: Tensor) -> Tensor:
+    """Centre and scale sequences (…, S) to unit norm, so the dot product of two is their correlation."""
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.norm(dim=-1, keepdim=True) + 1e-8)
+
+
+class RetrievalForecaster(nn.Module):
+    """ridge + attention over the training windows' ridge residuals (attnlab's own design; module docstring).
+
+    The training rows are kept as a buffer (``memory``, (R, C)), so a saved run forecasts on its own;
+    keys (C, N, S) and values (C, N, H) are derived from them on first use.
+
+    Forward: x (B, L, C) → (B, H, C).
+    """
+
+    def __init__(self, config: RetrievalConfig) -> None:
+        super().__init__()
+        seq_len, pred_len, n_channels = config.sizes()
+        self.key_len = min(48, seq_len) if config.key_len is None else config.key_len
+        if not 2 <= self.key_len <= seq_len:
+            raise ValueError(f"key_len must be between 2 and the input length {seq_len}, got {self.key_len}; "
+                             f"set model.key_len to a value in that range")
+        if config.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {config.top_k}")
+        if not config.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {config.temperature}")
+        self.config = config
+        self.linear = RidgeLinear(seq_len, pred_len)
+        self.attention = Attention(DotScore())
+        self.register_buffer("memory", torch.zeros(0, n_channels))  # (R, C) training rows
+        self.register_buffer("beta", torch.tensor(0.0))  # weight of the attention correction
+        self._bank: tuple[Tensor, Tensor] | None = None  # keys (C, N, S), values (C, N, H)
+        self.memory_labels: list[str] | None = None  # one label per training window, if the data gave times
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
+        memory = state_dict.get(prefix + "memory")
+        if memory is not None:  # the memory's length is the saved run's, not known at construction
+            self.memory = torch.empty_like(memory, device=self.memory.device)
+        self._bank = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> RetrievalForecaster:
+        self._bank = None  # rebuilt on the new device / dtype
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def bank(self) -> tuple[Tensor, Tensor]:
+        """Keys (C, N, S): the newest ``key_len`` input steps of each training window, unit-normalised;
+        values (C, N, H): the ridge map's errors on those windows."""
+        if self._bank is None:
+            if self.memory.shape[0] == 0:
+                raise RuntimeError("RetrievalForecaster has no memory: call fit_closed_form(train, val) first")
+            seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
+            w = self.memory.T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
+            keys = unit_keys(w[..., seq_len - self.key_len : seq_len])  # (C, N, S)
+            values = torch.empty(w.shape[0], w.shape[1], pred_len, dtype=w.dtype, device=w.device)  # (C, N, H)
+            for start in range(0, w.shape[1], _CHUNK):
+                chunk = w[:, start : start + _CHUNK].permute(1, 2, 0)  # (n, L + H, C)
+                residual = chunk[:, seq_len:] - self.linear(chunk[:, :seq_len])  # (n, H, C)
+                values[:, start : start + _CHUNK] = residual.permute(2, 0, 1)
+            self._bank = (keys, values)
+        return self._bank
+
+    def correction(self, x: Tensor) -> Tensor:
+        """The attention term before β: x (B, L, C) → (B, H, C)."""
+        keys, values = self.bank()  # (C, N, S), (C, N, H)
+        queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, B, S)
+        queries = queries / self.config.temperature
+        k = min(self.config.top_k, keys.shape[1])
+        with torch.no_grad():  # which keys each query may attend to: its k best correlations
+            scores = queries @ keys.transpose(1, 2)  # (C, B, N)
+            mask = scores >= scores.topk(k, dim=-1).values[..., -1:]  # (C, B, N)
+        context, _ = self.attention(queries, keys, values, mask=mask)  # (C, B, H)
+        return context.permute(1, 2, 0)  # (B, H, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) + self.beta * self.correction(x)
+
+    @torch.no_grad()
+    def fit_closed_form(self, train: Tensor, val: Tensor) -> dict[str, float]:
+        """Fit the ridge map on the training rows (R, C), keep them as the memory, and solve β on the
+        validation rows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention term), clipped to [0, 1]."""
+        ridge_mse = self.linear.fit(train, val)
+        self.memory = train.detach().to(self.memory.device, torch.float32).clone()
+        self._bank = None
+        seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
+        w = val.to(self.memory).T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
+        ra = aa = 0.0
+        for start in range(0, w.shape[1], _CHUNK):
+            chunk = w[:, start : start + _CHUNK].permute(1, 2, 0)  # (n, L + H, C)
+            x, y = chunk[:, :seq_len], chunk[:, seq_len:]
+            a = self.correction(x).double()  # (n, H, C)
+            ra += float(((y - self.linear(x)).double() * a).sum())
+            aa += float((a * a).sum())
+        beta = min(max(ra / aa, 0.0), 1.0) if aa > 0 else 0.0
+        self.beta.fill_(beta)
+        return {"alpha": float(self.linear.alpha), "beta": beta, "ridge_val_mse": ridge_mse}
+
+    def token_labels(self, timestamps: Sequence[str]) -> list[str]:
+        """Labels of the attended keys: the training windows (by the time of their last input step when the
+        forecast experiment set ``memory_labels``, else by index)."""
+        n = self.memory.shape[0] - self.linear.seq_len - self.linear.pred_len + 1
+        if self.memory_labels is not None and len(self.memory_labels) == n:
+            return list(self.memory_labels)
+        return [f"train window {i}" for i in range(n)]
+
+    def query_labels(self, timestamps: Sequence[str]) -> list[str]:
+        """The one query per window and channel: the window's newest ``key_len`` steps."""
+        return [f"last {self.key_len} steps to {timestamps[-1]}" if timestamps else "query"]

@@ -1,0 +1,166 @@
+"""Closed-form forecasters: the ridge map against a direct least-squares solve and a brute-force choice of its
+strength, the retrieval attention against a hand computation, β's closed form, the memory's round trip through
+a saved run, and bad settings (one line, exit 2, no run folder)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab import cli
+from attnlab.models.retrieval import (
+    RIDGE_ALPHAS,
+    RetrievalConfig,
+    RetrievalForecaster,
+    RidgeConfig,
+    RidgeForecaster,
+    RidgeLinear,
+    unit_keys,
+)
+from attnlab.nn import record_attention
+from attnlab.train import load_model
+from test_forecast_cli import cli_error, seasonal_csv
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+L, H, C = 16, 4, 2
+
+
+def series(rows: int, seed: int) -> torch.Tensor:
+    """(rows, C) noisy seasonal series with a random walk, standardised-looking."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(rows, dtype=torch.float32)[:, None]
+    walk = torch.randn(rows, C, generator=g).cumsum(0) * 0.05
+    return torch.sin(2 * torch.pi * t / 8 + torch.tensor([0.0, 1.0])) + walk + 0.1 * torch.randn(rows, C, generator=g)
+
+
+def windows(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Every (window, channel) as rows, centred on the last input value: X (N·C, L), Y (N·C, H)."""
+    w = s.double().T.unfold(1, L + H, 1).reshape(-1, L + H).numpy()
+    last = w[:, L - 1 : L]
+    return w[:, :L] - last, w[:, L:] - last
+
+
+def test_ridge_matches_a_direct_solve_and_the_best_strength():
+    train, val = series(300, 0), series(120, 1)
+    ridge = RidgeLinear(L, H)
+    val_mse = ridge.fit(train, val)
+    x, y = windows(train)
+    xv, yv = windows(val)
+    # Brute force: solve for every strength, predict the validation windows, keep the best.
+    errors = {}
+    for alpha in RIDGE_ALPHAS:
+        w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(L), x.T @ y)
+        errors[alpha] = (((xv @ w) - yv) ** 2).mean()
+    best = min(errors, key=errors.get)
+    assert float(ridge.alpha) == pytest.approx(best)
+    assert val_mse == pytest.approx(errors[best], rel=1e-9)
+    w = np.linalg.solve(x.T @ x + best * len(x) * np.eye(L), x.T @ y)
+    np.testing.assert_allclose(ridge.weight.numpy(), w, rtol=1e-4, atol=1e-6)
+    # The forecast of a window (B, L, C) is the map applied to each channel around its last value.
+    batch = train[:L].unsqueeze(0)  # (1, L, C)
+    expected = (batch[0].T.double() - batch[0, -1].double()[:, None]).numpy() @ w + batch[0, -1].double().numpy()[:, None]
+    torch.testing.assert_close(ridge(batch)[0].T.double(), torch.from_numpy(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_ridge_learns_an_exact_linear_recurrence():
+    t = torch.arange(400, dtype=torch.float32)[:, None]
+    clean = torch.cat([torch.sin(2 * torch.pi * t / 24), torch.cos(2 * torch.pi * t / 10)], 1)  # (400, 2)
+    model = RidgeForecaster(RidgeConfig(seq_len=L, pred_len=H, n_channels=C))
+    model.fit_closed_form(clean[:300], clean[300 - L :])
+    x = clean[300 - L : 300].unsqueeze(0)  # (1, L, C)
+    torch.testing.assert_close(model(x)[0], clean[300 : 300 + H], atol=2e-3, rtol=0)
+
+
+def fitted(top_k: int = 5, temperature: float = 0.2) -> RetrievalForecaster:
+    model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6, top_k=top_k,
+                                                temperature=temperature))
+    model.fit_closed_form(series(200, 0), series(120, 1))
+    return model.eval()
+
+
+def test_retrieval_attention_by_hand():
+    model = fitted()
+    x = series(L, 5).unsqueeze(0)  # (1, L, C)
+    memory = model.memory  # (R, C)
+    for c in range(C):
+        w = memory[:, c].unfold(0, L + H, 1)  # (N, L + H)
+        keys = unit_keys(w[:, L - 6 : L])  # (N, 6)
+        last = w[:, L - 1 : L]  # (N, 1)
+        residuals = w[:, L:] - ((w[:, :L] - last) @ model.linear.weight + last)  # (N, H): the ridge's errors
+        scores = keys @ unit_keys(x[0, -6:, c]) / 0.2  # (N,)
+        top = scores.topk(5)
+        expected = torch.softmax(top.values, 0) @ residuals[top.indices]  # (H,)
+        torch.testing.assert_close(model.correction(x)[0, :, c], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(x), model.linear(x) + model.beta * model.correction(x))
+
+
+def test_beta_is_the_validation_least_squares_gain():
+    model = fitted()
+    val = series(120, 1)
+    w = val.T.unfold(1, L + H, 1).permute(1, 2, 0)  # (N, L + H, C)
+    x, y = w[:, :L], w[:, L:]
+    r, a = (y - model.linear(x)).double(), model.correction(x).double()
+    expected = min(max(float((r * a).sum() / (a * a).sum()), 0.0), 1.0)
+    assert 0.0 <= float(model.beta) <= 1.0
+    assert float(model.beta) == pytest.approx(expected, rel=1e-5)
+
+
+def test_recorded_weights_attend_to_top_k_training_windows():
+    model = fitted(top_k=7)
+    x = torch.stack([series(L, 5), series(L, 6), series(L, 7)])  # (3, L, C)
+    with record_attention(model) as rec:
+        model(x)
+    (weights,) = rec["attention"]
+    n = model.memory.shape[0] - L - H + 1
+    assert weights.shape == (C, 3, n)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(C, 3))
+    assert ((weights > 0).sum(-1) == 7).all()
+    assert len(model.token_labels([])) == n
+
+
+def test_memory_survives_a_state_dict_round_trip():
+    model = fitted()
+    fresh = RetrievalForecaster(model.config)  # an empty memory, as load_model builds it
+    fresh.load_state_dict(model.state_dict())
+    x = series(L, 9).unsqueeze(0)
+    torch.testing.assert_close(fresh(x), model(x))
+    with pytest.raises(RuntimeError, match="call fit_closed_form"):
+        RetrievalForecaster(model.config)(x)
+
+
+def test_bad_settings_raise():
+    sizes = {"seq_len": L, "pred_len": H, "n_channels": C}
+    with pytest.raises(ValueError, match="key_len must be between 2 and the input length 16, got 17"):
+        RetrievalForecaster(RetrievalConfig(key_len=17, **sizes))
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        RetrievalForecaster(RetrievalConfig(top_k=0, **sizes))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        RetrievalForecaster(RetrievalConfig(temperature=0.0, **sizes))
+
+
+def test_cli_retrieval_run_and_predict(tmp_path, capsys):
+    csv = seasonal_csv(tmp_path / "series.csv")
+    run_dir = tmp_path / "run"
+    assert cli.main(["forecast", "--csv", str(csv), "--input-len", "24", "--horizon", "6", "--model", "retrieval",
+                     "--run-dir", str(run_dir), "--no-progress", "--no-figures", "model.key_len=12"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["trainable_params"] == 0 and metrics["epochs"] == 0 and metrics["test"]["mse"] < 0.5
+    attention = json.loads((run_dir / "attention.json").read_text())
+    first = attention["samples"][0]["maps"][0]
+    assert first["kind"] == "pooling" and first["key_labels"][0] == "2021-03-01 23:00"  # row 23 ends window 0
+    model, _ = load_model(run_dir)
+    assert model.memory.shape == (280, 3)  # the 0.7 training rows, kept for forecasting
+    capsys.readouterr()
+    assert cli.main(["predict", "--run", str(run_dir), "--csv", str(csv)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 6
+
+
+def test_cli_bad_key_len(tmp_path, capsys):
+    csv = seasonal_csv(tmp_path / "s.csv")
+    err = cli_error(capsys, ["--csv", str(csv), "--input-len", "24", "--horizon", "6", "--model", "retrieval",
+                             "model.key_len=99"], tmp_path / "run")
+    assert "key_len must be between 2 and the input length 24, got 99" in err
