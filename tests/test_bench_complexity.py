@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from attnlab.bench.complexity import (
+    CHANNELS_FIRST,
     LAYERS,
     Cell,
     ComplexityConfig,
@@ -195,13 +196,15 @@ def test_memory_limit_skips_only_cells_over_it():
 
 
 # ---------------------------------------------------------------------------------------------- layers, timing
-def test_layers_map_b_n_d_to_b_n_d_and_both_attention_paths_agree(sdpa_spy):
+def test_layers_keep_their_layout_and_both_attention_paths_agree(sdpa_spy):
     cfg = tiny_config(d_model=16, heads=2)
     modules, forwards = build_layers(cfg)
-    assert set(forwards) == set(LAYERS)
+    assert set(forwards) == set(LAYERS) and CHANNELS_FIRST == {"conv"}
     x = torch.randn(3, 11, 16)  # (B, n, d)
     with torch.no_grad():
-        outs = {name: f(x) for name, f in forwards.items()}
+        # (B, n, d) -> (B, n, d); the convolution in its own layout, (B, d, n) -> (B, d, n)
+        outs = {name: f(x.transpose(1, 2).contiguous()).transpose(1, 2) if name in CHANNELS_FIRST else f(x)
+                for name, f in forwards.items()}
         assert all(out.shape == (3, 11, 16) for out in outs.values())
         sdpa_spy.reset()
         forwards["attn-ref"](x)
@@ -213,7 +216,7 @@ def test_layers_map_b_n_d_to_b_n_d_and_both_attention_paths_agree(sdpa_spy):
     y = x.clone()
     y[:, 5] += 1.0
     with torch.no_grad():
-        changed = (forwards["conv"](y) - outs["conv"]).abs().amax(dim=(0, 2)) > 0
+        changed = (forwards["conv"](y.transpose(1, 2)).transpose(1, 2) - outs["conv"]).abs().amax(dim=(0, 2)) > 0
     assert changed.nonzero().flatten().tolist() == [4, 5, 6]
 
 
@@ -292,3 +295,4 @@ def test_cli_cuda_without_cuda_exits_2(capsys, monkeypatch):
     assert main(["bench", "complexity", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device cuda: CUDA is not available" in err and "use --device cpu" in err
+

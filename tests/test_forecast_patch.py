@@ -27,7 +27,8 @@ def test_patchify_pads_the_end_with_the_last_value():
 
 def test_shapes_and_channel_independence():
     torch.manual_seed(0)
-    model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, **SIZES)).eval()
+    config = PatchTransformerConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, **SIZES)
+    model = PatchTransformer(config).eval()
     x = torch.randn(4, 32, 3)
     y = model(x)
     assert y.shape == (4, 6, 3)

@@ -62,7 +62,8 @@ def test_ridge_matches_a_direct_solve_and_the_best_strength():
     np.testing.assert_allclose(ridge.weight.numpy(), w, rtol=1e-4, atol=1e-6)
     # The forecast of a window (B, L, C) is the map applied to each channel around its last value.
     batch = train[:L].unsqueeze(0)  # (1, L, C)
-    expected = (batch[0].T.double() - batch[0, -1].double()[:, None]).numpy() @ w + batch[0, -1].double().numpy()[:, None]
+    rows, last = batch[0].T.double().numpy(), batch[0, -1].double().numpy()[:, None]  # (C, L), (C, 1)
+    expected = (rows - last) @ w + last  # (C, H)
     torch.testing.assert_close(ridge(batch)[0].T.double(), torch.from_numpy(expected), rtol=1e-4, atol=1e-5)
 
 
@@ -157,6 +158,14 @@ def test_cli_retrieval_run_and_predict(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["predict", "--run", str(run_dir), "--csv", str(csv)]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 6
+
+
+def test_memory_limit(monkeypatch):
+    monkeypatch.setattr("attnlab.models.retrieval.MAX_BANK_BYTES", 1000)
+    model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6))
+    # 2 channels x 181 windows x (6 + 4) values x 4 bytes = 14480 bytes
+    with pytest.raises(ValueError, match="would need 0.0 GiB \\(2 channels x 181 training windows x 10 values"):
+        model.fit_closed_form(series(200, 0), series(120, 1))
 
 
 def test_cli_bad_key_len(tmp_path, capsys):

@@ -12,10 +12,13 @@ measures the same layers on one machine, for a range of lengths n, and fits the 
 * ``attn-ref``: the same layer on the reference path (:func:`attnlab.nn.use_reference_attention`),
   which materialises the (B, H, n, n) weights.
 
-Every layer maps (B, n, d) to (B, n, d). Forward runs under ``torch.no_grad()``; forward+backward
-back-propagates ``output.sum()`` to the input and the parameters. The cells (length × mode × layer) are
-measured in rounds, and each keeps its fastest round, so that a burst of other work on a shared
-machine does not bend one curve. It reports the exponents, where attention becomes slower than the
+Each layer runs in its native layout: the RNNs and attention on (B, n, d), the convolution on a contiguous
+(B, d, n), the layout a stack of convolutions keeps. (Feeding it (B, n, d) and transposing around it makes
+oneDNN convert layouts on every call: memory-bound copies that doubled its time at L=8192, where each
+activation is 16 MiB, in a probe on the project's machine.) Forward runs under ``torch.no_grad()``;
+forward+backward back-propagates ``output.sum()`` to the input and the parameters. The cells (length ×
+mode × layer) are measured in rounds, and each keeps its fastest round, so that a burst of other work on a
+shared machine does not bend one curve. It reports the exponents, where attention becomes slower than the
 GRU, peak memory, and PASS/FAIL against the textbook's exponents.
 """
 
@@ -273,25 +276,18 @@ def skip_reason(estimate: int, limit: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- layers
-class Conv(nn.Module):
-    """A length-preserving 1-D convolution on (B, n, d) sequences (odd ``kernel_size``)."""
-
-    def __init__(self, d_model: int, kernel_size: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, d, n) inside, (B, n, d) out
+CHANNELS_FIRST = frozenset({"conv"})  # layers timed on (B, d, n) inputs, their native layout
 
 
 def build_layers(cfg: ComplexityConfig) -> tuple[nn.ModuleDict, dict[str, Callable[[Tensor], Tensor]]]:
-    """The modules (on ``cfg.device``) and, per layer name, its (B, n, d) → (B, n, d) forward."""
+    """The modules (on ``cfg.device``) and, per layer name, its forward: (B, n, d) → (B, n, d), or
+    (B, d, n) → (B, d, n) for the layers in :data:`CHANNELS_FIRST`."""
     torch.manual_seed(cfg.seed)
     d = cfg.d_model
     modules = nn.ModuleDict({
         "gru": nn.GRU(d, d, batch_first=True),
         "lstm": nn.LSTM(d, d, batch_first=True),
-        "conv": Conv(d, cfg.kernel_size),
+        "conv": nn.Conv1d(d, d, cfg.kernel_size, padding=cfg.kernel_size // 2),  # odd k keeps the length
         "mha": MultiHeadAttention(d, cfg.num_heads),
     }).to(cfg.device)
     mha = modules["mha"]
@@ -361,7 +357,7 @@ def run_complexity_bench(cfg: ComplexityConfig, progress: Callable[[str], None] 
                 result.cells.append(cell)
     width = len(str(len(result.cells)))
     for r in range(1, cfg.rounds + 1):
-        x = None
+        x, x_key = None, None
         for k, cell in enumerate(result.cells, 1):
             where = (f"[{r}/{cfg.rounds}] [{k:>{width}}/{len(result.cells)}] "
                      f"L={cell.length} {cell.mode:<6} {cell.layer:<10}")
@@ -370,9 +366,12 @@ def run_complexity_bench(cfg: ComplexityConfig, progress: Callable[[str], None] 
                     say(f"{where} {cell.note}")
                 continue
             grad = cell.mode == "fwdbwd"
-            if x is None or (x.shape[1], x.requires_grad) != (cell.length, grad):
+            key = (cell.length, grad, cell.layer in CHANNELS_FIRST)
+            if key != x_key:
                 x = None  # free the previous input first
-                x = torch.randn(cfg.batch, cell.length, cfg.d_model, device=cfg.device, requires_grad=grad)  # (B, n, d)
+                b, n, d = cfg.batch, cell.length, cfg.d_model
+                shape = (b, d, n) if key[2] else (b, n, d)
+                x, x_key = torch.randn(*shape, device=cfg.device, requires_grad=grad), key
                 modules.train(grad)
             _measure(cell, make_step(forwards[cell.layer], x, modules, cell.mode, cfg.device), cfg, rss)
             if cell.note:
@@ -490,7 +489,7 @@ def format_report(result: ComplexityResult, targets: list[Target]) -> str:
     out = [
         f"attnlab bench complexity: torch {result.torch_version}, {device}, fp32",
         f"B={cfg.batch}, d_model={cfg.d_model}, heads={cfg.num_heads} (head_dim {cfg.d_model // cfg.num_heads}), "
-        f"conv kernel {cfg.kernel_size}; one layer each, input (B, L, d_model)",
+        f"conv kernel {cfg.kernel_size}; one layer each, input (B, L, d_model) ((B, d_model, L) for conv)",
         f"memory limit per cell: {result.memory_limit_bytes / GIB:.1f} GiB",
     ]
     header = f"  {'L':>6}" + "".join(f"{name:>{w}}" for name in layers)

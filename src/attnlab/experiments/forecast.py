@@ -314,7 +314,10 @@ class Forecast(Experiment):
         if fit is None:
             return
         d = self.series
-        chosen = fit(data.train.series, data.val.series)
+        try:
+            chosen = fit(data.train.series, data.val.series)
+        except ValueError as error:  # settings the data cannot support (e.g. a memory too large)
+            raise UserError(str(error)) from None
         log.info("closed-form fit on %d training windows: %s", d.windows("train"),
                  ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
         if hasattr(model, "memory_labels"):

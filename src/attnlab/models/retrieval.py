@@ -42,6 +42,7 @@ from attnlab.nn.scoring import DotScore
 # depend on how long the training split is).
 RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 _CHUNK = 256  # windows per step while accumulating sums over a split
+MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
 
 
 def _centred_windows(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor]:
@@ -222,10 +223,17 @@ class RetrievalForecaster(nn.Module):
     def fit_closed_form(self, train: Tensor, val: Tensor) -> dict[str, float]:
         """Fit the ridge map on the training rows (R, C), keep them as the memory, and solve β on the
         validation rows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention term), clipped to [0, 1]."""
+        seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
+        windows = train.shape[0] - seq_len - pred_len + 1
+        needed = 4 * train.shape[1] * windows * (self.key_len + pred_len)  # float32 keys (C, N, S), values (C, N, H)
+        if needed > MAX_BANK_BYTES:
+            raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({train.shape[1]} channels x "
+                             f"{windows} training windows x {self.key_len + pred_len} values; limit "
+                             f"{MAX_BANK_BYTES / 2**30:.0f} GiB); use a shorter --horizon, fewer channels "
+                             "or the ridge model")
         ridge_mse = self.linear.fit(train, val)
         self.memory = train.detach().to(self.memory.device, torch.float32).clone()
         self._bank = None
-        seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
         w = val.to(self.memory).T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
         ra = aa = 0.0
         for start in range(0, w.shape[1], _CHUNK):
