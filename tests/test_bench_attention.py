@@ -19,6 +19,7 @@ from attnlab.bench.attention import (
     Row,
     attention_flops,
     config_from_args,
+    core_matmuls,
     evaluate_targets,
     format_report,
     measure_kvcache,
@@ -103,6 +104,9 @@ def test_naive_implementations_match_attnlab_and_sdpa():
     q, k, v = (torch.randn(6, 7, 4) for _ in range(3))
     torch.testing.assert_close(naive_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5,
                                rtol=1e-5)
+    # the ceiling row: the two products alone, (q kᵀ) v, by hand
+    by_hand = torch.einsum("nqk,nkd->nqd", torch.einsum("nqd,nkd->nqk", q, k), v)
+    torch.testing.assert_close(core_matmuls(q, k, v), by_hand, atol=1e-5, rtol=1e-5)
 
 
 def test_kvcache_section_reports_positions_and_ratio():
@@ -132,6 +136,9 @@ def test_targets_pass_fail_and_not_measured():
     res.rows[2].ms = 300.0
     res.rows[4].peak_mib = 300.0
     assert [t.status for t in evaluate_targets(res)] == ["PASS"] * 4
+    res.rows.append(_row(1024, "core-gemm", 12.5))  # 80 GFLOP/s: the matmuls alone, shown beside the core
+    detail = evaluate_targets(res)[1].detail
+    assert detail.endswith("= 1.00x; its two matmuls alone, without softmax (core-gemm): 0.80x")
 
 
 def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
@@ -140,7 +147,7 @@ def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
     out = capsys.readouterr()
     assert "L=32  B=1  H=2  D=8  fwd" in out.out and "attnlab-fast" in out.out and "targets" in out.out
     assert "FLOPs: attention core forward = 4*B*H*L^2*D" in out.out
-    assert "[1/7] L=32" in out.err.replace("[ ", "[")  # progress, one line per cell
+    assert f"[1/{len(IMPLS)}] L=32" in out.err.replace("[ ", "[")  # progress, one line per cell
     data = json.loads(out_file.read_text())
     assert [r["impl"] for r in data["rows"]] == list(IMPLS) and len(data["targets"]) == 4
     if peak_rss_supported():
