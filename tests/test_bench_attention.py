@@ -107,6 +107,11 @@ def test_naive_implementations_match_attnlab_and_sdpa():
     # the ceiling row: the two products alone, (q kᵀ) v, by hand
     by_hand = torch.einsum("nqk,nkd->nqd", torch.einsum("nqd,nkd->nqk", q, k), v)
     torch.testing.assert_close(core_matmuls(q, k, v), by_hand, atol=1e-5, rtol=1e-5)
+    buffers = {}
+    with torch.no_grad():
+        first = core_matmuls(q, k, v, buffers)
+        assert core_matmuls(q, k, v, buffers).data_ptr() == first.data_ptr()  # the same output tensor each call
+    torch.testing.assert_close(first, by_hand, atol=1e-5, rtol=1e-5)
 
 
 def test_kvcache_section_reports_positions_and_ratio():
