@@ -68,11 +68,14 @@ def _sized(name: str, L: int = 24, H: int = 6, C: int = 3):
 def test_every_model_maps_windows_to_horizons(name):
     torch.manual_seed(0)
     model = _sized(name)
+    if hasattr(model, "fit_closed_form"):  # ridge, retrieval: solved from data, not trained
+        model.fit_closed_form(torch.randn(200, 3), torch.randn(80, 3))
     x = torch.randn(4, 24, 3)
     y = model(x)
     assert y.shape == (4, 6, 3)
-    y.pow(2).mean().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    if any(p.requires_grad for p in model.parameters()):
+        y.pow(2).mean().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODELS if hasattr(MODELS[n].config(), "instance_norm")))

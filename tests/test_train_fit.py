@@ -205,7 +205,8 @@ def test_resume_and_run_folder_errors(tmp_path):
 
 def test_model_without_parameters_is_evaluated_and_saved(tmp_path):
     result = fit("toy", "frozen", run_dir=tmp_path / "frozen", progress=False)
-    assert result.params == 0 and result.epochs == 0 and result.history == [] and result.train_seconds == 0
+    assert result.params == 0 and result.epochs == 0 and result.history == []
+    assert result.train_seconds < 0.05  # only the (no-op) prepare_model hook, which counts as training time
     x, y = ToyExperiment(ToyConfig()).data(0).test.tensors
     expected = nn.functional.mse_loss(Frozen(FrozenConfig())(x), y).item()
     assert result.metrics["loss"] == pytest.approx(expected, rel=1e-6)
