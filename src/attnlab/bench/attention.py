@@ -199,7 +199,7 @@ def core_matmuls(q: Tensor, k: Tensor, v: Tensor, buffers: dict[str, Tensor] | N
     """
     if buffers is None or torch.is_grad_enabled():
         return torch.bmm(torch.bmm(q, k.transpose(1, 2)), v)  # (N, L, L) scores in between
-    n, length, d = q.shape
+    n, length, _ = q.shape
     if "scores" not in buffers:
         buffers["scores"] = q.new_empty(n, length, k.shape[1])  # (N, L, L)
         buffers["out"] = q.new_empty(n, length, v.shape[-1])  # (N, L, D)
