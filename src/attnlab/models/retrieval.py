@@ -27,13 +27,14 @@ Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.data.timeseries import count_windows
 from attnlab.models.forecast import ForecastSizes
 from attnlab.nn.attention import Attention
 from attnlab.nn.scoring import DotScore
@@ -53,6 +54,14 @@ def _centred_windows(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tenso
     w = series.double().T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
     last = w[..., seq_len - 1 : seq_len]  # (C, N, 1)
     return w[..., :seq_len] - last, w[..., seq_len:] - last
+
+
+def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Stride-1 windows of ``series`` (R, C), :data:`_CHUNK` at a time, as views: x (n, L, C), y (n, H, C)."""
+    w = series.T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
+    for start in range(0, w.shape[1], _CHUNK):
+        chunk = w[:, start : start + _CHUNK].permute(1, 2, 0)  # (n, L + H, C)
+        yield chunk[:, :seq_len], chunk[:, seq_len:]
 
 
 def _normal_equations(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor, float, int]:
@@ -186,6 +195,11 @@ class RetrievalForecaster(nn.Module):
         self._bank = None  # rebuilt on the new device / dtype
         return super()._apply(fn, *args, **kwargs)
 
+    @property
+    def memory_windows(self) -> int:
+        """N, the training windows in the memory."""
+        return count_windows(self.memory.shape[0], self.linear.seq_len, self.linear.pred_len)
+
     @torch.no_grad()
     def bank(self) -> tuple[Tensor, Tensor]:
         """Keys (C, N, S): the newest ``key_len`` input steps of each training window, unit-normalised;
@@ -194,13 +208,13 @@ class RetrievalForecaster(nn.Module):
             if self.memory.shape[0] == 0:
                 raise RuntimeError("RetrievalForecaster has no memory: call fit_closed_form(train, val) first")
             seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
-            w = self.memory.T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
-            keys = unit_keys(w[..., seq_len - self.key_len : seq_len])  # (C, N, S)
-            values = torch.empty(w.shape[0], w.shape[1], pred_len, dtype=w.dtype, device=w.device)  # (C, N, H)
-            for start in range(0, w.shape[1], _CHUNK):
-                chunk = w[:, start : start + _CHUNK].permute(1, 2, 0)  # (n, L + H, C)
-                residual = chunk[:, seq_len:] - self.linear(chunk[:, :seq_len])  # (n, H, C)
-                values[:, start : start + _CHUNK] = residual.permute(2, 0, 1)
+            inputs = self.memory.T.unfold(1, seq_len, 1)[:, : self.memory_windows]  # (C, N, L)
+            keys = unit_keys(inputs[..., seq_len - self.key_len :])  # (C, N, S)
+            values = keys.new_empty(keys.shape[0], keys.shape[1], pred_len)  # (C, N, H), filled chunk by chunk
+            start = 0
+            for x, y in _window_batches(self.memory, seq_len, pred_len):  # (n, L, C), (n, H, C)
+                values[:, start : start + len(x)] = (y - self.linear(x)).permute(2, 0, 1)
+                start += len(x)
             self._bank = (keys, values)
         return self._bank
 
@@ -224,7 +238,7 @@ class RetrievalForecaster(nn.Module):
         """Fit the ridge map on the training rows (R, C), keep them as the memory, and solve β on the
         validation rows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention term), clipped to [0, 1]."""
         seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
-        windows = train.shape[0] - seq_len - pred_len + 1
+        windows = count_windows(train.shape[0], seq_len, pred_len)
         needed = 4 * train.shape[1] * windows * (self.key_len + pred_len)  # float32 keys (C, N, S), values (C, N, H)
         if needed > MAX_BANK_BYTES:
             raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({train.shape[1]} channels x "
@@ -234,11 +248,8 @@ class RetrievalForecaster(nn.Module):
         ridge_mse = self.linear.fit(train, val)
         self.memory = train.detach().to(self.memory.device, torch.float32).clone()
         self._bank = None
-        w = val.to(self.memory).T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
         ra = aa = 0.0
-        for start in range(0, w.shape[1], _CHUNK):
-            chunk = w[:, start : start + _CHUNK].permute(1, 2, 0)  # (n, L + H, C)
-            x, y = chunk[:, :seq_len], chunk[:, seq_len:]
+        for x, y in _window_batches(val.to(self.memory), seq_len, pred_len):  # (n, L, C), (n, H, C)
             a = self.correction(x).double()  # (n, H, C)
             ra += float(((y - self.linear(x)).double() * a).sum())
             aa += float((a * a).sum())
@@ -249,7 +260,7 @@ class RetrievalForecaster(nn.Module):
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """Labels of the attended keys: the training windows (by the time of their last input step when the
         forecast experiment set ``memory_labels``, else by index)."""
-        n = self.memory.shape[0] - self.linear.seq_len - self.linear.pred_len + 1
+        n = self.memory_windows
         if self.memory_labels is not None and len(self.memory_labels) == n:
             return list(self.memory_labels)
         return [f"train window {i}" for i in range(n)]
