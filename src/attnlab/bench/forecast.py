@@ -197,22 +197,24 @@ def check(rows: list[Row], horizons: list[int], budget_s: float) -> list[str]:
             ok = best.mse <= goal and best.train_s <= budget_s
             lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: best attention model {best.model} {best.mse:.4f} "
                          f"(target ≤ {goal:.3f}, {TARGET}) in {best.train_s:.0f} s")
-        patch, linear = by.get(("patch_transformer", h)), by.get(("linear", h))
-        if patch and linear:
-            ok = patch.mse < linear.mse
-            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: patch_transformer {patch.mse:.4f} "
-                         f"{'<' if ok else '≥'} linear {linear.mse:.4f}")
+        lines += _beats(by, h, "patch_transformer", "linear")
+        linear = by.get(("linear", h))
         if linear:
             published = PUBLISHED["DLinear"][h][0]
             ok = abs(linear.mse - published) <= DLINEAR_TOLERANCE
             lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: linear {linear.mse:.4f} vs DLinear published "
                          f"{published:.3f} (|Δ| = {abs(linear.mse - published):.4f}, tolerance {DLINEAR_TOLERANCE})")
-        retrieval, ridge = by.get(("retrieval", h)), by.get(("ridge", h))
-        if retrieval and ridge:
-            ok = retrieval.mse < ridge.mse
-            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: retrieval {retrieval.mse:.4f} "
-                         f"{'<' if ok else '≥'} ridge {ridge.mse:.4f} (the attention over its errors helps)")
+        lines += _beats(by, h, "retrieval", "ridge", " (the attention over its errors helps)")
     return lines
+
+
+def _beats(by: dict[tuple[str, int], Row], h: int, model: str, baseline: str, why: str = "") -> list[str]:
+    """One PASS/FAIL line: ``model``'s MSE below ``baseline``'s at horizon h ([] unless both ran)."""
+    a, b = by.get((model, h)), by.get((baseline, h))
+    if not (a and b):
+        return []
+    ok = a.mse < b.mse
+    return [f"{'PASS' if ok else 'FAIL'} H={h}: {model} {a.mse:.4f} {'<' if ok else '≥'} {baseline} {b.mse:.4f}{why}"]
 
 
 def write_rows(rows: list[Row], path: Path) -> None:
