@@ -12,6 +12,7 @@ import torch
 from attnlab.bench.complexity import (
     CHANNELS_FIRST,
     LAYERS,
+    MAX_SETTLE_CALLS,
     Cell,
     ComplexityConfig,
     ComplexityResult,
@@ -232,15 +233,35 @@ def test_slow_calls_get_min_samples_and_fast_calls_fill_the_budget():
         time.sleep(0.03)
 
     cfg = ComplexityConfig(repeats=10, budget_s=0.01, min_samples=2, max_cell_s=30.0)
-    timing, warmup_s = time_cell(slow, cfg, measure_memory=False)
+    timing, warmup_s, (user_s, system_s) = time_cell(slow, cfg, measure_memory=False)
     assert timing.repeats == 2 and timing.inner == 1 and len(calls) == 3  # warm-up + 2 samples
+    assert 0 <= user_s + system_s < 0.05  # two sleeps: CPU time of the samples only, almost none
     assert warmup_s >= 0.03 and timing.median_s >= 0.03
     calls.clear()
-    timing, _ = time_cell(slow, ComplexityConfig(repeats=10, budget_s=0.01, min_samples=3, max_cell_s=0.07),
-                          measure_memory=False)
+    timing, *_ = time_cell(slow, ComplexityConfig(repeats=10, budget_s=0.01, min_samples=3, max_cell_s=0.07),
+                           measure_memory=False)
     assert timing.repeats == 2  # int(0.07 / 0.03): the cap wins over min_samples
-    timing, _ = time_cell(lambda: None, ComplexityConfig(repeats=4, budget_s=10.0), measure_memory=False)
+    timing, *_ = time_cell(lambda: None, ComplexityConfig(repeats=4, budget_s=10.0), measure_memory=False)
     assert timing.repeats == 4 and timing.inner > 1  # fast calls: batched, up to `repeats` samples
+
+
+@pytest.mark.parametrize(("growing_calls", "warmups"), [(3, 4), (0, 2), (99, 1 + MAX_SETTLE_CALLS)])
+def test_with_kept_memory_warm_up_repeats_until_a_call_stops_page_faulting(growing_calls, warmups):
+    kept: list[bytearray] = []
+    calls = []
+
+    def step() -> None:  # touches 16 MiB of new memory on each of its first `growing_calls` calls
+        calls.append(1)
+        if len(calls) <= growing_calls:
+            kept.append(bytearray(16 * 2**20))
+        time.sleep(0.03)
+
+    cfg = ComplexityConfig(repeats=10, budget_s=0.01, min_samples=2)
+    timing, *_ = time_cell(step, cfg, measure_memory=False, kept_memory=True)
+    assert len(calls) == warmups + timing.repeats == warmups + 2
+    calls.clear()
+    time_cell(step, cfg, measure_memory=False, kept_memory=False)
+    assert len(calls) == 1 + 2  # without kept memory: one warm-up call
 
 
 def test_rounds_keep_the_fastest_median():
@@ -296,3 +317,13 @@ def test_cli_cuda_without_cuda_exits_2(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device cuda: CUDA is not available" in err and "use --device cpu" in err
 
+
+
+def test_freed_memory_is_kept_by_default_and_the_report_says_so(capsys):
+    from attnlab.bench.measure import _glibc
+
+    for flag, expected in (([], _glibc() is not None), (["--no-keep-freed-memory"], False)):
+        assert main(["bench", "complexity", *TINY, "--layers", "conv", *flag]) == 0
+        out = capsys.readouterr().out
+        line = "freed memory: kept and reused by the process" if expected else "freed memory: returned to the OS"
+        assert line in out and ("up to 6 more until a call page-faults" in out) == expected

@@ -20,6 +20,13 @@ forward+backward back-propagates ``output.sum()`` to the input and the parameter
 mode × layer) are measured in rounds, and each keeps its fastest round, so that a burst of other work on a
 shared machine does not bend one curve. It reports the exponents, where attention becomes slower than the
 GRU, peak memory, and PASS/FAIL against the textbook's exponents.
+
+The process keeps the memory it frees (:func:`~attnlab.bench.measure.keep_freed_memory`, on by default;
+``--no-keep-freed-memory`` turns it off). With glibc's defaults, every tensor over 32 MiB is unmapped when it is
+freed and paged in again, zeroed by the kernel, on the next call; the reference path's (B, H, n, n) matrices
+then spend most of their time in the kernel, and on a VM that hands freed memory back to its host the cost per
+page grows with the memory cycled, which bent that curve above n². Timing the layer, not the OS, is what a
+caching allocator (PyTorch's own on CUDA, jemalloc or tcmalloc on CPU) gives in training loops.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ from attnlab.bench.measure import (
     Timing,
     available_memory_bytes,
     is_out_of_memory,
+    keep_freed_memory,
+    measure_peak,
+    minor_page_faults,
     peak_rss_supported,
     time_call,
 )
@@ -59,6 +69,10 @@ MODE_NAMES = {"fwd": "forward", "fwdbwd": "forward+backward"}
 DEVICES = ("cpu", "cuda")
 DEFAULT_LENGTHS = tuple(2**i for i in range(6, 14))  # 64, 128, ..., 8192
 MIN_SAMPLE_S = 0.02  # a sample repeats calls shorter than this (see time_call)
+# With freed memory kept: warm-up calls until one touches at most SETTLED_BYTES of new pages
+MAX_SETTLE_CALLS = 6
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+SETTLED_BYTES = 4 * MIB
 TIME_TARGET_S = 300.0  # the default run must finish within this on the project's 2-core CPU
 
 
@@ -104,6 +118,7 @@ class ComplexityConfig:
     max_cell_s: float = 30.0  # ... unless they would take longer than this
     rounds: int = 2  # passes over all cells; a cell's time is its fastest round's median
     max_memory_gb: float | None = None  # None: 70% of the available memory
+    keep_freed_memory: bool = True  # reuse freed memory instead of paging it in from the OS on every call
     seed: int = 0
 
     @property
@@ -133,8 +148,8 @@ class Cell:
     warmup_ms: list[float] = field(default_factory=list)  # each round's warm-up call
     samples: list[int] = field(default_factory=list)  # measured samples in each round
     calls_per_sample: int = 0
-    peak_mib: float | None = None  # the largest over the rounds
-    user_s: float = 0.0  # CPU seconds of the process while the cell ran (all rounds, warm-ups included)
+    peak_mib: float | None = None  # the smallest over the rounds (a first call also allocates one-time workspaces)
+    user_s: float = 0.0  # CPU seconds of the process during the cell's measured samples (all rounds)
     system_s: float = 0.0
     note: str = ""
 
@@ -169,6 +184,7 @@ class ComplexityResult:
     threads: int
     memory_limit_bytes: float
     peak_memory_supported: bool
+    kept_freed_memory: bool = False  # keep_freed_memory was asked for and in effect (glibc)
     cells: list[Cell] = field(default_factory=list)
     elapsed_s: float = 0.0  # measurement, plus the plot and CSV once written
 
@@ -355,6 +371,17 @@ def run_complexity_bench(cfg: ComplexityConfig, progress: Callable[[str], None] 
                             estimate_bytes(layer, mode, cfg.batch, n, cfg.d_model, cfg.num_heads, itemsize))
                 cell.note = skip_reason(cell.estimate_bytes, limit)
                 result.cells.append(cell)
+    with keep_freed_memory(cfg.keep_freed_memory and not cuda) as kept:
+        result.kept_freed_memory = kept
+        _measure_rounds(result, modules, forwards, rss, say)
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def _measure_rounds(result: ComplexityResult, modules: nn.Module, forwards: dict[str, Callable[[Tensor], Tensor]],
+                    rss: bool, say: Callable[[str], None]) -> None:
+    """Measure every cell of ``result`` that is not skipped, ``rounds`` times over the whole sweep."""
+    cfg = result.config
     width = len(str(len(result.cells)))
     for r in range(1, cfg.rounds + 1):
         x, x_key = None, None
@@ -373,14 +400,13 @@ def run_complexity_bench(cfg: ComplexityConfig, progress: Callable[[str], None] 
                 shape = (b, d, n) if key[2] else (b, n, d)
                 x, x_key = torch.randn(*shape, device=cfg.device, requires_grad=grad), key
                 modules.train(grad)
-            _measure(cell, make_step(forwards[cell.layer], x, modules, cell.mode, cfg.device), cfg, rss)
+            _measure(cell, make_step(forwards[cell.layer], x, modules, cell.mode, cfg.device), cfg, rss,
+                     result.kept_freed_memory)
             if cell.note:
                 say(f"{where} {cell.note}")
             else:
                 peak = "" if cell.peak_mib is None else f", peak {cell.peak_mib:.0f} MiB"
                 say(f"{where} {cell.round_ms[-1]:.2f} ms ({cell.samples[-1]}x{cell.calls_per_sample} calls{peak})")
-    result.elapsed_s = time.perf_counter() - start
-    return result
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -389,38 +415,51 @@ def _cpu_seconds() -> tuple[float, float]:
     return t.user, t.system
 
 
-def time_cell(step: Callable[[], None], cfg: ComplexityConfig, measure_memory: bool) -> tuple[Timing, float]:
-    """Time one cell in one round: a warm-up call (kernel set-up, and the first touch of memory the process
-    never had, which can take twice as long as later calls), then :func:`~attnlab.bench.measure.time_call`.
-    Returns the timing and the warm-up call's seconds.
+def time_cell(step: Callable[[], None], cfg: ComplexityConfig, measure_memory: bool,
+              kept_memory: bool = False) -> tuple[Timing, float, tuple[float, float]]:
+    """Time one cell in one round. Returns the timing, the first warm-up call's seconds, and the (user,
+    system) CPU seconds of the measured samples.
 
-    Calls that fit ``min_samples`` times into ``budget_s`` repeat until the samples add up to ``budget_s``
-    (at most ``repeats``); slower calls are sampled ``min_samples`` times (fewer if that would exceed
-    ``max_cell_s``), so that the median is not one noisy sample.
+    Warm-up: one call (kernel set-up, first touch of memory the process does not have yet), which is also
+    the call whose peak memory is measured. With ``kept_memory`` (:func:`keep_freed_memory` in effect),
+    more calls follow until one no longer page-faults (at most ``MAX_SETTLE_CALLS``): until then the heap
+    is still growing to hold what the call needs.
+
+    Samples: calls that fit ``min_samples`` times into ``budget_s`` repeat until the samples add up to
+    ``budget_s`` (at most ``repeats``); slower calls are sampled ``min_samples`` times (fewer if that would
+    exceed ``max_cell_s``), so that the median is not one noisy sample.
     """
-    start = time.perf_counter()
-    step()
-    single = time.perf_counter() - start
+    first, peak_mib = measure_peak(step, measure_memory)
+    single = first
+    for _ in range(MAX_SETTLE_CALLS if kept_memory else 0):
+        faults = minor_page_faults()
+        start = time.perf_counter()
+        step()
+        single = time.perf_counter() - start
+        if (minor_page_faults() - faults) * PAGE_BYTES <= SETTLED_BYTES:
+            break
     least = max(1, min(cfg.min_samples, cfg.repeats))
+    user, system = _cpu_seconds()
     if single * least <= cfg.budget_s:
         # A second, short warm-up lets time_call batch calls under 20 ms into one sample.
         timing = time_call(step, warmup=1 if single < MIN_SAMPLE_S else 0, repeats=cfg.repeats,
-                           budget_s=cfg.budget_s, measure_memory=measure_memory, min_sample_s=MIN_SAMPLE_S)
+                           budget_s=cfg.budget_s, measure_memory=False, min_sample_s=MIN_SAMPLE_S)
     else:
         repeats = max(1, min(least, int(cfg.max_cell_s / single)))
-        timing = time_call(step, warmup=0, repeats=repeats, budget_s=math.inf, measure_memory=measure_memory)
-    return timing, single
+        timing = time_call(step, warmup=0, repeats=repeats, budget_s=math.inf, measure_memory=False)
+    user_now, system_now = _cpu_seconds()
+    timing.peak_mib = peak_mib
+    return timing, first, (user_now - user, system_now - system)
 
 
-def _measure(cell: Cell, step: Callable[[], None], cfg: ComplexityConfig, rss: bool) -> None:
+def _measure(cell: Cell, step: Callable[[], None], cfg: ComplexityConfig, rss: bool, kept_memory: bool) -> None:
     """Time ``step`` for one round into ``cell``; an out-of-memory error becomes a note, not a crash."""
     cuda = cfg.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    user, system = _cpu_seconds()
     try:
-        timing, warmup_s = time_cell(step, cfg, rss)
+        timing, warmup_s, (user_s, system_s) = time_cell(step, cfg, rss, kept_memory)
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
@@ -428,16 +467,15 @@ def _measure(cell: Cell, step: Callable[[], None], cfg: ComplexityConfig, rss: b
         if cuda:
             torch.cuda.empty_cache()
         return
-    user_now, system_now = _cpu_seconds()
-    cell.user_s += user_now - user
-    cell.system_s += system_now - system
+    cell.user_s += user_s
+    cell.system_s += system_s
     cell.round_ms.append(timing.median_s * 1e3)
     cell.warmup_ms.append(warmup_s * 1e3)
     cell.samples.append(timing.repeats)
     cell.calls_per_sample = timing.inner
     peak = (torch.cuda.max_memory_allocated() - before) / MIB if cuda else timing.peak_mib
     if peak is not None:
-        cell.peak_mib = peak if cell.peak_mib is None else max(cell.peak_mib, peak)
+        cell.peak_mib = peak if cell.peak_mib is None else min(cell.peak_mib, peak)
 
 
 # ---------------------------------------------------------------------------------------------- targets, report
@@ -491,6 +529,8 @@ def format_report(result: ComplexityResult, targets: list[Target]) -> str:
         f"B={cfg.batch}, d_model={cfg.d_model}, heads={cfg.num_heads} (head_dim {cfg.d_model // cfg.num_heads}), "
         f"conv kernel {cfg.kernel_size}; one layer each, input (B, L, d_model) ((B, d_model, L) for conv)",
         f"memory limit per cell: {result.memory_limit_bytes / GIB:.1f} GiB",
+        "freed memory: " + ("kept and reused by the process (glibc: no mmap, no trim)" if result.kept_freed_memory
+                            else "returned to the OS (allocator defaults)"),
     ]
     header = f"  {'L':>6}" + "".join(f"{name:>{w}}" for name in layers)
     for mode in cfg.modes:
@@ -536,14 +576,19 @@ def format_report(result: ComplexityResult, targets: list[Target]) -> str:
     out += [f"  {t.status:<12} {t.name}: {t.detail}" for t in targets]
     out += [
         "",
-        f"times: {cfg.rounds} round(s) over all cells; per cell and round one warm-up call, then the median of up "
-        f"to {cfg.repeats} samples, fewer once they add up to {cfg.budget_s:g} s but at least {cfg.min_samples} "
-        f"(a sample repeats calls under {MIN_SAMPLE_S * 1e3:.0f} ms); shown: the fastest round's median.",
+        f"times: {cfg.rounds} round(s) over all cells; per cell and round one warm-up call"
+        + (f" (then, with freed memory kept, up to {MAX_SETTLE_CALLS} more until a call page-faults at most "
+           f"{SETTLED_BYTES // MIB} MiB)" if result.kept_freed_memory else "")
+        + f", then the median of up to {cfg.repeats} samples, fewer once they add up to {cfg.budget_s:g} s but at "
+        f"least {cfg.min_samples} (a sample repeats calls under {MIN_SAMPLE_S * 1e3:.0f} ms); shown: the fastest "
+        "round's median.",
         "exponent: least-squares slope of log(ms) on log(L); (k) = fitted on k measured lengths only. "
-        "kernel share: system / (user + system) CPU time of the process during the cell.",
-        "peak memory: " + ("CUDA max_memory_allocated above the memory allocated before the cell"
-                           if cfg.device == "cuda" else "peak RSS during the first measured sample minus RSS before it"
-                           + ("" if result.peak_memory_supported else " (not available here: n/a)")) + ".",
+        "kernel share: system / (user + system) CPU time of the process during the cell's samples.",
+        "peak memory: " + (
+            "CUDA max_memory_allocated above the memory allocated before the cell" if cfg.device == "cuda"
+            else "peak RSS during the first warm-up call minus RSS before it, under the allocator's defaults; "
+                 "the smaller of the rounds (a process's first call also allocates one-time workspaces)"
+            + ("" if result.peak_memory_supported else " (not available here: n/a)")) + ".",
         "FLOPs (forward; forward+backward = 3x): GRU 12*B*L*d^2, LSTM 16*B*L*d^2, conv 2*k*B*L*d^2, "
         "self-attention 8*B*L*d^2 + 4*B*L^2*d.",
         "layers: " + "; ".join(f"{name} = {LAYERS[name].description}" for name in layers) + ".",
@@ -631,6 +676,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--budget-s", help="seconds of measured samples per cell and round before it stops repeating (default 0.5)")
     add("--rounds", help="passes over all cells; each cell keeps its fastest round (default 2)")
     add("--max-memory-gb", help="skip a cell whose estimated memory exceeds this (default 70%% of available memory)")
+    add("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+        help="reuse freed memory in the process instead of returning it to the OS, so that layers with large "
+             "tensors are not timed paging it in again on every call (glibc; default on)")
     add("--plot", metavar="FILE.png", help="write the log-log plot (png, svg or pdf)")
     add("--csv", metavar="FILE", help="write one row per cell as CSV")
 
@@ -687,6 +735,7 @@ def config_from_args(args: argparse.Namespace) -> ComplexityConfig:
         cfg.budget_s = float(_positive("budget-s", args.budget_s, float))
     if args.max_memory_gb is not None:
         cfg.max_memory_gb = float(_positive("max-memory-gb", args.max_memory_gb, float))
+    cfg.keep_freed_memory = args.keep_freed_memory
     if args.device is not None:
         if args.device not in DEVICES:
             raise UserError(f"--device must be cpu or cuda, got {args.device!r}")

@@ -6,6 +6,11 @@ repeating once its measured runs add up to ``budget_s`` (at least one measured r
 Peak memory (Linux): writing ``5`` to ``/proc/self/clear_refs`` resets the process's peak resident
 set size (``VmHWM`` in ``/proc/self/status``) to its current RSS. Peak minus the RSS just before a run
 is the memory that run needed. Where ``/proc`` cannot do this, peaks are ``None`` (printed "n/a").
+
+Freed memory (glibc): by default glibc gives every large block (over 32 MiB at most) its own ``mmap`` and
+returns it to the OS on ``free``, so a layer that allocates large tensors pays for the first touch of every
+page of them on every call, in kernel time. :func:`keep_freed_memory` makes the process keep and reuse its
+freed memory instead, as the jemalloc/tcmalloc allocators that PyTorch's CPU tuning guides recommend do.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
+import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +51,77 @@ def _status_kib(field: str) -> int:
     raise OSError(f"{field} not in {_STATUS}")
 
 
+# mallopt(3) parameters and glibc's defaults for them (64-bit)
+_M_MXFAST, _M_TRIM_THRESHOLD, _M_MMAP_MAX = 1, -1, -4
+_DEFAULT_MXFAST, _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128, 128 * 1024, 65536
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library of this process if it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - attribute lookup raises AttributeError elsewhere
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def _release_free_memory() -> None:
     """Hand memory that malloc keeps but nobody uses back to the OS (glibc only), so that a run's new
     allocations raise the RSS instead of silently reusing freed pages."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+_kept = False  # keep_freed_memory is in effect
+
+
+def _keep_allocator(keep: bool) -> bool:
+    """glibc: serve every block from the heap and never trim it (``keep``), or back to the defaults, which
+    hands the kept memory back to the OS. Returns whether memory is now kept.
+
+    Keeping also turns off the fast bins, which hold small freed blocks apart from their neighbours: a small
+    block freed next to a large one would otherwise keep the large one from merging into a block that the
+    next call of the same size fits.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    if keep:  # mallopt returns 1 on success; M_TRIM_THRESHOLD -1 = never trim (mallopt(3))
+        return all(libc.mallopt(param, value) == 1
+                   for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_MXFAST, 0)))
+    libc.mallopt(_M_MXFAST, _DEFAULT_MXFAST)
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    return False
+
+
+@contextmanager
+def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
+    """Inside the block, glibc serves every block from its heap and never trims the heap, so memory a call
+    frees is reused by later calls instead of being unmapped and paged in again from the OS.
+
+    Yields whether that is in effect (False if ``enabled`` is False or the C library is not glibc). On exit
+    the defaults are restored and the kept memory is handed back to the OS. Process-wide: meant for a
+    benchmark's main loop. A heap that keeps everything also keeps blocks it cannot reuse (glibc's aligned
+    allocations need a little more than the block they freed), so it can hold up to about twice a call's
+    live memory, and a call may take a few repeats before it stops growing the heap; :func:`measure_peak`
+    therefore measures under the defaults.
+    """
+    global _kept
+    _kept = enabled and _keep_allocator(True)
     try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        yield _kept
+    finally:
+        if _kept:
+            _kept = _keep_allocator(False)
+
+
+def minor_page_faults() -> int:
+    """Page faults of this process so far (all threads) that needed no disk: first touches of new memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _reset_peak() -> int:
@@ -58,6 +129,28 @@ def _reset_peak() -> int:
     _release_free_memory()
     _CLEAR_REFS.write_text("5")
     return _status_kib("VmRSS")
+
+
+def measure_peak(fn: Callable[[], None], measure_memory: bool) -> tuple[float, float | None]:
+    """Run ``fn()`` once; return its seconds and, if ``measure_memory``, its peak memory in MiB above the
+    RSS before it, else None. Under :func:`keep_freed_memory` the call runs with the allocator's defaults
+    (kept memory handed back first), so that the peak is the memory the call needs, not what the heap kept."""
+    if not measure_memory:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start, None
+    global _kept
+    kept, _kept = _kept, _kept and _keep_allocator(False)
+    try:
+        before_kib = _reset_peak()
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+        peak_mib = max(0, _status_kib("VmHWM") - before_kib) / 1024
+    finally:
+        if kept:
+            _kept = _keep_allocator(True)
+    return seconds, peak_mib
 
 
 def peak_rss_supported() -> bool:
