@@ -39,10 +39,31 @@ def test_checks_against_the_published_numbers():
     assert bench.check([row(96, "ridge", 0.30)], [96], 600.0) == []
 
 
-def test_closed_form_models_default_to_input_512():
-    assert bench._input_lengths([], ["linear", "ridge", "retrieval"], 336) == {"linear": 336, "ridge": 512,
-                                                                              "retrieval": 512}
-    assert bench._input_lengths(["retrieval=96"], ["retrieval"], 336) == {"retrieval": 96}
+def test_closed_form_models_default_to_input_512_and_linear_to_three_seeds():
+    def lengths(items, models):
+        return bench._per_model("model-input-len", "L", items, models, bench.MODEL_INPUT_LEN, 336)
+
+    assert lengths([], ["linear", "ridge", "retrieval"]) == {"linear": 336, "ridge": 512, "retrieval": 512}
+    assert lengths(["retrieval=96"], ["retrieval"]) == {"retrieval": 96}
+    seeds = bench._per_model("model-seeds", "N", ["ridge=2"], ["linear", "ridge", "gru"], bench.MODEL_SEEDS, 1)
+    assert seeds == {"linear": 3, "ridge": 2, "gru": 1}
+    assert bench._base_seed(["lr=1", "seed=4", "seed=7"]) == 7 and bench._base_seed(["lr=1"]) == 0
+
+
+def test_several_seeds_keep_the_median_run_and_name_every_seed():
+    runs = [(0, row(720, "linear", 0.5172)), (1, row(720, "linear", 0.4721)), (2, row(720, "linear", 0.4723))]
+    median = bench.median_run(runs)
+    assert median is runs[2][1] and median.seed_mses == ((0, 0.5172), (1, 0.4721), (2, 0.4723))
+    assert bench.median_run(runs[:2]) is runs[1][1]  # even count: the lower middle
+    assert bench.median_run(runs[:1]).seed_mses == ()
+    lines = bench.check([median, row(720, "patch_transformer", 0.4493)], [720], 600.0)
+    assert lines[1:] == [
+        "PASS H=720: patch_transformer 0.4493 < linear 0.4723 (median of seeds 0-2: 0.5172, 0.4721, 0.4723)",
+        "PASS H=720: linear 0.4723 (median of seeds 0-2: 0.5172, 0.4721, 0.4723) vs DLinear published 0.472 "
+        "(|Δ| = 0.0003, tolerance 0.01)",
+    ]
+    table = bench.table([median], [720], ["linear"], {})
+    assert table.splitlines()[2] == "| linear (L=336, median of 3 seeds) | **0.472** | 0.492 | 10 |"
 
 
 def test_table_marks_the_best_and_lists_published_rows():
@@ -66,11 +87,14 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
                      "--out-csv", str(out), "max_epochs=2", "batch_size=64"])
     assert code == 0  # not ETTh1: no published numbers, no checks
     text = capsys.readouterr().out
-    assert "| linear (L=24) |" in text and "| patch_transformer (L=32) |" in text and "published" not in text
+    assert "| linear (L=24, median of 3 seeds) |" in text and "| patch_transformer (L=32) |" in text
+    assert "published" not in text and text.count("seed ") == 3  # one progress line per linear seed
     lines = out.read_text().splitlines()
     assert lines[0] == "horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir"
     assert [line.split(",")[:3] for line in lines[1:]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
-    assert (tmp_path / "runs" / "H6-patch_transformer" / "metrics.json").is_file()
+    assert lines[1].split(",")[-1].rsplit("/", 1)[-1] in {f"H6-linear-seed{k}" for k in range(3)}
+    for run in ["H6-patch_transformer", "H6-linear-seed0", "H6-linear-seed1", "H6-linear-seed2"]:
+        assert (tmp_path / "runs" / run / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -79,6 +103,8 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     (["--models", "linear,nope"], "unknown forecast model(s) nope"),
     (["--model-input-len", "nope=5"], "which is not among --models"),
     (["--model-input-len", "linear"], "needs MODEL=L"),
+    (["--model-seeds", "linear=0"], "--model-seeds needs MODEL=N with a positive N"),
+    (["seed=abc"], "seed must be an integer, got 'abc'"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     csv = seasonal_csv(tmp_path / "series.csv")
