@@ -140,7 +140,9 @@ def measure_peak(fn: Callable[[], None], measure_memory: bool) -> tuple[float, f
         fn()
         return time.perf_counter() - start, None
     global _kept
-    kept, _kept = _kept, _kept and _keep_allocator(False)
+    kept = _kept
+    if kept:
+        _kept = _keep_allocator(False)  # defaults for this call; hands the kept memory back
     try:
         before_kib = _reset_peak()
         start = time.perf_counter()
