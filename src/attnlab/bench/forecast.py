@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.data.timeseries import ForecastData
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import MODELS
 from attnlab.forecast.api import forecast, load_data
@@ -170,20 +171,12 @@ def run(args: argparse.Namespace) -> int:
                 loaded[lengths[name]] = load_data(args.csv, date_col=args.date_col, split=args.split,
                                                   input_len=lengths[name], horizon=horizon)
             data = loaded[lengths[name]]
-            runs = []
-            for seed in range(base_seed, base_seed + seeds[name]):
-                several = seeds[name] > 1
-                result = forecast(model=name, overrides=[*overrides, f"seed={seed}"] if several else overrides,
-                                  data=data, runs_root=root,
-                                  run_dir=root / (f"H{horizon}-{name}-seed{seed}" if several else f"H{horizon}-{name}"),
-                                  progress=False, figures=False, forecast_windows=0)
-                r = result.run
-                runs.append((seed, Row(horizon, name, lengths[name], r.metrics["mse"], r.metrics["mae"],
-                                       r.train_seconds, r.epochs, r.params, r.run_dir)))
-                row = runs[-1][1]
-                print(f"  {name:<18} L={row.input_len:<4} mse {row.mse:.4f}  mae {row.mae:.4f}  {row.train_s:6.1f} s  "
-                      f"{row.epochs:>3} epochs  {row.params:>9,} params  ({data.windows('test')} test windows)"
-                      + (f"  seed {seed}" if several else ""), flush=True)
+            if seeds[name] == 1:
+                runs = [(base_seed, _fit(name, data, overrides, root / f"H{horizon}-{name}", ""))]
+            else:
+                runs = [(seed, _fit(name, data, [*overrides, f"seed={seed}"],
+                                    root / f"H{horizon}-{name}-seed{seed}", f"  seed {seed}"))
+                        for seed in range(base_seed, base_seed + seeds[name])]
             rows.append(median_run(runs))
 
     print()
@@ -194,6 +187,17 @@ def run(args: argparse.Namespace) -> int:
     for line in checks:
         print(line)
     return 1 if any(line.startswith("FAIL") for line in checks) else 0
+
+
+def _fit(name: str, data: ForecastData, overrides: list[str], run_dir: Path, note: str) -> Row:
+    """One fit of ``name`` through :func:`attnlab.forecast.api.forecast`, as a table row; prints its line."""
+    r = forecast(model=name, overrides=overrides, data=data, runs_root=run_dir.parent, run_dir=run_dir,
+                 progress=False, figures=False, forecast_windows=0).run
+    row = Row(data.horizon, name, data.input_len, r.metrics["mse"], r.metrics["mae"], r.train_seconds, r.epochs,
+              r.params, r.run_dir)
+    print(f"  {name:<18} L={row.input_len:<4} mse {row.mse:.4f}  mae {row.mae:.4f}  {row.train_s:6.1f} s  "
+          f"{row.epochs:>3} epochs  {row.params:>9,} params  ({data.windows('test')} test windows){note}", flush=True)
+    return row
 
 
 def median_run(runs: list[tuple[int, Row]]) -> Row:
