@@ -9,6 +9,7 @@ import pytest
 
 from attnlab import cli
 from attnlab.bench import forecast as bench
+from attnlab.errors import UserError
 from test_forecast_cli import seasonal_csv
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -48,6 +49,10 @@ def test_closed_form_models_default_to_input_512_and_linear_to_three_seeds():
     seeds = bench._per_model("model-seeds", "N", ["ridge=2"], ["linear", "ridge", "gru"], bench.MODEL_SEEDS, 1)
     assert seeds == {"linear": 3, "ridge": 2, "gru": 1}
     assert bench._base_seed(["lr=1", "seed=4", "seed=7"]) == 7 and bench._base_seed(["lr=1"]) == 0
+    # train.seed is the same key; resolve applies the overrides in the order of their first appearance
+    assert bench._base_seed(["train.seed=5"]) == 5 and bench._base_seed(["seed=4", "train.seed=9", "seed=7"]) == 9
+    with pytest.raises(UserError, match="seed must be an integer, got 'x'"):
+        bench._base_seed(["seed=x"])
 
 
 def test_several_seeds_keep_the_median_run_and_name_every_seed():

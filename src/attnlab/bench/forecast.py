@@ -31,6 +31,7 @@ from attnlab.data.timeseries import ForecastData
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import MODELS
 from attnlab.forecast.api import forecast, load_data
+from attnlab.train.config import parse_overrides
 
 HELP = "forecast models on a CSV under the ETT protocol, next to published numbers"
 
@@ -133,14 +134,14 @@ def _per_model(option: str, letter: str, items: list[str], models: list[str], de
 
 
 def _base_seed(overrides: list[str]) -> int:
-    """The seed the overrides set (the last ``seed=``), else 0: several seeds count up from it."""
-    seeds = [item.partition("=")[2] for item in overrides if item.partition("=")[0].strip() == "seed"]
-    if not seeds:
-        return 0
+    """The seed the overrides set, else 0: several seeds count up from it. ``seed=`` and ``train.seed=`` are the
+    same key; the value is the one :func:`attnlab.train.config.resolve` applies last."""
+    parsed = parse_overrides(overrides)
+    value = next((parsed[key] for key in reversed(parsed) if key in ("seed", "train.seed")), 0)
     try:
-        return int(seeds[-1])
+        return int(value)
     except ValueError:
-        raise UserError(f"seed must be an integer, got {seeds[-1]!r}") from None
+        raise UserError(f"seed must be an integer, got {value!r}") from None
 
 
 def _is_etth1(path: str) -> bool:
