@@ -116,3 +116,18 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert cli.main(["bench", "forecast", "--csv", str(csv), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize(("csv_name", "horizons", "message"), [
+    ("missing.csv", "6", "missing.csv"),
+    ("series.csv", "6,100000", "horizon"),  # the first horizon fits; the second is checked before any fit
+])
+def test_bad_data_stops_before_anything_is_printed_or_trained(tmp_path, capsys, csv_name, horizons, message):
+    seasonal_csv(tmp_path / "series.csv")
+    runs = tmp_path / "runs"
+    code = cli.main(["bench", "forecast", "--csv", str(tmp_path / csv_name), "--horizons", horizons,
+                     "--split", "ratio", "--input-len", "24", "--models", "linear", "--runs-root", str(runs)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and not runs.exists()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

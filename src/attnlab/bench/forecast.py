@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, f"max_time_s={args.budget_s}"]
     published = PUBLISHED if _is_etth1(args.csv) else {}
     shown = ", ".join(f"{m} L={n}" for m, n in lengths.items() if n != args.input_len)  # models with their own L
+    # Read and check the CSV for every horizon and input length first, so bad input stops the benchmark
+    # with its one-line message before anything is printed or trained.
+    loaded = {(h, n): load_data(args.csv, date_col=args.date_col, split=args.split, input_len=n, horizon=h)
+              for h in horizons for n in sorted(set(lengths.values()))}
     print(f"bench forecast: {args.csv}, split {args.split}, L={args.input_len}{f' ({shown})' if shown else ''}, "
           f"horizons {horizons}, models {', '.join(models)}, ≤{args.budget_s:.0f} s per fit; runs in {root}",
           flush=True)
@@ -166,12 +170,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     for horizon in horizons:
         print(f"\nH={horizon}", flush=True)
-        loaded = {}  # input length -> data: the CSV is read and checked once per horizon and length
         for name in models:
-            if lengths[name] not in loaded:
-                loaded[lengths[name]] = load_data(args.csv, date_col=args.date_col, split=args.split,
-                                                  input_len=lengths[name], horizon=horizon)
-            data = loaded[lengths[name]]
+            data = loaded[horizon, lengths[name]]
             if seeds[name] == 1:
                 runs = [(base_seed, _fit(name, data, overrides, root / f"H{horizon}-{name}", ""))]
             else:
