@@ -13,6 +13,7 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "attention": "attnlab.bench.attention",
     "complexity": "attnlab.bench.complexity",
+    "dropout": "attnlab.bench.dropout",
     "forecast": "attnlab.bench.forecast",
     "translate": "attnlab.bench.translate",
 }

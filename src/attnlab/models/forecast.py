@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from attnlab.models.rnn import check_score, make_score
 from attnlab.nn.attention import Attention
+from attnlab.nn.dropout import Dropout
 from attnlab.nn.mha import check_heads
 from attnlab.nn.positional import SinusoidalPositionalEncoding
 from attnlab.nn.transformer import Encoder
@@ -328,7 +329,7 @@ class TimeStepTransformer(nn.Module):
         self.embed = nn.Linear(n_channels, d_model)
         self.positions = SinusoidalPositionalEncoding(d_model, max_len=seq_len, dropout=dropout)
         self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         features = seq_len * d_model if head == "flatten" else d_model
         self.head = nn.Linear(features, pred_len * n_channels)
 

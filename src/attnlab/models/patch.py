@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.models.forecast import ForecastSizes, InstanceNorm
+from attnlab.nn.dropout import Dropout
 from attnlab.nn.mha import check_heads
 from attnlab.nn.transformer import Encoder
 
@@ -90,11 +91,11 @@ class PatchTransformer(nn.Module):
         self.num_patches = num_patches(seq_len, c.patch_len, c.stride)
         self.embed = nn.Linear(c.patch_len, c.d_model)
         self.position = nn.Parameter(torch.empty(self.num_patches, c.d_model).uniform_(-0.02, 0.02))
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         norm_layer = {"batch": BatchNormTokens, "layer": nn.LayerNorm}[c.norm]
         self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, norm_first=False,
                                norm_layer=norm_layer, attn_dropout=c.attn_dropout)
-        self.head = nn.Sequential(nn.Flatten(1), nn.Dropout(c.head_dropout),
+        self.head = nn.Sequential(nn.Flatten(1), Dropout(c.head_dropout),
                                   nn.Linear(self.num_patches * c.d_model, pred_len))
 
     def encode(self, z: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ from attnlab.nn import (
     Attention,
     Decoder,
     DotScore,
+    Dropout,
     Encoder,
     GeneralScore,
     KVCache,
@@ -169,7 +170,7 @@ class GRUEncoder(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = nn.GRU(embed_dim, hidden_dim, num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
 
@@ -192,7 +193,7 @@ class Seq2Seq(Translator):
         self.tgt_vocab_size = c.tgt_vocab_size
         self.encoder = GRUEncoder(c.src_vocab_size, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
         self.embedding = nn.Embedding(c.tgt_vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.rnn = nn.GRU(c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_layers, batch_first=True,
                           dropout=c.dropout if c.num_layers > 1 else 0.0)
         self.head = nn.Linear(c.hidden_dim, c.tgt_vocab_size)
@@ -231,7 +232,7 @@ class Bahdanau(Translator):
         self.encoder = GRUEncoder(c.src_vocab_size, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
         self.cross_attn = Attention(AdditiveScore(c.hidden_dim, c.hidden_dim, c.hidden_dim))
         self.embedding = nn.Embedding(c.tgt_vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.rnn = nn.GRU(c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_layers, batch_first=True,
                           dropout=c.dropout if c.num_layers > 1 else 0.0)
         self.head = nn.Linear(c.hidden_dim, c.tgt_vocab_size)
@@ -277,7 +278,7 @@ class Luong(Translator):
         self.encoder = GRUEncoder(c.src_vocab_size, c.embed_dim, H, c.num_layers, c.dropout)
         self.cross_attn = Attention(DotScore() if c.score == "dot" else GeneralScore(H, H))
         self.embedding = nn.Embedding(c.tgt_vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.rnn = nn.GRU(c.embed_dim + (H if c.input_feeding else 0), H, c.num_layers, batch_first=True,
                           dropout=c.dropout if c.num_layers > 1 else 0.0)
         self.combine = nn.Linear(2 * H, H, bias=False)  # W_c

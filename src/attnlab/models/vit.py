@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnlab.nn import Encoder, LearnedPositionalEncoding, check_heads, record_attention
+from attnlab.nn import Dropout, Encoder, LearnedPositionalEncoding, check_heads, record_attention
 
 
 @dataclass
@@ -159,7 +159,7 @@ class MLPClassifier(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = c.in_channels * c.image_size**2
         for _ in range(c.num_layers):
-            layers += [nn.Linear(width, c.hidden_dim), nn.GELU(), nn.Dropout(c.dropout)]
+            layers += [nn.Linear(width, c.hidden_dim), nn.GELU(), Dropout(c.dropout)]
             width = c.hidden_dim
         layers.append(nn.Linear(width, c.num_classes))
         self.net = nn.Sequential(*layers)

@@ -1,11 +1,12 @@
 """attnlab.nn: attention building blocks in plain PyTorch (no Lightning).
 
-Masking and scores, attention pooling, multi-head attention with a fused fast path and weights on
+Masking and scores, fast dropout, attention pooling, multi-head attention with a fused fast path and weights on
 request, a KV cache, positional encodings, Transformer blocks and stacks, attention recording, and
 one switch that forces the reference path everywhere.
 """
 
 from attnlab.nn.attention import Attention
+from attnlab.nn.dropout import Dropout, fast_dropout
 from attnlab.nn.masking import causal_mask, masked_softmax, sequence_mask
 from attnlab.nn.mha import KVCache, MultiHeadAttention, check_heads, reference_attention
 from attnlab.nn.positional import (
@@ -27,6 +28,7 @@ __all__ = [
     "Decoder",
     "DecoderBlock",
     "DotScore",
+    "Dropout",
     "Encoder",
     "EncoderBlock",
     "FeedForward",
@@ -40,6 +42,7 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "causal_mask",
     "check_heads",
+    "fast_dropout",
     "masked_softmax",
     "record_attention",
     "reference_attention",

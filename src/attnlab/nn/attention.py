@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnlab.nn.dropout import Dropout
 from attnlab.nn.masking import masked_softmax
 
 
@@ -30,7 +31,7 @@ class Attention(nn.Module):
     def __init__(self, score: nn.Module, dropout: float = 0.0) -> None:
         super().__init__()
         self.score = score
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.recorder = None  # set by attnlab.nn.record_attention
 
     def forward(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.nn.dropout import fast_dropout
 from attnlab.nn.masking import causal_mask, softmax_allowed, torch_masks_to_allowed
 from attnlab.nn.positional import RotaryEmbedding
 from attnlab.nn.switch import reference_attention_enabled
@@ -310,5 +311,5 @@ def reference_attention(
         scores = scores + mask  # additive mask: -inf entries are excluded keys
         mask = ~torch.isneginf(mask)
     weights = softmax_allowed(scores, mask)  # (B, H, L, S)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = fast_dropout(weights, dropout_p) if dropout_p > 0 else weights
     return dropped @ v, weights  # (B, H, L, D_v)

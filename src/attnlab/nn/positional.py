@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnlab.nn.dropout import Dropout
+
 
 def sinusoidal_table(length: int, d_model: int, base: float = 10000.0, device=None) -> Tensor:
     """The (length, d_model) table P with P[t, 2i] = sin(t / base^(2i/d)), P[t, 2i+1] = cos(same)."""
@@ -37,7 +39,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.base = base
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.register_buffer("table", sinusoidal_table(max_len, d_model, base), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
@@ -64,7 +66,7 @@ class LearnedPositionalEncoding(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         end = offset + x.shape[1]

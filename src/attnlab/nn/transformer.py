@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnlab.nn.dropout import Dropout
 from attnlab.nn.mha import KVCache, MultiHeadAttention
 from attnlab.nn.positional import RotaryEmbedding
 
@@ -22,7 +23,7 @@ class FeedForward(nn.Module):
                  activation: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
-        self.net = nn.Sequential(nn.Linear(d_model, d_ff), activation(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), activation(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -34,7 +35,7 @@ class _Residual(nn.Module):
     def __init__(self, d_model: int, dropout: float, norm_first: bool, norm_layer: type[nn.Module]) -> None:
         super().__init__()
         self.norm = norm_layer(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm_first = norm_first
 
     def forward(self, x: Tensor, f) -> Tensor:
