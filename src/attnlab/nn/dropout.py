@@ -27,14 +27,19 @@ def keep_level(p: float) -> int:
     return round((1.0 - p) * _LEVELS)
 
 
+def check_probability(p: float) -> None:
+    """Raise a ValueError unless ``p`` is a probability (0 ≤ p ≤ 1), as ``torch.nn.Dropout`` does."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
+
+
 def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Zero each element of ``x`` with probability ``p`` and scale the rest by 1 / (1 − p): any shape → same shape.
 
     Draws from torch's default generator (so ``torch.manual_seed`` makes it repeatable). Gradients flow through
     the kept elements, scaled the same way.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
+    check_probability(p)
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -56,8 +61,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
+        check_probability(p)
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
