@@ -47,3 +47,19 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def cli_error(capsys: pytest.CaptureFixture[str]):
+    """Run ``attnlab ARGV...`` in-process and return its error line, after checking that the command failed
+    the way every user error must: exit status 2 and exactly one line on stderr, ``attnlab: error: ...``."""
+    from attnlab.cli import main
+
+    def run(argv: list[str]) -> str:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, f"exit status {code}, stderr: {err!r}"
+        assert err.count("\n") == 1 and err.startswith("attnlab: error: "), f"not one error line: {err!r}"
+        return err.rstrip("\n")
+
+    return run

@@ -181,10 +181,8 @@ def test_options_build_the_config():
         (["--max-memory-gb", "-1"], "--max-memory-gb must be positive"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(capsys, args, message):
-    assert main(["bench", "attention", *args]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("attnlab: error: ") and message in err
+def test_cli_bad_input_exits_2_with_one_line(cli_error, args, message):
+    assert message in cli_error(["bench", "attention", *args])
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch: seconds on a busy machine

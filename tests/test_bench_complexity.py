@@ -305,17 +305,14 @@ def test_cli_tiny_run_writes_csv_and_png(tmp_path, capsys):
         (["--csv", "/nonexistent-folder/cx.csv"], "--csv: folder /nonexistent-folder does not exist"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(capsys, args, message):
-    assert main(["bench", "complexity", *args]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("attnlab: error: ") and message in err
+def test_cli_bad_input_exits_2_with_one_line(cli_error, args, message):
+    assert message in cli_error(["bench", "complexity", *args])
 
 
-def test_cli_cuda_without_cuda_exits_2(capsys, monkeypatch):
+def test_cli_cuda_without_cuda_exits_2(cli_error, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["bench", "complexity", "--device", "cuda"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--device cuda: CUDA is not available" in err and "use --device cpu" in err
+    err = cli_error(["bench", "complexity", "--device", "cuda"])
+    assert "--device cuda: CUDA is not available" in err and "use --device cpu" in err
 
 
 

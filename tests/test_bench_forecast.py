@@ -111,11 +111,9 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     (["--model-seeds", "linear=0"], "--model-seeds needs MODEL=N with a positive N"),
     (["seed=abc"], "seed must be an integer, got 'abc'"),
 ])
-def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
     csv = seasonal_csv(tmp_path / "series.csv")
-    assert cli.main(["bench", "forecast", "--csv", str(csv), *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert message in cli_error(["bench", "forecast", "--csv", str(csv), *args])
 
 
 @pytest.mark.parametrize(("csv_name", "horizons", "message"), [

@@ -27,16 +27,14 @@ def test_plan_covers_every_model_of_every_experiment():
                                       ("seq2seq", "seq2seq_attention", "seq2seq_multihead", "transformer")]
 
 
-def test_experiment_that_needs_a_data_file_is_not_in_the_demo(capsys):
-    assert main(["demo", "--only", "forecast"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "needs a data file" in err[0] and "attnlab forecast --help" in err[0]
+def test_experiment_that_needs_a_data_file_is_not_in_the_demo(cli_error):
+    err = cli_error(["demo", "--only", "forecast"])
+    assert "needs a data file" in err and "attnlab forecast --help" in err
 
 
-def test_unknown_experiment_in_only_is_a_one_line_error(capsys):
-    assert main(["demo", "--only", "sine,nope"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown experiment 'nope'" in err[0] and "sine" in err[0]
+def test_unknown_experiment_in_only_is_a_one_line_error(cli_error):
+    err = cli_error(["demo", "--only", "sine,nope"])
+    assert "unknown experiment 'nope'" in err and "sine" in err
 
 
 def test_targets_pass_fail_and_not_run():
