@@ -171,7 +171,9 @@ def test_bad_prefix_and_wrong_group():
     ("override", "message"),
     [
         ("optimizer=lion", r"optimizer='lion' is not supported; choose one of: adamw, adam, sgd"),
-        ("scheduler=step", r"scheduler='step' is not supported; choose one of: cosine, halving, none"),
+        ("scheduler=linear", r"scheduler='linear' is not supported; choose one of: cosine, step, halving, none"),
+        ("lr_gamma=0", r"lr_gamma=0.0 is out of range; it must be in \(0, 1\]"),
+        ("lr_hold_epochs=-1", r"lr_hold_epochs=-1 is out of range; it must be 0 or more"),
         ("batch_size=0", r"batch_size=0 is out of range; it must be at least 1"),
         ("lr=-1", r"lr=-1.0 is out of range; it must be positive"),
         ("patience=0", r"patience=0 is out of range"),

@@ -41,6 +41,9 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(4, 4, 104, "cosine") == 1.0
     # halving: 10 steps per epoch after 4 warm-up steps
     assert [lr_factor(s, 4, 104, "halving", 10) for s in (4, 13, 14, 24, 34)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    # step: PatchTST's ETTh1 schedule (its lradj "type3"): epochs 0-3 at the full rate, then x0.9 per epoch
+    factors = [lr_factor(s, 0, 100, "step", 10, gamma=0.9, hold_epochs=3) for s in (0, 39, 40, 49, 50, 99)]
+    assert factors == pytest.approx([1.0, 1.0, 0.9, 0.9, 0.81, 0.9**6])
     assert lr_factor(54, 4, 104, "cosine") == pytest.approx(0.5)
     assert lr_factor(104, 4, 104, "cosine") == pytest.approx(0.0)
     assert lr_factor(50, 0, 100, "none") == 1.0

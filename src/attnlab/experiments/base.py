@@ -40,7 +40,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adamw | adam | sgd
-    scheduler: str = "cosine"  # cosine | halving (every epoch) | none
+    scheduler: str = "cosine"  # cosine | step (x lr_gamma every epoch after lr_hold_epochs) | halving | none
+    lr_gamma: float = 0.5  # scheduler=step: the lr's factor from one epoch to the next
+    lr_hold_epochs: int = 0  # scheduler=step: epochs 0..lr_hold_epochs run at the full lr
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
     patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)

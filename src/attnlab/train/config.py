@@ -31,7 +31,7 @@ _FALSE_WORDS = ("false", "0", "no", "n", "off")
 _BASE_FIELD = {"train": "train", "experiment": "experiment_config", "model": "model_config"}
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "halving", "none")
+SCHEDULERS = ("cosine", "step", "halving", "none")
 
 
 @dataclass
@@ -337,6 +337,8 @@ def check_train_config(train: TrainConfig) -> None:
         ("lr", train.lr > 0, "positive"),
         ("weight_decay", train.weight_decay >= 0, "0 or more"),
         ("warmup_steps", train.warmup_steps >= 0, "0 or more"),
+        ("lr_gamma", 0 < train.lr_gamma <= 1, "in (0, 1]"),
+        ("lr_hold_epochs", train.lr_hold_epochs >= 0, "0 or more"),
         ("num_workers", train.num_workers >= 0, "0 or more"),
         ("num_nodes", train.num_nodes >= 1, "at least 1"),
         ("grad_clip", train.grad_clip is None or train.grad_clip > 0, "positive or none"),

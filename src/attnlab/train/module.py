@@ -25,18 +25,22 @@ from attnlab.experiments.base import DataSplits, Experiment, TrainConfig
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
-              steps_per_epoch: float = math.inf) -> float:
+              steps_per_epoch: float = math.inf, gamma: float = 0.5, hold_epochs: int = 0) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
     Linear warm-up from ``1/warmup_steps`` to 1 over ``warmup_steps`` steps, then either constant
     (``scheduler="none"``), a cosine decay to 0 at ``total_steps`` (``"cosine"``; constant if
-    ``total_steps`` is infinite, i.e. no epoch limit), or halved after every epoch of
-    ``steps_per_epoch`` steps (``"halving"``, DLinear's schedule).
+    ``total_steps`` is infinite, i.e. no epoch limit), or a step decay (``"step"``): epochs
+    ``0 .. hold_epochs`` (0-based, of ``steps_per_epoch`` steps) at the full rate, then ``gamma`` times
+    the previous epoch's. ``"halving"`` is the step decay with ``gamma = 0.5``.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    if scheduler == "halving":
-        return 0.5 ** ((step - warmup_steps) // steps_per_epoch) if math.isfinite(steps_per_epoch) else 1.0
+    if scheduler in ("step", "halving"):
+        if not math.isfinite(steps_per_epoch):
+            return 1.0
+        epoch = int((step - warmup_steps) // steps_per_epoch)
+        return (0.5 if scheduler == "halving" else gamma) ** max(0, epoch - hold_epochs)
     if scheduler == "none" or not math.isfinite(total_steps):
         return 1.0
     progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
@@ -246,7 +250,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW / Adam / SGD (momentum 0.9) with weight decay on matrices only (not on biases or norm
-        gains), and a per-step schedule: linear warm-up then cosine decay to 0, halving every epoch, or constant."""
+        gains), and a per-step schedule: linear warm-up then cosine decay to 0, a step decay every epoch, or constant."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -269,7 +273,9 @@ class TaskModule(L.LightningModule):
         total = float(self.trainer.estimated_stepping_batches)
         per_epoch = total / cfg.max_epochs if cfg.max_epochs and math.isfinite(total) else math.inf
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.scheduler, per_epoch)
+            optimizer,
+            lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.scheduler, per_epoch, cfg.lr_gamma,
+                                   cfg.lr_hold_epochs),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
