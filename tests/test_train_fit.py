@@ -247,6 +247,14 @@ def test_optimizers_and_schedules_train(tmp_path):
         assert result.history[-1]["lr"] == pytest.approx(result.config.train.lr)  # constant after warm-up
 
 
+def test_step_schedule_in_a_fit(tmp_path):
+    # The history's lr is the rate after each epoch's last step, i.e. the next epoch's: with the rate held
+    # through epoch 1 (0-based) and x0.5 after, epochs 1..4 end at factors 1, 0.5, 0.25, 0.125.
+    overrides = ["scheduler=step", "lr_gamma=0.5", "lr_hold_epochs=1", "lr=0.01", "max_epochs=4"]
+    result = fit("toy", overrides=overrides, run_dir=tmp_path / "run", progress=False, figures=False)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+
+
 def test_trainer_settings_pass_through(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 
