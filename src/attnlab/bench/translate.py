@@ -29,7 +29,8 @@ HELP = "train each translation model for a fixed time; print BLEU, chrF, paramet
 MODELS = ("transformer", "bahdanau", "luong", "seq2seq")
 KV_LENGTH = 30  # forced output length of the KV-cache micro-benchmark
 KV_BATCH = 64
-PROBE_STEPS = 12
+PROBE_STEPS = 8  # timed steps per round, on batches spread evenly from the shortest sentences to the longest
+PROBE_ROUNDS = 3  # the fastest round sets the plan: a busy machine only ever adds time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +67,22 @@ def _budgets(items: list[str], models: list[str]) -> dict[str, float]:
     return {m: named.get(m, default) for m in models}
 
 
+def probe_batches(n_items: int, batch_size: int, steps: int) -> list[list[int]]:
+    """Item indices of ``steps`` probe batches of ``batch_size`` consecutive items, their starts evenly spaced
+    from the first item to the last full batch. The translation training items are length buckets in length
+    order, so the probe sees every length in proportion, as an epoch does."""
+    last = max(0, n_items - batch_size)
+    starts = [round(j * last / max(1, steps - 1)) for j in range(steps)]
+    return [[(start + k) % n_items for k in range(batch_size)] for start in starts]
+
+
 def _probe_seconds_per_step(model_name: str, overrides: list[str]) -> tuple[float, int]:
-    """Seconds per training step of ``model_name`` (median-free mean over a few steps after warm-up) and the
-    number of steps in one epoch."""
+    """Seconds per training step of ``model_name`` and the number of steps in one epoch.
+
+    After one warm-up step on the shortest and one on the longest batch, ``PROBE_ROUNDS`` rounds time the same
+    ``PROBE_STEPS`` batches (:func:`probe_batches`); the fastest round's mean is returned, since other work on
+    the machine can only slow a round down.
+    """
     from attnlab import registry
     from attnlab.train.config import resolve
     from attnlab.train.weights import build_model
@@ -81,19 +95,23 @@ def _probe_seconds_per_step(model_name: str, overrides: list[str]) -> tuple[floa
     model = build_model(spec, config.model_config).train()
     splits = task.data(config.train.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    step = 0
-    batches = len(splits.train) // config.train.batch_size
-    start = 0.0
-    for i in range(PROBE_STEPS + 3):
-        if i == 3:
-            start = time.perf_counter()
-        items = [splits.train[(i * 37 + k) % len(splits.train)] for k in range(config.train.batch_size)]
-        loss = task.loss(model, splits.collate_fn(items))
+    batches = probe_batches(len(splits.train), config.train.batch_size, PROBE_STEPS)
+
+    def step(indices: list[int]) -> None:
+        loss = task.loss(model, splits.collate_fn([splits.train[i] for i in indices]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step += 1
-    return (time.perf_counter() - start) / PROBE_STEPS, max(1, batches)
+
+    for indices in (batches[0], batches[-1]):  # warm-up
+        step(indices)
+    rounds = []
+    for _ in range(PROBE_ROUNDS):
+        start = time.perf_counter()
+        for indices in batches:
+            step(indices)
+        rounds.append((time.perf_counter() - start) / len(batches))
+    return min(rounds), max(1, len(splits.train) // config.train.batch_size)
 
 
 def _decode_timed(model, task, held, beam: int, use_cache: bool = True) -> tuple[dict[str, float], float]:
@@ -155,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     for name in models:
         budget_s = budgets[name] * 60
         seconds_per_step, steps_per_epoch = _probe_seconds_per_step(name, base)
-        epochs = max(1, math.floor(0.9 * budget_s / (seconds_per_step * steps_per_epoch)))
+        # 0.85: the validation decode after every epoch and the engine's own work add about 10% to the steps
+        epochs = max(1, math.floor(0.85 * budget_s / (seconds_per_step * steps_per_epoch)))
         print(f"[{name}] {seconds_per_step * 1e3:.0f} ms/step, {steps_per_epoch} steps/epoch -> max_epochs={epochs} "
               f"within {budgets[name]:g} min", flush=True)
         run_dir = out_root / f"translate-{name}-{time.strftime('%Y%m%d-%H%M%S')}"

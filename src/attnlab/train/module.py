@@ -250,7 +250,8 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW / Adam / SGD (momentum 0.9) with weight decay on matrices only (not on biases or norm
-        gains), and a per-step schedule: linear warm-up then cosine decay to 0, a step decay every epoch, or constant."""
+        gains), and a per-step schedule: linear warm-up then cosine decay to 0, a step decay every epoch, or
+        constant."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
