@@ -1,4 +1,4 @@
-"""attnlab bench translate: the parts that run in seconds (the benchmark itself takes ~45 minutes)."""
+"""attnlab bench translate: the parts that run in seconds (the benchmark itself takes about 35 minutes)."""
 
 from __future__ import annotations
 
