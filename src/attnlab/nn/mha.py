@@ -311,5 +311,5 @@ def reference_attention(
         scores = scores + mask  # additive mask: -inf entries are excluded keys
         mask = ~torch.isneginf(mask)
     weights = softmax_allowed(scores, mask)  # (B, H, L, S)
-    dropped = fast_dropout(weights, dropout_p) if dropout_p > 0 else weights
+    dropped = fast_dropout(weights, dropout_p)  # the weights themselves when dropout_p is 0
     return dropped @ v, weights  # (B, H, L, D_v)
