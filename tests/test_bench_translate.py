@@ -26,3 +26,11 @@ def test_bad_minutes_is_a_one_line_error(cli_error, tmp_path):
     corpus.write_text("hello .\tbonjour .\n", encoding="utf-8")
     err = cli_error(["bench", "translate", "--corpus", str(corpus), "--minutes", "rnn=5"])
     assert "--minutes 'rnn=5': 'rnn' is not one of the benchmarked models" in err
+
+
+def test_bad_corpus_is_a_one_line_error_naming_the_override(cli_error, tmp_path):
+    corpus = tmp_path / "pairs.txt"
+    corpus.write_text("hello .\tbonjour .\nno tab here\n", encoding="utf-8")
+    err = cli_error(["bench", "translate", "--corpus", str(corpus), "--out", str(tmp_path / "runs")])
+    assert "1 line(s) have no tab (line 2)" in err and "data.skip_bad_lines=true" in err
+    assert not (tmp_path / "runs").exists()

@@ -77,6 +77,10 @@ def _line_list(numbers: list[int]) -> str:
     return shown + (", …" if len(numbers) > _SHOWN_LINES else "")
 
 
+# `attnlab translate` has the flag; `attnlab fit translate` and `attnlab bench translate` take the override.
+_SKIP_HINT = "fix them, or skip them with --skip-bad-lines (or the override data.skip_bad_lines=true)"
+
+
 def read_corpus(
     path: str | Path, lower: bool = True, space_punct: bool = True, skip_bad_lines: bool = False
 ) -> list[tuple[str, str]]:
@@ -124,12 +128,12 @@ def read_corpus(
     if no_tab and not skip_bad_lines:
         raise UserError(
             f"{path}: {len(no_tab)} line(s) have no tab (line {_line_list(no_tab)}); every line must be "
-            "source<TAB>target — fix them, or pass --skip-bad-lines to skip them"
+            f"source<TAB>target — {_SKIP_HINT}"
         )
     if empty_side and not skip_bad_lines:
         raise UserError(
             f"{path}: {len(empty_side)} line(s) have an empty source or target (line {_line_list(empty_side)}); "
-            "fix them, or pass --skip-bad-lines to skip them"
+            f"{_SKIP_HINT}"
         )
     if no_tab or empty_side:
         log.warning("%s: skipped %d line(s) without a tab and %d with an empty side", path, len(no_tab),
