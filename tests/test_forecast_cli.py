@@ -15,7 +15,7 @@ import torch
 
 from attnlab import cli
 from attnlab.errors import UserError
-from attnlab.experiments.forecast import predict_windows
+from attnlab.experiments.forecast import predict_windows, window_mse
 from attnlab.forecast import forecast, load_data, predict
 from attnlab.train import load_model
 from test_forecast_data import edit_lines, write_series
@@ -73,6 +73,21 @@ def test_metrics_are_exact_means_over_every_test_window(run):
     orig = error * torch.as_tensor(data.scaler.std)
     assert metrics["mse_orig"] == pytest.approx(orig.pow(2).mean().item(), rel=1e-5)
     assert metrics["mae_orig"] == pytest.approx(orig.abs().mean().item(), rel=1e-5)
+
+
+def test_window_mse_is_each_windows_error_and_averages_to_the_metric(run):
+    csv, run_dir = run
+    model, _ = load_model(run_dir)
+    data = load_data(csv, input_len=L, horizon=H)
+    errors = window_mse(model, data)  # (75,)
+    assert errors.shape == (75,)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert errors.double().mean().item() == pytest.approx(metrics["mse"], rel=1e-5)
+    x, y = data.dataset("test").batch([40])
+    assert errors[40].item() == pytest.approx((model(x) - y).pow(2).mean().item(), rel=1e-5)
+    # one target channel: the error of that channel alone
+    only_b = load_data(csv, input_len=L, horizon=H, target=("b",))
+    assert window_mse(model, only_b)[40].item() == pytest.approx((model(x) - y)[..., 1].pow(2).mean().item(), rel=1e-5)
 
 
 def test_forecasts_csv_has_every_window_with_time_stamps(run):

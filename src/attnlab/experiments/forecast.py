@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -153,17 +154,38 @@ def cached_load(**options: Any) -> ForecastData:
 
 
 @torch.no_grad()
-def predict_windows(model: nn.Module, data: ForecastData, split: str, indices: Any, batch_size: int = 256) -> Tensor:
-    """Standardised forecasts of windows ``indices`` of ``split``: (N, H, C) float32 on the CPU."""
+def predicted_batches(model: nn.Module, data: ForecastData, split: str, indices: Any,
+                      batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
+    """Standardised forecasts and truth of windows ``indices`` of ``split``, a batch at a time: pairs of
+    (b, H, C) float32 tensors on the CPU, without gradients."""
     model.eval()
     device = model_device(model)
     dataset = data.dataset(split)
     indices = torch.as_tensor(indices, dtype=torch.long)
-    out = []
     for start in range(0, len(indices), batch_size):
-        x, _ = dataset.batch(indices[start : start + batch_size])  # (b, L, C)
-        out.append(model(x.to(device)).float().cpu())  # (b, H, C)
+        x, y = dataset.batch(indices[start : start + batch_size])  # (b, L, C), (b, H, C)
+        with torch.no_grad():
+            prediction = model(x.to(device)).float().cpu()  # (b, H, C)
+        yield prediction, y.float()
+
+
+def predict_windows(model: nn.Module, data: ForecastData, split: str, indices: Any, batch_size: int = 256) -> Tensor:
+    """Standardised forecasts of windows ``indices`` of ``split``: (N, H, C) float32 on the CPU."""
+    out = [prediction for prediction, _ in predicted_batches(model, data, split, indices, batch_size)]
     return torch.cat(out) if out else torch.empty(0, data.horizon, data.n_channels)
+
+
+def window_mse(model: nn.Module, data: ForecastData, split: str = "test") -> Tensor:
+    """MSE of each window of ``split`` over its target channels, standardised scale: (N,) float32.
+
+    Every window holds H × targets values, so the mean of this vector is the split's MSE, and the mean of a
+    slice is the MSE of those windows alone (e.g. the first ones, which a loader that drops an incomplete
+    last batch scores).
+    """
+    targets = list(data.target_index)
+    errors = [(prediction - truth)[..., targets].pow(2).mean(dim=(1, 2))  # (b,)
+              for prediction, truth in predicted_batches(model, data, split, range(data.windows(split)))]
+    return torch.cat(errors) if errors else torch.empty(0)
 
 
 def spread(n: int, k: int) -> list[int]:
