@@ -3,9 +3,11 @@ and its bad options."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from attnlab import cli
 from attnlab.bench import forecast as bench
@@ -82,6 +84,31 @@ def test_table_marks_the_best_and_lists_published_rows():
     assert len(lines) == 2 + 2 + len(bench.PUBLISHED)
 
 
+def test_published_windows_are_the_first_n_minus_n_mod_batch():
+    # ETTh1's test windows at H = 96, 192, 336, 720 (2,880 test rows - H + 1) and what each published code scored
+    assert [bench.scored_windows(2880 - h + 1, 128) for h in (96, 192, 336, 720)] == [2688, 2688, 2432, 2048]
+    assert [bench.scored_windows(2880 - h + 1, 32) for h in (96, 192, 336, 720)] == [2784, 2688, 2528, 2144]
+    assert bench.scored_windows(31, 32) == 0 and bench.scored_windows(64, 32) == 64
+
+
+def test_like_for_like_scores_the_windows_each_published_figure_kept():
+    errors = torch.cat([torch.full((2688,), 0.36), torch.full((97,), 0.48)])  # (2785,) the hard windows last
+    linear = row(96, "linear", errors.double().mean().item())
+    linear.window_mse = errors
+    assert linear.mse == pytest.approx(0.36418, abs=1e-5)
+    assert linear.mse_of_first(2688) == pytest.approx(0.36) and math.isnan(linear.mse_of_first(0))
+    ridge = row(96, "ridge", 0.35)  # no window errors kept: its cells are "-"
+    lines = bench.like_for_like([linear, ridge], [96], ["linear", "ridge"]).splitlines()
+    assert lines == [
+        "| model | H=96 PatchTST/64's 2688 of 2785 | H=96 DLinear's 2784 of 2785 |",
+        "|---|---|---|",
+        "| linear (L=336) | **0.3600** | **0.3641** |",  # (2688 · 0.36 + 96 · 0.48) / 2784,
+        "| ridge (L=336) | - | - |",
+        "| *PatchTST/64 (published)* | 0.370 |  |",
+        "| *DLinear (published)* |  | 0.375 |",
+    ]
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     csv = seasonal_csv(tmp_path / "series.csv")
@@ -95,9 +122,13 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     assert "| linear (L=24, median of 3 seeds) |" in text and "| patch_transformer (L=32) |" in text
     assert "published" not in text and text.count("seed ") == 3  # one progress line per linear seed
     lines = out.read_text().splitlines()
-    assert lines[0] == "horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir"
+    assert lines[0] == ("horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir,"
+                        "mse_drop_last_128,mse_drop_last_32")
     assert [line.split(",")[:3] for line in lines[1:]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
-    assert lines[1].split(",")[-1].rsplit("/", 1)[-1] in {f"H6-linear-seed{k}" for k in range(3)}
+    assert lines[1].split(",")[8].rsplit("/", 1)[-1] in {f"H6-linear-seed{k}" for k in range(3)}
+    # 75 test windows: a batch of 128 would score none, a batch of 32 the first 64
+    assert [line.split(",")[9] for line in lines[1:]] == ["", ""]
+    assert all(0 < float(line.split(",")[10]) < 10 for line in lines[1:])
     for run in ["H6-patch_transformer", "H6-linear-seed0", "H6-linear-seed1", "H6-linear-seed2"]:
         assert (tmp_path / "runs" / run / "metrics.json").is_file()
 
