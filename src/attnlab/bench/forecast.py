@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out_csv:
         write_rows(rows, Path(args.out_csv))
     checks = check(rows, horizons, args.budget_s) if published else []
+    if checks:
+        print()
     for line in checks:
         print(line)
     return 1 if any(line.startswith("FAIL") for line in checks) else 0
