@@ -102,7 +102,7 @@ def test_like_for_like_scores_the_windows_each_published_figure_kept():
     assert lines == [
         "| model | H=96 PatchTST/64's 2688 of 2785 | H=96 DLinear's 2784 of 2785 |",
         "|---|---|---|",
-        "| linear (L=336) | **0.3600** | **0.3641** |",  # (2688 · 0.36 + 96 · 0.48) / 2784,
+        "| linear (L=336) | **0.3600** | **0.3641** |",  # (2688 · 0.36 + 96 · 0.48) / 2784
         "| ridge (L=336) | - | - |",
         "| *PatchTST/64 (published)* | 0.370 |  |",
         "| *DLinear (published)* |  | 0.375 |",

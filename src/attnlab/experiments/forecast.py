@@ -153,7 +153,6 @@ def cached_load(**options: Any) -> ForecastData:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-@torch.no_grad()
 def predicted_batches(model: nn.Module, data: ForecastData, split: str, indices: Any,
                       batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
     """Standardised forecasts and truth of windows ``indices`` of ``split``, a batch at a time: pairs of
