@@ -197,6 +197,7 @@ def test_cli_unknown_target_and_all(tmp_path, capsys):
         ({8: "2021-03-01 06:30:00,1,2,3"}, {}, "not increasing: row 8"),
         ({}, {"horizon": 45}, "the val split has 64 rows (with 24 rows of context before it)"),
         ({}, {"target": "x"}, "unknown target column(s) 'x'"),
+        ({6: "2021-03-01 04:00:00,1,2,3,4"}, {}, "Expected 4 fields in line 8, saw 5); pass a comma-separated file"),
     ],
 )
 def test_api_bad_input_leaves_no_run_folder(tmp_path, edit, options, expected):

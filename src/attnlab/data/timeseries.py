@@ -183,7 +183,8 @@ def read_table(path: str | Path, date_col: str = "date", fill: str = "none") -> 
     try:
         frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not a readable CSV file ({str(err).strip().splitlines()[0]})") from None
+        raise UserError(f"{path} is not a readable CSV file ({str(err).strip().splitlines()[0]}); pass a "
+                        "comma-separated file with one header row and as many fields on every line") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if date_col not in frame.columns:
         raise UserError(
