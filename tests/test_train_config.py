@@ -10,7 +10,7 @@ import pytest
 
 from attnlab.errors import UserError
 from attnlab.experiments.base import ModelSpec, TrainConfig
-from attnlab.train.config import RunConfig, convert, parse_overrides, resolve, type_name
+from attnlab.train.config import RunConfig, convert, not_a, parse_overrides, resolve, type_name
 from toy_experiment import FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
 
 LINEAR = ToyExperiment.models["linear"]
@@ -143,9 +143,9 @@ def test_unknown_key_lists_valid_keys_by_group():
 def test_wrong_type_names_key_value_and_type():
     with pytest.raises(UserError, match=r"bad value for lr: 'fast' is not a float$"):
         resolve_toy(["lr=fast"])
-    with pytest.raises(UserError, match=r"bad value for model\.hidden: '2.5' is not a int"):
+    with pytest.raises(UserError, match=r"bad value for model\.hidden: '2.5' is not an int"):
         resolve_toy(["model.hidden=2.5"])
-    with pytest.raises(UserError, match=r"bad value for patience: 'x' is not a int or none"):
+    with pytest.raises(UserError, match=r"bad value for patience: 'x' is not an int or none"):
         resolve_toy(["patience=x"])
 
 
@@ -227,3 +227,16 @@ def test_run_config_dict_round_trip():
     ).model_config == FrozenConfig(weight=2.0)
     with pytest.raises(UserError, match=r"unknown keys \['dropout'\]"):
         RunConfig.from_dict({**data, "model_config": {"dropout": 0.1}}, ToyExperiment, LINEAR)
+    with pytest.raises(UserError, match=r"^saved model config: hidden: 'many' is not an int$"):
+        RunConfig.from_dict({**data, "model_config": {"hidden": "many"}}, ToyExperiment, LINEAR)
+
+
+@pytest.mark.parametrize(("tp", "message"), [
+    (int, "'x' is not an int"),
+    (float, "'x' is not a float"),
+    (int | None, "'x' is not an int or none"),
+    (Literal["mean", "last"], "'x' is not one of mean|last"),
+    (tuple[int, ...], "'x' is not a comma list of int"),
+])
+def test_not_a_names_the_type_with_its_article(tp, message):
+    assert not_a("x", tp) == message

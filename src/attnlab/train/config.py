@@ -84,7 +84,7 @@ def _build(cls: type, values: Mapping[str, Any], group: str) -> Any:
         try:
             kwargs[key] = convert(value, fields[key])
         except ValueError as err:
-            raise UserError(f"saved {group} config: {key}={value!r} is not a valid {type_name(fields[key])}") from err
+            raise UserError(f"saved {group} config: {key}: {not_a(value, fields[key])}") from err
     return cls(**kwargs)
 
 
@@ -123,6 +123,13 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def not_a(value: Any, tp: Any) -> str:
+    """"'x' is not an int", "'y' is not one of a|b": the message for a value that does not convert to ``tp``."""
+    name = type_name(tp)
+    article = "" if name.startswith("one of") else "an " if name[0] in "aeiou" else "a "
+    return f"{value!r} is not {article}{name}"
+
+
 def convert(value: Any, tp: Any) -> Any:
     """Convert ``value`` (text from the command line, or a Python/JSON value) to the annotation ``tp``.
 
@@ -146,7 +153,7 @@ def convert(value: Any, tp: Any) -> Any:
                 return convert(value, arg)
             except ValueError:
                 continue
-        raise ValueError(f"{value!r} is not a {type_name(tp)}")
+        raise ValueError(not_a(value, tp))
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         for choice in args:
@@ -197,7 +204,7 @@ def _convert_sequence(value: Any, tp: Any) -> tuple[Any, ...] | list[Any]:
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        raise ValueError(f"{value!r} is not a {type_name(tp)}")
+        raise ValueError(not_a(value, tp))
     if origin is tuple and args and args[-1] is not Ellipsis:
         if len(items) != len(args):
             raise ValueError(f"{value!r} needs {len(args)} values")
@@ -322,7 +329,7 @@ def _convert_or_raise(key: str, value: Any, tp: Any, error: type[Exception]) -> 
     try:
         return convert(value, tp)
     except ValueError:
-        raise error(f"bad value for {key}: {value!r} is not a {type_name(tp)}") from None
+        raise error(f"bad value for {key}: {not_a(value, tp)}") from None
 
 
 def check_train_config(train: TrainConfig) -> None:
