@@ -88,9 +88,10 @@ def test_models_with_instance_norm_follow_level_shifts(name):
     torch.testing.assert_close(model(x + 100.0), model(x) + 100.0, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("center", ["mean", "last"])
 @pytest.mark.parametrize("affine", [False, True])
-def test_instance_norm_round_trip(affine):
-    norm = InstanceNorm(3, affine=affine)
+def test_instance_norm_round_trip(affine, center):
+    norm = InstanceNorm(3, affine=affine, center=center)
     if affine:
         with torch.no_grad():
             norm.weight.copy_(torch.tensor([0.5, 2.0, 1.5]))
@@ -98,9 +99,19 @@ def test_instance_norm_round_trip(affine):
     x = torch.randn(2, 10, 3) * 5 + 7
     z, stats = norm.normalize(x)
     if not affine:
-        torch.testing.assert_close(z.mean(1), torch.zeros(2, 3), atol=1e-5, rtol=0)
+        centred = z[:, -1] if center == "last" else z.mean(1)  # the centre maps to 0, the spread to 1
+        torch.testing.assert_close(centred, torch.zeros(2, 3), atol=1e-5, rtol=0)
         torch.testing.assert_close(z.std(1, unbiased=False), torch.ones(2, 3), atol=1e-4, rtol=0)
     torch.testing.assert_close(norm.denormalize(z, stats), x, atol=1e-4, rtol=0)
+
+
+def test_instance_norm_last_centre_is_the_last_value():
+    x = torch.tensor([[[1.0], [2.0], [6.0]]])  # (1, 3, 1): mean 3, last 6
+    z, (centre, std) = InstanceNorm(center="last").normalize(x)
+    assert centre.item() == 6.0
+    torch.testing.assert_close(z.flatten(), (x.flatten() - 6.0) / std.item())
+    with pytest.raises(ValueError, match="center='median' must be 'mean' or 'last'"):
+        InstanceNorm(center="median")
 
 
 def test_affine_instance_norm_needs_channels():

@@ -65,33 +65,39 @@ class ForecastSizes:
 class InstanceNorm(nn.Module):
     """Per-window, per-channel normalisation undone on the forecast (RevIN, Kim et al. 2022).
 
-    ``normalize`` takes x (B, L, C) to (x − μ) / σ with μ, σ (B, 1, C) over L and returns them with it;
-    ``denormalize`` takes a forecast (B, H, C) back with those statistics. ``affine`` (needs ``channels``)
-    adds a learnable scale and shift per channel in between. Helps models that cannot follow level shifts
-    between windows; stateless, so one module can serve any number of calls.
+    ``normalize`` takes x (B, L, C) to (x − c) / σ, with σ (B, 1, C) the standard deviation over L and the
+    centre c (B, 1, C) the mean over L (``center="mean"``) or the window's last value (``center="last"``,
+    RevIN's ``subtract_last`` in PatchTST), and returns (c, σ) with it; ``denormalize`` takes a forecast
+    (B, H, C) back with those statistics. ``affine`` (needs ``channels``) adds a learnable scale and shift
+    per channel in between. Helps models that cannot follow level shifts between windows; stateless, so one
+    module can serve any number of calls.
     """
 
-    def __init__(self, channels: int | None = None, affine: bool = False, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int | None = None, affine: bool = False, eps: float = 1e-5,
+                 center: Literal["mean", "last"] = "mean") -> None:
         super().__init__()
         if affine and channels is None:
             raise ValueError("an affine InstanceNorm needs the number of channels")
+        if center not in ("mean", "last"):
+            raise ValueError(f"center={center!r} must be 'mean' or 'last'")
         self.eps = eps
+        self.center = center
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
 
     def normalize(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        mean = x.mean(dim=1, keepdim=True)  # (B, 1, C)
+        centre = x[:, -1:] if self.center == "last" else x.mean(dim=1, keepdim=True)  # (B, 1, C)
         std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, C)
-        z = (x - mean) / std
+        z = (x - centre) / std
         if self.weight is not None:
             z = z * self.weight + self.bias
-        return z, (mean, std)
+        return z, (centre, std)
 
     def denormalize(self, y: Tensor, stats: tuple[Tensor, Tensor]) -> Tensor:
-        mean, std = stats
+        centre, std = stats
         if self.weight is not None:
             y = (y - self.bias) / (self.weight + self.eps**2)  # eps² guards a zero scale (as RevIN)
-        return y * std + mean
+        return y * std + centre
 
 
 # ---------------------------------------------------------------------------------------------- DLinear
