@@ -59,3 +59,27 @@ def test_attention_over_patches_with_labels():
 def test_bad_sizes(changes, message):
     with pytest.raises(ValueError, match=message):
         PatchTransformer(PatchTransformerConfig(**{**SIZES, **changes}))
+
+
+def test_runs_saved_before_center_existed_load_with_mean_centring():
+    from attnlab.experiments.forecast import MODELS, Forecast
+    from attnlab.train.config import RunConfig
+
+    saved = {"experiment": "forecast", "model": "patch_transformer", "model_config": {"d_model": 8}}
+    assert RunConfig.from_dict(saved, Forecast, MODELS["patch_transformer"]).model_config.center == "mean"
+    saved["model_config"]["center"] = "last"
+    assert RunConfig.from_dict(saved, Forecast, MODELS["patch_transformer"]).model_config.center == "last"
+    assert PatchTransformerConfig().center == "last"  # what new runs get, and save
+
+
+def test_last_value_centring_makes_the_forecast_follow_the_last_value():
+    # With center=last the normalised window is (x - x_L) / σ, so adding a constant to the whole window moves
+    # the forecast by that constant (as with the mean), and the model sees the same tokens.
+    torch.manual_seed(0)
+    model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1,
+                                                    d_ff=16, center="last", **SIZES)).eval()
+    x = torch.randn(2, 32, 3)
+    torch.testing.assert_close(model(x + 5.0), model(x) + 5.0, atol=1e-4, rtol=0)
+    z, (centre, _) = model.revin.normalize(x)
+    torch.testing.assert_close(centre, x[:, -1:])
+    torch.testing.assert_close(z[:, -1], torch.zeros(2, 3))

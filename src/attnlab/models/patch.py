@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +71,8 @@ class PatchTransformerConfig(ForecastSizes):
     # on ETTh1 (seed 0) validation MSE 0.6596 / 0.9089 / 1.1551 / 1.4467 at H = 96 / 192 / 336 / 720 against
     # 0.6639 / 0.9126 / 1.1665 / 1.4474 for the mean (docs/forecasting.md has the test figures).
     center: Literal["mean", "last"] = "last"
+    # Runs saved before `center` existed centred on the mean; loading one keeps that (RunConfig.from_dict).
+    saved_defaults: ClassVar[dict[str, Any]] = {"center": "mean"}
 
 
 class PatchTransformer(nn.Module):

@@ -76,6 +76,9 @@ class RunConfig:
 
 def _build(cls: type, values: Mapping[str, Any], group: str) -> Any:
     fields = field_types(cls)
+    # A config saved before a field existed leaves it out; `saved_defaults` (a ClassVar) says what it meant
+    # then, where today's default differs.
+    values = {**getattr(cls, "saved_defaults", {}), **values}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise UserError(f"saved {group} config has unknown keys {unknown}; it was written by another attnlab version")
