@@ -72,9 +72,9 @@ def test_runs_saved_before_center_existed_load_with_mean_centring():
     assert PatchTransformerConfig().center == "last"  # what new runs get, and save
 
 
-def test_last_value_centring_makes_the_forecast_follow_the_last_value():
+def test_last_value_centring_follows_level_shifts_and_zeroes_the_last_step():
     # With center=last the normalised window is (x - x_L) / σ, so adding a constant to the whole window moves
-    # the forecast by that constant (as with the mean), and the model sees the same tokens.
+    # the forecast by that constant (as with the mean), and the model sees the same normalised window.
     torch.manual_seed(0)
     model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1,
                                                     d_ff=16, center="last", **SIZES)).eval()
@@ -83,3 +83,4 @@ def test_last_value_centring_makes_the_forecast_follow_the_last_value():
     z, (centre, _) = model.revin.normalize(x)
     torch.testing.assert_close(centre, x[:, -1:])
     torch.testing.assert_close(z[:, -1], torch.zeros(2, 3))
+    torch.testing.assert_close(model.revin.normalize(x + 5.0)[0], z, atol=1e-5, rtol=0)
