@@ -63,6 +63,16 @@ def test_no_date_column(tmp_path):
     assert "no column 'time'" in message and "date, a, b" in message and "--date-col" in message
 
 
+def test_every_line_with_an_extra_field(tmp_path):
+    # pandas silently turns a first field that every data line has beyond the header into the row index
+    path = write_series(tmp_path / "s.csv")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0]] + [line + ",9" for line in lines[1:]]) + "\n")
+    message = error_of(csv=path, input_len=10, horizon=5)
+    assert message == (f"{path}: every data line has more fields than the header row (3); pass a comma-separated "
+                       "file with as many fields on every line as in the header")
+
+
 def test_unparsable_date(tmp_path):
     path = edit_lines(write_series(tmp_path / "s.csv"), {7: "yesterday,1.0,2.0"})
     message = error_of(csv=path, input_len=10, horizon=5)

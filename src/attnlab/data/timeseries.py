@@ -185,6 +185,9 @@ def read_table(path: str | Path, date_col: str = "date", fill: str = "none") -> 
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not a readable CSV file ({str(err).strip().splitlines()[0]}); pass a "
                         "comma-separated file with one header row and as many fields on every line") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the extra first field of every row an index
+        raise UserError(f"{path}: every data line has more fields than the header row ({len(frame.columns)}); "
+                        "pass a comma-separated file with as many fields on every line as in the header")
     frame.columns = [str(c).strip() for c in frame.columns]
     if date_col not in frame.columns:
         raise UserError(
