@@ -184,6 +184,13 @@ def test_train_values_checked(override, message):
         resolve_toy([override])
 
 
+def test_halving_rejects_an_lr_gamma_it_would_ignore():
+    with pytest.raises(UserError, match=r"^lr_gamma=0.9 has no effect with scheduler=halving, .*; "
+                                        r"use scheduler=step lr_gamma=0.9$"):
+        resolve_toy(["scheduler=halving", "lr_gamma=0.9"])
+    assert resolve_toy(["scheduler=halving", "lr_gamma=0.5"]).train.scheduler == "halving"
+
+
 def test_config_post_init_value_error_becomes_user_error():
     @dataclass
     class Checked:

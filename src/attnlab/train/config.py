@@ -32,6 +32,7 @@ _BASE_FIELD = {"train": "train", "experiment": "experiment_config", "model": "mo
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "halving", "none")
+HALVING_GAMMA = 0.5  # scheduler=halving is scheduler=step with this lr_gamma
 
 
 @dataclass
@@ -358,3 +359,6 @@ def check_train_config(train: TrainConfig) -> None:
     for key, ok, expected in checks:
         if not ok:
             raise UserError(f"{key}={getattr(train, key)!r} is out of range; it must be {expected}")
+    if train.scheduler == "halving" and train.lr_gamma != HALVING_GAMMA:
+        raise UserError(f"lr_gamma={train.lr_gamma!r} has no effect with scheduler=halving, which halves the lr every "
+                        f"epoch; use scheduler=step lr_gamma={train.lr_gamma!r}")

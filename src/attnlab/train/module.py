@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from attnlab.experiments.base import DataSplits, Experiment, TrainConfig
+from attnlab.train.config import HALVING_GAMMA
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
@@ -40,7 +41,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
         if not math.isfinite(steps_per_epoch):
             return 1.0
         epoch = int((step - warmup_steps) // steps_per_epoch)
-        return (0.5 if scheduler == "halving" else gamma) ** max(0, epoch - hold_epochs)
+        return (HALVING_GAMMA if scheduler == "halving" else gamma) ** max(0, epoch - hold_epochs)
     if scheduler == "none" or not math.isfinite(total_steps):
         return 1.0
     progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
