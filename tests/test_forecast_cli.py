@@ -251,3 +251,78 @@ def test_attention_model_on_target_subset(tmp_path):
     samples = task.attention_samples(model, task.data(0), limit=2)
     assert len(samples) == 2 and samples[0].maps[0].key_labels[0] == "2021-03-13 08:00"
     assert list(predict(result.run_dir, csv).columns) == ["date", "b"]
+
+
+def test_cli_figure_options_choose_windows_channels_and_attention_window(tmp_path):
+    """--plot-window / --plot-channel / --attention-window reach the run's config, and the task draws and
+    records exactly those (negative windows counted from the end, repeats dropped)."""
+    csv = seasonal_csv(tmp_path / "s.csv")
+    run_dir = tmp_path / "run"
+    code = cli.main(["forecast", "--csv", str(csv), "--input-len", str(L), "--horizon", str(H), "--model",
+                     "attentive_rnn", "--run-dir", str(run_dir), "--no-progress", "--forecast-windows", "0",
+                     "--plot-window", "0,-1", "--plot-window", "0", "--plot-channel", "c", "--plot-channel", "a",
+                     "--attention-window", "-5", "max_epochs=1", "model.hidden_dim=8"])
+    assert code == 0
+    saved = json.loads((run_dir / "config.json").read_text())["experiment_config"]
+    assert (saved["plot_window"], saved["plot_channel"], saved["attention_window"]) == ([0, -1, 0], ["c", "a"], -5)
+    assert (run_dir / "figures" / "forecast.png").is_file()
+    assert (run_dir / "figures" / "forecast_attention.png").is_file()
+
+    from attnlab.experiments.forecast import Forecast
+
+    model, config = load_model(run_dir)
+    task = Forecast(config.experiment_config)
+    n = task.series.windows("test")  # 75
+    assert task.drawn_windows() == [0, n - 1] and task.drawn_channels() == [2, 0] and task.attention_window() == n - 5
+    samples = task.attention_samples(model, task.data(0), limit=3)
+    assert [s.title.split(":")[0] for s in samples] == [f"test window {n - 5}", "test window 0",
+                                                          f"test window {(n - 1) // 2}"]
+
+
+def test_figure_defaults_are_spread_windows_first_targets_and_the_middle_one(tmp_path):
+    from attnlab.experiments.forecast import Forecast
+
+    csv = seasonal_csv(tmp_path / "s.csv")
+    task = Forecast(Forecast.Config(csv=str(csv), input_len=L, horizon=H, target=("c", "b")))
+    assert task.drawn_windows() == [0, 37, 74] and task.drawn_channels() == [2, 1] and task.attention_window() == 37
+    task = Forecast(Forecast.Config(csv=str(csv), input_len=L, horizon=H, plot_windows=0))
+    assert task.drawn_windows() == [] and task.attention_window() is None
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["plot_window=75"], "plot_window=75 is out of range: the test split has 75 windows (0 to 74, or -75 to -1"),
+        (["plot_window=3,-76"], "plot_window=-76 is out of range"),
+        (["attention_window=100"], "attention_window=100 is out of range"),
+        (["plot_channel=x"], "plot_channel 'x' is not a target channel of s.csv; choose from a, b, c"),
+        (["plot_window=first"], "bad value for plot_window"),
+    ],
+)
+def test_bad_figure_options_leave_no_run_folder(tmp_path, options, expected):
+    csv = seasonal_csv(tmp_path / "s.csv")
+    with pytest.raises(UserError) as info:
+        forecast(csv, "linear", options, input_len=L, horizon=H, run_dir=tmp_path / "run", progress=False)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_plot_channel_must_be_a_target(tmp_path, capsys):
+    csv = seasonal_csv(tmp_path / "s.csv")
+    err = cli_error(capsys, ["--csv", str(csv), "--input-len", "24", "--horizon", "6", "--target", "b",
+                             "--plot-channel", "a"], tmp_path / "run")
+    assert "plot_channel 'a' is not a target channel of s.csv; choose from b (the model is scored" in err
+
+
+def test_attention_figure_keeps_the_drawn_channels_maps_channel_by_channel():
+    from attnlab.experiments.base import AttentionMap
+    from attnlab.experiments.forecast import maps_of_channels
+
+    def amap(layer):
+        return AttentionMap(layer, "self", torch.zeros(1, 2, 2), ["p0", "p1"], ["p0", "p1"])
+
+    maps = [amap(f"encoder.layers.{i}.self_attn [{c}]") for i in range(2) for c in ("a", "b", "c")]
+    maps.append(amap("pool"))
+    kept = maps_of_channels(maps, ("a", "b", "c"), ["c", "a"])
+    assert [m.layer for m in kept] == ["pool", "encoder.layers.0.self_attn [c]", "encoder.layers.1.self_attn [c]",
+                                       "encoder.layers.0.self_attn [a]", "encoder.layers.1.self_attn [a]"]

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -196,6 +196,15 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
+def resolve_window(index: int, n: int, key: str) -> int:
+    """``index`` as a test window in ``range(n)`` (negative counts from the end); a UserError naming ``key``
+    and the valid range otherwise."""
+    if not -n <= index < n:
+        raise UserError(f"{key}={index} is out of range: the test split has {n} windows (0 to {n - 1}, or -{n} "
+                        "to -1 from the end)")
+    return index % n
+
+
 def format_times(stamps: Any) -> list[str]:
     """Time stamps as short text labels."""
     return [t.strftime(TIME_FORMAT) for t in stamps]
@@ -242,6 +251,17 @@ def attention_maps(model: nn.Module, x: Tensor, timestamps: list[str], channels:
     return maps
 
 
+def maps_of_channels(maps: list[AttentionMap], columns: Sequence[str], drawn: Sequence[str]) -> list[AttentionMap]:
+    """The maps a figure of the ``drawn`` channels shows: maps shared by all channels as they are, then those of
+    a channel-independent model (layer names ending in ``[channel]``) for the drawn channels only, channel by
+    channel with its layers in order."""
+    def channel(amap: AttentionMap) -> str | None:
+        return next((c for c in columns if amap.layer.endswith(f" [{c}]")), None)
+
+    shared = [m for m in maps if channel(m) is None]
+    return shared + [m for name in drawn for m in maps if channel(m) == name]
+
+
 # ------------------------------------------------------------------------------------------ the experiment
 
 
@@ -265,7 +285,12 @@ class Forecast(Experiment):
             input_len: L, rows of context per window.
             horizon: H, rows to forecast.
             fill: missing cells: ``none`` (an error), ``ffill`` or ``interpolate``.
-            plot_windows: test windows drawn in the forecast figure (spread over the split).
+            plot_windows: how many test windows the forecast figure draws, spread over the split.
+            plot_window: the test windows it draws instead, by index (the ``window`` column of
+                ``forecasts.csv``; negative counts from the end, -1 = the last window).
+            plot_channel: the channels it draws (target channels; default: the first 4 targets).
+            attention_window: the test window of the attention figure (default: the middle drawn window);
+                ``attention.json`` holds it first, then windows spread over the split.
             forecast_windows: test windows written to ``forecasts.csv``, spread over the split
                 (none = all of them, 0 = no file).
         """
@@ -279,6 +304,9 @@ class Forecast(Experiment):
         horizon: int = 96
         fill: Literal["none", "ffill", "interpolate"] = "none"
         plot_windows: int = 3
+        plot_window: tuple[int, ...] = ()
+        plot_channel: tuple[str, ...] = ()
+        attention_window: int | None = None
         forecast_windows: int | None = None
 
         def __post_init__(self) -> None:
@@ -355,9 +383,41 @@ class Forecast(Experiment):
             model.memory_labels = format_times(d.table.timestamps[first : first + d.windows("train")])
 
     def data(self, seed: int) -> DataSplits:
-        """Train / val / test windows (deterministic; the seed only shuffles training batches)."""
+        """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
+        options are checked here too, against the data, before the engine creates the run folder."""
         d = self.series
+        self.drawn_windows(), self.drawn_channels(), self.attention_window()
         return DataSplits(d.dataset("train"), d.dataset("val"), d.dataset("test"))
+
+    def drawn_windows(self) -> list[int]:
+        """The test windows the forecast figure draws: ``plot_window`` (checked, negatives resolved, repeats
+        dropped) or ``plot_windows`` of them spread over the split."""
+        c, n = self.config, self.series.windows("test")
+        if not c.plot_window:
+            return spread(n, c.plot_windows)
+        return list(dict.fromkeys(resolve_window(i, n, "plot_window") for i in c.plot_window))
+
+    def drawn_channels(self) -> list[int]:
+        """Column indices of the channels the figures draw: ``plot_channel`` (each a target channel) or the
+        first 4 targets."""
+        d, chosen = self.series, self.config.plot_channel
+        if not chosen:
+            return list(d.target_index[:4])
+        for name in chosen:
+            if name not in d.targets:
+                raise UserError(f"plot_channel {name!r} is not a target channel of {d.table.path.name}; choose from "
+                                f"{', '.join(d.targets)} (the model is scored, and its forecasts written, only "
+                                "for the targets)")
+        return [d.columns.index(name) for name in dict.fromkeys(chosen)]
+
+    def attention_window(self) -> int | None:
+        """The test window of the attention figure: ``attention_window`` (checked) or the middle drawn window
+        (None if none is drawn)."""
+        c = self.config
+        if c.attention_window is not None:
+            return resolve_window(c.attention_window, self.series.windows("test"), "attention_window")
+        drawn = self.drawn_windows()
+        return drawn[len(drawn) // 2] if drawn else None
 
     def _targets(self, prediction: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         d = self.series
@@ -397,8 +457,9 @@ class Forecast(Experiment):
         """Attention of ``limit`` test windows spread over the test split, axes labelled with the input
         time stamps (or the model's token labels, e.g. patch spans); [] for models without attention."""
         d = self.series
+        chosen = [] if self.config.attention_window is None else [self.attention_window()]
         samples = []
-        for i in spread(d.windows("test"), limit):
+        for i in list(dict.fromkeys(chosen + spread(d.windows("test"), limit)))[:limit]:
             a, b, _ = d.window_rows("test", i)
             x, _ = d.dataset("test").batch([i])  # (1, L, C)
             maps = attention_maps(model, x.to(model_device(model)), format_times(d.table.timestamps[a:b]), d.columns)
@@ -409,38 +470,39 @@ class Forecast(Experiment):
         return samples
 
     def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
-        """``forecast.png``: forecast vs actual (original units, time stamps on x) of the target channels
-        (up to 4) for ``plot_windows`` test windows spread over the split; for attention models
-        ``forecast_attention.png``: the attention over the input of the middle one of those windows."""
+        """``forecast.png``: forecast vs actual (original units, time stamps on x) of the drawn channels
+        (``plot_channel``, default the first 4 targets) for the drawn test windows (``plot_window``, default
+        ``plot_windows`` spread over the split); for attention models ``forecast_attention.png``: the
+        attention over the input of ``attention_window`` (default the middle drawn window)."""
         from attnlab.viz.forecast import plot_attention_over_input, plot_forecasts
         from attnlab.viz.heatmaps import save_figure
 
         d = self.series
-        windows = spread(d.windows("test"), self.config.plot_windows)
+        windows, channels, focus = self.drawn_windows(), self.drawn_channels(), self.attention_window()
+        names = [d.columns[c] for c in channels]
         paths: list[Path] = []
-        if not windows:
+        if windows:
+            forecast = d.scaler.inverse(predict_windows(model, d, "test", windows), None)  # (W, H, C) original
+            rows = [d.window_rows("test", i) for i in windows]
+            fig = plot_forecasts(
+                times=[d.table.timestamps[a:c] for a, _, c in rows],
+                actual=[d.table.values[a:c][:, channels] for a, _, c in rows],
+                forecast=[f[:, channels] for f in forecast],
+                input_len=d.input_len,
+                channel_names=names,
+                titles=[f"test window {i}" for i in windows],
+            )
+            paths.append(save_figure(fig, out_dir / "forecast.png"))
+        if focus is None:
             return paths
-        channels = list(d.target_index[:4])
-        forecast = d.scaler.inverse(predict_windows(model, d, "test", windows), None)  # (W, H, C) original
-        rows = [d.window_rows("test", i) for i in windows]
-        fig = plot_forecasts(
-            times=[d.table.timestamps[a:c] for a, _, c in rows],
-            actual=[d.table.values[a:c][:, channels] for a, _, c in rows],
-            forecast=[f[:, channels] for f in forecast],
-            input_len=d.input_len,
-            channel_names=[d.columns[c] for c in channels],
-            titles=[f"test window {i}" for i in windows],
-        )
-        paths.append(save_figure(fig, out_dir / "forecast.png"))
-
-        middle = windows[len(windows) // 2]
-        a, b, _ = d.window_rows("test", middle)
-        x, _ = d.dataset("test").batch([middle])
+        a, b, _ = d.window_rows("test", focus)
+        x, _ = d.dataset("test").batch([focus])  # (1, L, C)
         maps = attention_maps(model, x.to(model_device(model)), format_times(d.table.timestamps[a:b]), d.columns)
+        maps = maps_of_channels(maps, d.columns, names)
         if maps:
             fig = plot_attention_over_input(
-                d.table.timestamps[a:b], d.table.values[a:b][:, channels], [d.columns[c] for c in channels], maps,
-                title=f"attention on test window {middle}",
+                d.table.timestamps[a:b], d.table.values[a:b][:, channels], names, maps,
+                title=f"attention on test window {focus}",
             )
             paths.append(save_figure(fig, out_dir / "forecast_attention.png"))
         return paths

@@ -22,6 +22,8 @@ e.g. lr=3e-4 max_epochs=20 patience=5 model.d_model=64.
 examples:
   attnlab forecast --csv ../shared/data/ett/ETTh1.csv --split ett --input-len 336 --horizon 96 --model linear
   attnlab forecast --csv sales.csv --date-col day --target units --input-len 56 --horizon 14 --model transformer
+  attnlab forecast --csv ETTh1.csv --split ett --model patch_transformer --plot-channel OT --plot-window 0,-1 \
+      --attention-window 1000
   attnlab predict --run runs/forecast-linear-20250101-120000 --csv ETTh1.csv --out next.csv
 """
 
@@ -50,6 +52,13 @@ def _add_forecast_options(parser: argparse.ArgumentParser, suppress: bool = Fals
                         help="run folder (default: runs/forecast-<model>-<timestamp>)")
     parser.add_argument("--forecast-windows", type=int, metavar="N", default=d(None),
                         help="test windows written to forecasts.csv, spread over the split (default: all; 0 = none)")
+    parser.add_argument("--plot-window", metavar="I", action="append", default=d(None),
+                        help="test window to draw in forecast.png, by index (forecasts.csv's window column; -1 = the "
+                        "last); repeat or comma-separate (default: 3 spread over the split)")
+    parser.add_argument("--plot-channel", metavar="COL", action="append", default=d(None),
+                        help="target channel to draw; repeat or comma-separate (default: the first 4 targets)")
+    parser.add_argument("--attention-window", type=int, metavar="I", default=d(None),
+                        help="test window of the attention figure (default: the middle drawn window)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=d(True),
                         help="hide the progress bar")
     parser.add_argument("--no-figures", dest="figures", action="store_false", default=d(True),
@@ -97,11 +106,14 @@ def _run_forecast(args: argparse.Namespace) -> int:
     from attnlab.train.command import _setup_logging, parse_tail
 
     overrides = parse_tail(args, args.forecast_parser, "attnlab forecast", _add_forecast_options,
-                           extend=("target",))
+                           extend=("target", "plot_window", "plot_channel"))
     if args.csv is None:
         raise UserError("no CSV given; pass --csv FILE")
     if args.all_channels and args.target:
         raise UserError("--all and --target exclude each other; give one of them")
+    figure_options = {"plot_window": ",".join(args.plot_window or []),
+                      "plot_channel": ",".join(args.plot_channel or []), "attention_window": args.attention_window}
+    overrides += [f"data.{key}={value}" for key, value in figure_options.items() if value not in ("", None)]
     _setup_logging()
     result = run_forecast(
         args.csv,
