@@ -386,7 +386,7 @@ class Forecast(Experiment):
         """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
         options are checked here too, against the data, before the engine creates the run folder."""
         d = self.series
-        self.drawn_windows(), self.drawn_channels(), self.attention_window()
+        self.drawn_windows(), self.drawn_channels(), self.attention_window()  # a bad figure option: UserError now
         return DataSplits(d.dataset("train"), d.dataset("val"), d.dataset("test"))
 
     def drawn_windows(self) -> list[int]:
