@@ -22,7 +22,7 @@ e.g. lr=3e-4 max_epochs=20 patience=5 model.d_model=64.
 examples:
   attnlab forecast --csv ../shared/data/ett/ETTh1.csv --split ett --input-len 336 --horizon 96 --model linear
   attnlab forecast --csv sales.csv --date-col day --target units --input-len 56 --horizon 14 --model transformer
-  attnlab forecast --csv ETTh1.csv --split ett --model patch_transformer --plot-channel OT --plot-window 0,-1 \
+  attnlab forecast --csv ETTh1.csv --split ett --model patch_transformer --plot-channel OT --plot-window 0,-1 \\
       --attention-window 1000
   attnlab predict --run runs/forecast-linear-20250101-120000 --csv ETTh1.csv --out next.csv
 """
