@@ -1,11 +1,16 @@
 """The patch forecaster: patching against a hand computation, shapes, channel independence, attention over
-patches with labelled axes, and bad sizes."""
+patches with labelled axes, bad sizes, and its training recipe's batch on small and large data."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from attnlab.data.timeseries import load_forecast_data
+from attnlab.experiments.base import TrainConfig
+from attnlab.experiments.forecast import PATCH_TRAINING
+from attnlab.forecast import forecast, load_data
 from attnlab.models.patch import (
     PatchTransformer,
     PatchTransformerConfig,
@@ -13,6 +18,8 @@ from attnlab.models.patch import (
     patchify,
 )
 from attnlab.nn import record_attention
+from attnlab.train.engine import fit_batch_to_data
+from test_forecast_data import ETTH1, write_series
 
 SIZES = {"seq_len": 32, "pred_len": 6, "n_channels": 3}
 
@@ -84,3 +91,33 @@ def test_last_value_centring_follows_level_shifts_and_zeroes_the_last_step():
     torch.testing.assert_close(centre, x[:, -1:])
     torch.testing.assert_close(z[:, -1], torch.zeros(2, 3))
     torch.testing.assert_close(model.revin.normalize(x + 5.0)[0], z, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not ETTH1.is_file(), reason="ETTh1.csv not available")
+@pytest.mark.parametrize("input_len", [336, 512])
+def test_the_patch_recipe_keeps_patchtsts_batch_on_etth1(input_len):
+    # The measured ETTh1 figures were trained at batch 128: min_steps_per_epoch must leave them unchanged at
+    # every horizon and input length `attnlab bench forecast` uses.
+    train = TrainConfig(**PATCH_TRAINING)
+    for horizon in (96, 192, 336, 720):
+        data = load_forecast_data(ETTH1, split="ett", input_len=input_len, horizon=horizon)
+        assert fit_batch_to_data(train, len(data.dataset("train"))).batch_size == 128
+
+
+@pytest.mark.slow
+def test_a_small_csv_gets_a_smaller_batch_and_is_fitted(tmp_path, torch_single_thread):
+    # 600 hourly rows of a noisy daily sine: 301 training windows. At batch 128 an epoch is 3 steps and the
+    # 20-epoch recipe stops far from a fit; the lowered batch (301 // 32 = 9) fits it.
+    n = 600
+    t = np.arange(n)
+    rng = np.random.default_rng(0)
+    wave = np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=n)
+    data = load_data(write_series(tmp_path / "sine.csv", n=n, a=wave, b=2 * wave + 1), input_len=96, horizon=24)
+
+    def fitted(*overrides: str):
+        return forecast(model="patch_transformer", data=data, overrides=list(overrides), runs_root=tmp_path,
+                        progress=False, figures=False, forecast_windows=0).run
+
+    lowered, kept = fitted(), fitted("min_steps_per_epoch=none")
+    assert (lowered.config.train.batch_size, kept.config.train.batch_size) == (9, 128)
+    assert lowered.metrics["mse"] < 0.1 < 0.3 < kept.metrics["mse"]

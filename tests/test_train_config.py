@@ -177,6 +177,7 @@ def test_bad_prefix_and_wrong_group():
         ("batch_size=0", r"batch_size=0 is out of range; it must be at least 1"),
         ("lr=-1", r"lr=-1.0 is out of range; it must be positive"),
         ("patience=0", r"patience=0 is out of range"),
+        ("min_steps_per_epoch=0", r"min_steps_per_epoch=0 is out of range; it must be at least 1 or none"),
     ],
 )
 def test_train_values_checked(override, message):

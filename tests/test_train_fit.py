@@ -17,7 +17,7 @@ from attnlab import registry
 from attnlab.errors import UserError
 from attnlab.experiments.base import TrainConfig
 from attnlab.train import RunResult, fit, load_model, load_result
-from attnlab.train.engine import _make_trainer
+from attnlab.train.engine import _make_trainer, fit_batch_to_data
 from attnlab.train.module import ShardSampler, lr_factor
 from toy_experiment import Frozen, FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
 
@@ -222,6 +222,29 @@ def test_model_without_parameters_is_evaluated_and_saved(tmp_path):
 def test_zero_epochs_evaluates_the_initial_model(tmp_path):
     result = fit("toy", overrides=["max_epochs=0"], run_dir=tmp_path / "zero", progress=False, figures=False)
     assert result.epochs == 0 and result.metrics["loss"] > 1.0  # untrained
+
+
+def test_fit_batch_to_data_lowers_the_batch_only_where_an_epoch_would_be_short():
+    big = TrainConfig(batch_size=128, min_steps_per_epoch=32)
+    assert fit_batch_to_data(TrainConfig(batch_size=128), 10) == TrainConfig(batch_size=128)  # off by default
+    assert fit_batch_to_data(big, 4096) is big  # 4096 // 32 = 128: unchanged
+    assert fit_batch_to_data(big, 8209) is big
+    assert fit_batch_to_data(big, 301) == TrainConfig(batch_size=9, min_steps_per_epoch=32)  # 33 full batches
+    assert fit_batch_to_data(big, 10).batch_size == 1  # never below 1
+
+
+def test_a_lowered_batch_is_what_the_run_trains_with_and_saves(tmp_path, caplog):
+    # 512 training examples // 32 steps = a batch of 16 instead of 64: 32 optimiser steps per epoch.
+    with caplog.at_level("INFO", logger="attnlab.train.engine"):
+        result = fit("toy", overrides=["batch_size=64", "min_steps_per_epoch=32", "max_epochs=1"],
+                     run_dir=tmp_path / "small", progress=False, figures=False)
+    assert "batch_size 64 -> 16, so the 512 training examples make at least min_steps_per_epoch=32" in caplog.text
+    assert result.config.train.batch_size == 16
+    assert json.loads((tmp_path / "small" / "config.json").read_text())["train"]["batch_size"] == 16
+    with (tmp_path / "small" / "logs" / "version_0" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("val_loss")]
+    # Epoch 0's validation is logged at its last step (0-based): 32 steps; then the final validate of the best.
+    assert steps == [31, 32]
 
 
 def test_impossible_model_size_is_a_user_error(tmp_path):

@@ -37,6 +37,9 @@ class TrainConfig:
     max_epochs: int = 20
     max_time_s: float | None = 60.0  # wall-clock budget for fitting (None = no limit)
     batch_size: int = 64
+    # A smaller data set gets a smaller batch, so an epoch still makes this many steps: batch_size is lowered to
+    # (training examples) // min_steps_per_epoch where that is smaller (None = batch_size as given).
+    min_steps_per_epoch: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adamw | adam | sgd

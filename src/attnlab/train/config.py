@@ -344,6 +344,8 @@ def check_train_config(train: TrainConfig) -> None:
         raise UserError(f"scheduler={train.scheduler!r} is not supported; choose one of: {', '.join(SCHEDULERS)}")
     checks = [
         ("batch_size", train.batch_size >= 1, "at least 1"),
+        ("min_steps_per_epoch", train.min_steps_per_epoch is None or train.min_steps_per_epoch >= 1,
+         "at least 1 or none"),
         ("max_epochs", train.max_epochs >= -1, "-1 (no limit), 0 (evaluate only) or more"),
         ("lr", train.lr > 0, "positive"),
         ("weight_decay", train.weight_decay >= 0, "0 or more"),

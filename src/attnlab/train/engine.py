@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,26 @@ def _interruptible(trainer: L.Trainer) -> Iterator[None]:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from None
+
+
+def fit_batch_to_data(train: TrainConfig, n_train: int) -> TrainConfig:
+    """``train`` with ``batch_size`` lowered to ``n_train // min_steps_per_epoch`` (at least 1) where that is
+    smaller, so an epoch over ``n_train`` examples has at least ``min_steps_per_epoch`` full batches.
+
+    A recipe tuned on a large data set (PatchTST's batch of 128 on ETTh1's 8,209 windows) would otherwise
+    make a handful of steps an epoch on a small CSV and stop long before it fits. The lowered batch is what
+    the run's ``config.json`` saves, so the run repeats as it ran. Under DDP the steps are counted over the
+    whole training set, before it is shared out.
+    """
+    if train.min_steps_per_epoch is None:
+        return train
+    batch = max(1, min(train.batch_size, n_train // train.min_steps_per_epoch))
+    if batch == train.batch_size:
+        return train
+    log.info("batch_size %d -> %d, so the %d training examples make at least min_steps_per_epoch=%d batches an epoch "
+             "(min_steps_per_epoch=none keeps %d)", train.batch_size, batch, n_train, train.min_steps_per_epoch,
+             train.batch_size)
+    return replace(train, batch_size=batch)
 
 
 def _new_run_dir(root: Path, experiment: str, model: str) -> Path:
@@ -334,6 +354,7 @@ def fit(
         config.model_config = task.complete_model_config(config.model_config)
         net = build_model(spec, config.model_config)
         splits = task.data(config.train.seed)
+        config.train = fit_batch_to_data(config.train, len(splits.train))  # type: ignore[arg-type]
         started = time.perf_counter()
         task.prepare_model(net, splits)  # closed-form parts, fitted on the data (most models: nothing)
         prepare_seconds = time.perf_counter() - started
