@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from attnlab import registry
-from attnlab.errors import UserError
+from attnlab.errors import Interrupted, UserError
 from attnlab.experiments.base import TrainConfig
 from attnlab.train import RunResult, fit, load_model, load_result
 from attnlab.train.engine import _make_trainer, fit_batch_to_data
 from attnlab.train.module import ShardSampler, lr_factor
-from toy_experiment import Frozen, FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
+from toy_experiment import Frozen, FrozenConfig, ToyConfig, ToyExperiment
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,8 +75,10 @@ def test_fit_learns_and_writes_the_run_folder(run):
         "figures/summary.txt",
     ):
         assert (d / name).is_file(), name
-    assert {p.name for p in (d / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    # Lean: a completed run keeps its best weights, not Lightning checkpoints (unless keep_checkpoints).
+    assert not (d / "checkpoints").exists()
     assert run.figures == [d / "figures" / "summary.txt"]
+    assert (run.stopped_by, run.steps) == ("max_epochs", 6 * 11)  # 512 examples in batches of 48: 11 a epoch
 
     # It learned: the data is y = x @ w + 0.5 + 0.05 noise (MSE floor 0.0025); the mean predictor has MSE ~15.
     assert run.metrics["loss"] < 0.01 and run.val_metrics["loss"] < 0.01
@@ -102,6 +104,7 @@ def test_fit_learns_and_writes_the_run_folder(run):
     assert metrics["test"] == run.metrics and metrics["val"] == run.val_metrics
     assert metrics["params"] == 5 and metrics["epochs"] == 6 and metrics["history"] == run.history
     assert metrics["train_seconds"] == run.train_seconds and metrics["figures"] == ["figures/summary.txt"]
+    assert (metrics["stopped_by"], metrics["steps"], metrics["warnings"]) == ("max_epochs", 66, run.warnings)
 
     config = json.loads((d / "config.json").read_text())
     assert (config["experiment"], config["model"]) == ("toy", "linear")
@@ -137,15 +140,13 @@ def test_load_model_uses_safetensors_and_json_only(run, monkeypatch):
     monkeypatch.undo()
 
     assert config == run.config and not model.training
-    # Same weights as the best checkpoint, hence the same outputs and the same test loss.
-    state = torch.load(run.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    reference = ToyExperiment.models["linear"].factory(LinearConfig())
-    reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    x, y = ToyExperiment(ToyConfig()).data(0).test.tensors
+    # The weights of the best epoch: they give the reported test loss and the best epoch's validation loss.
+    splits = ToyExperiment(ToyConfig()).data(0)
     with torch.no_grad():
-        out = model(x)
-        torch.testing.assert_close(out, reference(x), rtol=0, atol=0)
-        assert nn.functional.mse_loss(out, y).item() == pytest.approx(run.metrics["loss"], rel=1e-5)
+        for split, expected in ((splits.test, run.metrics["loss"]), (splits.val, run.val_metrics["loss"])):
+            x, y = split.tensors
+            assert nn.functional.mse_loss(model(x), y).item() == pytest.approx(expected, rel=1e-5)
+    assert run.val_metrics["loss"] == min(h["val_loss"] for h in run.history)
 
 
 def test_load_model_errors(tmp_path, run):
@@ -166,7 +167,8 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    first = fit("toy", overrides=["max_epochs=2"], runs_root=tmp_path, progress=False)
+    first = fit("toy", overrides=["max_epochs=2"], runs_root=tmp_path, progress=False, keep_checkpoints=True)
+    assert (first.run_dir / "checkpoints" / "last.ckpt").is_file()  # kept on request
     assert first.run_dir.parent == tmp_path and first.run_dir.name.startswith("toy-linear-")
     # Without a run folder, resume picks the latest run of this experiment and model under runs_root.
     resumed = fit("toy", overrides=["max_epochs=4"], runs_root=tmp_path, resume=True, progress=False)
@@ -186,24 +188,98 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 
 
 def test_resume_without_model_name_continues_the_runs_model(tmp_path):
-    first = fit("toy", "mlp", ["max_epochs=1"], run_dir=tmp_path / "mlp", progress=False, figures=False)
+    first = fit("toy", "mlp", ["max_epochs=1"], run_dir=tmp_path / "mlp", progress=False, figures=False,
+                keep_checkpoints=True)
     resumed = fit("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "mlp", resume=True, progress=False)
     assert (resumed.model, resumed.epochs, resumed.params) == ("mlp", 2, first.params)
     assert resumed.history[:1] == first.history
 
 
 def test_resume_and_run_folder_errors(tmp_path):
-    with pytest.raises(UserError, match=r"cannot resume: .*last.ckpt not found"):
+    with pytest.raises(UserError, match=r"cannot resume: .*last.ckpt not found .*holds no run\); drop --resume"):
         fit("toy", run_dir=tmp_path / "none", resume=True, progress=False)
-    with pytest.raises(UserError, match="no run of toy/linear to resume"):
+    with pytest.raises(UserError, match="no run of toy/linear with a checkpoint to resume"):
         fit("toy", runs_root=tmp_path / "empty", resume=True, progress=False)
     done = fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "r", progress=False, figures=False)
-    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+    with pytest.raises(UserError, match="already holds a finished run; choose another --out"):
         fit("toy", run_dir=done.run_dir, progress=False)
+    with pytest.raises(UserError, match="finished and kept no checkpoint; .*--keep-checkpoints"):
+        fit("toy", run_dir=done.run_dir, resume=True, progress=False)
+    kept = fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "k", progress=False, figures=False,
+               keep_checkpoints=True)
     with pytest.raises(UserError, match="cannot change the model's hyper-parameters when resuming"):
-        fit("toy", overrides=["hidden=4"], run_dir=done.run_dir, resume=True, progress=False)
+        fit("toy", overrides=["hidden=4"], run_dir=kept.run_dir, resume=True, progress=False)
     with pytest.raises(UserError, match="it is a run of toy/linear, not toy/frozen"):
-        fit("toy", "frozen", run_dir=done.run_dir, resume=True, progress=False)
+        fit("toy", "frozen", run_dir=kept.run_dir, resume=True, progress=False)
+
+
+def test_a_folder_of_the_users_files_is_never_written(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "forecasts.csv").write_text("precious\n")
+    (mine / "report.html").write_text("mine\n")
+    with pytest.raises(UserError, match=r"mine is not empty and holds no attnlab run \(forecasts.csv, report.html\)"):
+        fit("toy", run_dir=mine, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["forecasts.csv", "report.html"]
+    assert (mine / "forecasts.csv").read_text() == "precious\n"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="file is a file, not a folder; pass a new folder for the run with --out"):
+        fit("toy", run_dir=tmp_path / "file", progress=False)
+    with pytest.raises(UserError, match="--out is empty; pass the name of a new folder"):
+        fit("toy", run_dir="", progress=False)
+    assert not any(p.name.startswith("toy-") for p in tmp_path.iterdir())
+    # An empty folder is fine.
+    (tmp_path / "empty").mkdir()
+    assert fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "empty", progress=False).epochs == 1
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_in_place(tmp_path, monkeypatch):
+    real_loss = ToyExperiment.loss
+    calls = 0
+
+    def interrupted_loss(self, model, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # in the first epoch: no checkpoint yet
+            raise KeyboardInterrupt
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(ToyExperiment, "loss", interrupted_loss)
+    with pytest.raises(Interrupted, match="no epoch had finished, so nothing was saved: the same command restarts it"):
+        fit("toy", run_dir=tmp_path / "run", progress=False, figures=False)
+    assert (tmp_path / "run" / "config.json").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    with pytest.raises(UserError, match="stopped before its first checkpoint; run the same command without --resume"):
+        fit("toy", run_dir=tmp_path / "run", resume=True, progress=False)
+    again = fit("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "run", progress=False, figures=False)
+    assert again.epochs == 2 and (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"not a checkpoint at all"])
+def test_a_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path, content):
+    first = fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "run", progress=False, figures=False,
+                keep_checkpoints=True)
+    ckpt = first.run_dir / "checkpoints" / "last.ckpt"
+    config_before = (first.run_dir / "config.json").read_text()
+    ckpt.write_bytes(content)
+    with pytest.raises(UserError, match=r"cannot resume: .*last.ckpt is damaged or not an attnlab checkpoint"):
+        fit("toy", overrides=["max_epochs=3"], run_dir=first.run_dir, resume=True, progress=False)
+    assert (first.run_dir / "config.json").read_text() == config_before  # a failed resume rewrites nothing
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
+    first = fit("toy", overrides=["max_epochs=1"], run_dir=tmp_path / "run", progress=False, figures=False,
+                keep_checkpoints=True)
+    marker = tmp_path / "pwned"
+
+    class Attack:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"state_dict": {}, "loops": {}, "x": Attack()}, first.run_dir / "checkpoints" / "last.ckpt")
+    with pytest.raises(UserError, match="is damaged or not an attnlab checkpoint"):
+        fit("toy", run_dir=first.run_dir, resume=True, progress=False)
+    assert not marker.exists()
 
 
 def test_model_without_parameters_is_evaluated_and_saved(tmp_path):
@@ -243,8 +319,9 @@ def test_a_lowered_batch_is_what_the_run_trains_with_and_saves(tmp_path, caplog)
     assert json.loads((tmp_path / "small" / "config.json").read_text())["train"]["batch_size"] == 16
     with (tmp_path / "small" / "logs" / "version_0" / "metrics.csv").open() as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("val_loss")]
-    # Epoch 0's validation is logged at its last step (0-based): 32 steps; then the final validate of the best.
-    assert steps == [31, 32]
+    # Epoch 0's validation is logged at its last step (0-based): 32 steps. The best epoch's validation metrics
+    # are kept from then, not computed again.
+    assert steps == [31]
 
 
 def test_impossible_model_size_is_a_user_error(tmp_path):
@@ -279,16 +356,18 @@ def test_step_schedule_in_a_fit(tmp_path):
 
 
 def test_trainer_settings_pass_through(tmp_path):
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+    from attnlab.train.callbacks import LastCheckpoint
 
-    config = TrainConfig(max_time_s=90.0, grad_clip=0.5, patience=3, max_epochs=7, devices="1")
-    trainer, checkpoint = _make_trainer(config, tmp_path, ("val_acc", "max"), progress=False)
-    timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
-    assert timer._duration == 90.0
-    assert trainer.gradient_clip_val == 0.5 and trainer.max_epochs == 7
-    assert isinstance(checkpoint, ModelCheckpoint) and (checkpoint.monitor, checkpoint.mode) == ("val_acc", "max")
-    stopper = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
-    assert (stopper.monitor, stopper.patience, stopper.mode) == ("val_acc", 3, "max")
+    config = TrainConfig(max_time_s=90.0, grad_clip=0.5, patience=3, max_epochs=7, max_steps=500, devices="1")
+    trainer, callbacks = _make_trainer(config, tmp_path, ("val_acc", "max"), progress=False)
+    assert callbacks.time_cap is not None and callbacks.time_cap.limit_s == 90.0
+    assert trainer.gradient_clip_val == 0.5 and trainer.max_epochs == 7 and trainer.max_steps == 500
+    assert (callbacks.best.monitor, callbacks.best.mode) == ("val_acc", "max")
+    last = next(cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint))
+    assert last.path == tmp_path / "checkpoints" / "last.ckpt"  # one resumable checkpoint, overwritten every epoch
+    assert (callbacks.early.monitor, callbacks.early.patience, callbacks.early.mode) == ("val_acc", 3, "max")
+    _, plain = _make_trainer(TrainConfig(), tmp_path, ("val_loss", "min"), progress=False)
+    assert plain.time_cap is None and plain.early is None  # no time cap by default
     with pytest.raises(UserError, match="Lightning cannot run accelerator=tpu"):
         _make_trainer(TrainConfig(accelerator="tpu"), tmp_path, ("val_loss", "min"), progress=False)
 
@@ -314,7 +393,7 @@ def test_ctrl_c_raises_keyboard_interrupt_and_the_run_can_resume(tmp_path, monke
         return real_loss(self, model, batch)
 
     monkeypatch.setattr(ToyExperiment, "loss", interrupted_loss)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"continue with the same command plus --resume \(run folder .*run\)"):
         fit("toy", run_dir=tmp_path / "run", progress=False, figures=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

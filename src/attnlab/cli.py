@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from attnlab import __version__
-from attnlab.errors import UserError
+from attnlab.errors import Interrupted, UserError
 
 # Modules that add sub-commands, in the order `attnlab --help` lists them.
 COMMAND_MODULES = (
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"attnlab: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("attnlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        hint = f"; {err}" if isinstance(err, Interrupted) and str(err) else ""
+        print(f"attnlab: interrupted{hint}", file=sys.stderr)
         return 130
 
 

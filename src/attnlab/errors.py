@@ -7,3 +7,8 @@ Messages name the problem and the fix.
 
 class UserError(Exception):
     """An error in what the user asked for, not in attnlab. The message is shown as is."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run. The message says how to continue (resume, or restart); the CLI prints it after
+    ``attnlab: interrupted;`` and exits with status 130."""

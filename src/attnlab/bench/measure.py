@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.system import available_memory_bytes  # noqa: F401  (the benchmarks import it from here)
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 MIB = 1024**2
@@ -166,22 +168,6 @@ def peak_rss_supported() -> bool:
         return _status_kib("VmHWM") < peak and peak - before >= 30 * 1024
     except (OSError, ValueError):
         return False
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (or free physical pages elsewhere), in bytes; None if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def time_call(

@@ -156,9 +156,9 @@ def kv_cache_benchmark(model, held, batch: int = KV_BATCH, length: int = KV_LENG
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnlab.console import setup_logging
     from attnlab.experiments.translate import learning_curve
     from attnlab.train import fit, load_model
-    from attnlab.train.command import _setup_logging
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     budgets = _budgets(args.minutes, models)
     base = [f"data.corpus={args.corpus}", *args.overrides]
     out_root = Path(args.out)
-    _setup_logging()
+    setup_logging()
     rows = []
     kv: dict[str, float] | None = None
     for name in models:

@@ -35,7 +35,10 @@ class TrainConfig:
     """How to train, for any task. Every field can be overridden as ``key=value`` on the CLI."""
 
     max_epochs: int = 20
-    max_time_s: float | None = 60.0  # wall-clock budget for fitting (None = no limit)
+    max_steps: int | None = None  # optimiser steps at most (None = no limit besides max_epochs)
+    # A safety cap on the run's wall-clock seconds, evaluation included (None = off): training stops early
+    # enough to leave evaluation its time. Budgets are max_epochs / max_steps, so results do not depend on load.
+    max_time_s: float | None = None
     batch_size: int = 64
     # A smaller data set gets a smaller batch, so an epoch still makes this many steps: batch_size is lowered to
     # (training examples) // min_steps_per_epoch where that is smaller (None = batch_size as given).
@@ -50,6 +53,9 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)
     seed: int = 0
+    # torch's intra-op threads: fixed, because the thread count changes a float sum's order and so the last
+    # bits of every result. Raise it on a bigger machine for speed.
+    threads: int = 2
     num_workers: int = 0
     # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.
     accelerator: str = "cpu"
@@ -177,6 +183,11 @@ class Experiment:
     def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
         """Write files a run needs beside its weights (vocabularies, scaler statistics, forecasts …) into
         ``run_dir``; called once after training with the best model. Default: nothing."""
+
+    def result_warnings(self, val_metrics: dict[str, float]) -> list[str]:
+        """One line for each sign, in the best epoch's validation metrics, that the model has not learned the
+        task (e.g. a translator's BLEU below 1), naming what to raise. Default: none."""
+        return []
 
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
         """Attention of up to ``limit`` held-out examples, with labelled axes, for the run report.

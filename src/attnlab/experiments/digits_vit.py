@@ -62,7 +62,7 @@ class DigitsViT(Experiment):
         "mlp": ModelSpec(mlp, MLPConfig, "MLP on flattened pixels (baseline)", {"max_epochs": 100, "lr": 1e-3}),
     }
     default_model = "vit"
-    train_defaults: dict[str, Any] = {"batch_size": 64, "max_time_s": 40.0}
+    train_defaults: dict[str, Any] = {"batch_size": 64}
 
     def data(self, seed: int) -> DataSplits:
         c = self.config

@@ -334,7 +334,7 @@ class Forecast(Experiment):
     # (the limit per horizon on 2 CPU cores). Adam at 1e-3 with a cosine decay over the epoch
     # limit; models override what their recipe needs (DLinear: its published settings).
     train_defaults: dict[str, Any] = {
-        "max_epochs": 30, "max_time_s": 600.0, "patience": 3, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
+        "max_epochs": 30, "patience": 3, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
         "scheduler": "cosine", "grad_clip": 1.0,
     }
 

@@ -77,7 +77,7 @@ class KernelRegression(Experiment):
             nadaraya_watson_learned,
             LearnedNadarayaWatsonConfig,
             "kernel width learned by leave-one-out gradient descent",
-            {"max_epochs": 200, "lr": 0.05, "max_time_s": 30.0},
+            {"max_epochs": 200, "lr": 0.05},
         ),
     }
     default_model = "nadaraya_watson_learned"

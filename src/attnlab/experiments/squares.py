@@ -95,7 +95,7 @@ class Squares(Experiment):
     }
     default_model = "seq2seq_attention"
     monitor = ("val_mse", "min")
-    train_defaults: dict[str, Any] = {"max_epochs": 60, "max_time_s": 40.0, "batch_size": 32, "lr": 3e-3}
+    train_defaults: dict[str, Any] = {"max_epochs": 60, "batch_size": 32, "lr": 3e-3}
 
     def data(self, seed: int) -> DataSplits:
         c = self.config

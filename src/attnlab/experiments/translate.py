@@ -235,7 +235,7 @@ class Translate(Experiment):
     in_demo = False  # needs the user's corpus: `attnlab translate fit`
     monitor = ("val_bleu", "max")
     headline = "bleu"
-    train_defaults: dict[str, Any] = {"max_epochs": 10, "max_time_s": 1200.0, "batch_size": 1, "lr": 2e-3,
+    train_defaults: dict[str, Any] = {"max_epochs": 10, "batch_size": 1, "lr": 2e-3,
                                       "warmup_steps": 100}
 
     def __init__(self, config: Any) -> None:

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from attnlab import registry
+from attnlab.console import run_footer
 from attnlab.data.timeseries import (
     DEFAULT_RATIOS,
     ForecastData,
@@ -35,6 +36,7 @@ from attnlab.data.timeseries import (
 )
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import FORECASTS_FILE, SCALER_FILE, Forecast, cached_load, remember
+from attnlab.forecast.command import DEFAULT_FORECAST_WINDOWS
 from attnlab.train.config import parse_overrides
 from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit
 from attnlab.train.weights import CONFIG_FILE, load_model, read_config
@@ -123,7 +125,8 @@ def forecast(
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
     progress: bool = True,
     figures: bool = True,
-    forecast_windows: int | None = None,
+    forecast_windows: int | None = DEFAULT_FORECAST_WINDOWS,
+    keep_checkpoints: bool = False,
 ) -> ForecastResult:
     """Train ``model`` to forecast ``csv`` (or ``data``), test it on every test window, write the run folder.
 
@@ -142,7 +145,8 @@ def forecast(
         progress: show the progress bar.
         figures: draw the figures (forecast vs actual, attention).
         forecast_windows: how many test windows to write to ``forecasts.csv``, spread evenly over the test
-            split: None = every window, 0 = no file.
+            split (default 100, enough for the figures and the report): None = every window, 0 = no file.
+        keep_checkpoints: keep ``checkpoints/last.ckpt`` once the run completes (see :func:`attnlab.train.fit`).
 
     Returns:
         A :class:`ForecastResult`.
@@ -168,7 +172,7 @@ def forecast(
     merged.update(user)
     # The experiment writes scaler.json and forecasts.csv into the run folder (Forecast.save_artifacts).
     result = fit("forecast", model_name, merged, run_dir=run_dir, runs_root=runs_root, progress=progress,
-                 figures=figures)
+                 figures=figures, keep_checkpoints=keep_checkpoints)
     path = result.run_dir / FORECASTS_FILE
     return ForecastResult(result, data, path if path.is_file() else None, data.windows("test"))
 
@@ -264,7 +268,7 @@ def format_metrics(result: ForecastResult) -> list[str]:
         f"forecast/{r.model}: {d.table.path.name}  split {d.split}  input {d.input_len}  horizon {d.horizon}  "
         f"channels {d.n_channels}  targets {targets}",
         f"  run folder: {r.run_dir}",
-        f"  params {r.params:,}   epochs {r.epochs}   train {r.train_seconds:.1f} s   "
+        f"  params {r.params:,}   train {r.train_seconds:.1f} s   "
         f"test windows {result.test_windows}",
         f"  {'test':<14}{'MSE':>12}{'MAE':>12}",
         f"  {'standardised':<14}{cell('mse')}{cell('mae')}",
@@ -272,4 +276,4 @@ def format_metrics(result: ForecastResult) -> list[str]:
     ]
     if result.forecasts_csv is not None:
         lines.append(f"  forecasts: {result.forecasts_csv}")
-    return lines
+    return lines + run_footer(r)

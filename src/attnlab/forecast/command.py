@@ -7,7 +7,10 @@ import os
 import sys
 from typing import Any
 
+from attnlab.console import add_run_options, parse_tail, setup_logging
 from attnlab.errors import UserError
+
+DEFAULT_FORECAST_WINDOWS = 100  # test windows written to forecasts.csv by default (None = all)
 
 FORECAST_EPILOG = """\
 The CSV needs a time stamp column (--date-col) and numeric columns; every numeric column is an input
@@ -50,8 +53,9 @@ def _add_forecast_options(parser: argparse.ArgumentParser, suppress: bool = Fals
                         help="fill empty/NaN cells (default: none = report them as an error)")
     parser.add_argument("--run-dir", metavar="DIR", default=d(None),
                         help="run folder (default: runs/forecast-<model>-<timestamp>)")
-    parser.add_argument("--forecast-windows", type=int, metavar="N", default=d(None),
-                        help="test windows written to forecasts.csv, spread over the split (default: all; 0 = none)")
+    parser.add_argument("--forecast-windows", type=_windows, metavar="N|all", default=d(DEFAULT_FORECAST_WINDOWS),
+                        help=f"test windows written to forecasts.csv, spread over the split (default "
+                        f"{DEFAULT_FORECAST_WINDOWS}; all = every window; 0 = no file)")
     parser.add_argument("--plot-window", metavar="I", action="append", default=d(None),
                         help="test window to draw in forecast.png, by index (forecasts.csv's window column; -1 = the "
                         "last); repeat or comma-separate (default: 3 spread over the split)")
@@ -59,10 +63,7 @@ def _add_forecast_options(parser: argparse.ArgumentParser, suppress: bool = Fals
                         help="target channel to draw; repeat or comma-separate (default: the first 4 targets)")
     parser.add_argument("--attention-window", type=int, metavar="I", default=d(None),
                         help="test window of the attention figure (default: the middle drawn window)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=d(True),
-                        help="hide the progress bar")
-    parser.add_argument("--no-figures", dest="figures", action="store_false", default=d(True),
-                        help="do not draw figures")
+    add_run_options(parser, suppress)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,6 +94,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict_parser.set_defaults(func=_run_predict)
 
 
+def _windows(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of windows or 'all'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 (no file), a number of windows, or 'all'")
+    return value
+
+
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
@@ -103,8 +116,6 @@ def _ratios(text: str) -> tuple[float, ...]:
 def _run_forecast(args: argparse.Namespace) -> int:
     from attnlab.forecast.api import forecast as run_forecast
     from attnlab.forecast.api import format_metrics
-    from attnlab.train.command import _setup_logging, parse_tail
-
     overrides = parse_tail(args, args.forecast_parser, "attnlab forecast", _add_forecast_options,
                            extend=("target", "plot_window", "plot_channel"))
     if args.csv is None:
@@ -114,7 +125,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
     figure_options = {"plot_window": ",".join(args.plot_window or []),
                       "plot_channel": ",".join(args.plot_channel or []), "attention_window": args.attention_window}
     overrides += [f"data.{key}={value}" for key, value in figure_options.items() if value not in ("", None)]
-    _setup_logging()
+    setup_logging()
     result = run_forecast(
         args.csv,
         args.model,
@@ -130,6 +141,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
         progress=args.progress,
         figures=args.figures,
         forecast_windows=args.forecast_windows,
+        keep_checkpoints=args.keep_checkpoints,
     )
     print("\n".join(format_metrics(result)))
     return 0
@@ -137,9 +149,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from attnlab.forecast.api import predict
-    from attnlab.train.command import _setup_logging
 
-    _setup_logging()
+    setup_logging()
     frame = predict(args.run, args.csv, out=args.out, fill=args.fill)
     if args.out is None:
         try:

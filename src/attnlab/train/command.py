@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from collections.abc import Callable
 from typing import Any
 
 from attnlab import registry
+from attnlab.console import add_run_options, is_rank_zero, parse_tail, run_footer, setup_logging
 from attnlab.experiments.base import Experiment, TrainConfig
 from attnlab.train.config import field_types, type_name
 
@@ -67,61 +65,7 @@ def _add_fit_options(parser: argparse.ArgumentParser, suppress: bool = False) ->
         default=argparse.SUPPRESS if suppress else False,
         help="continue from the run folder's last checkpoint (the latest run of this experiment/model without --out)",
     )
-    parser.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        default=argparse.SUPPRESS if suppress else True,
-        help="hide the progress bar",
-    )
-    parser.add_argument(
-        "--no-figures",
-        dest="figures",
-        action="store_false",
-        default=argparse.SUPPRESS if suppress else True,
-        help="do not draw the experiment's figures",
-    )
-
-
-def parse_tail(args: argparse.Namespace, parser: argparse.ArgumentParser, prog: str,
-               add_options: Callable[..., None], extend: tuple[str, ...] = ()) -> list[str]:
-    """Split ``args.rest`` (the tail after the positional arguments) into options, merged into ``args``,
-    and the ``key=value`` overrides it returns; ``-h`` anywhere prints ``parser``'s help. Options named in
-    ``extend`` are lists appended to what came before the tail instead of replacing it."""
-    if any(item in ("-h", "--help") for item in args.rest):
-        parser.print_help()
-        raise SystemExit(0)
-    tail = argparse.ArgumentParser(prog=prog, add_help=False)
-    add_options(tail, suppress=True)
-    tail.add_argument("overrides", nargs="*")
-    parsed = vars(tail.parse_intermixed_args(args.rest))
-    overrides = parsed.pop("overrides")
-    for name in extend:
-        more = parsed.pop(name, None)
-        if more:
-            setattr(args, name, (getattr(args, name) or []) + more)
-    vars(args).update(parsed)
-    return overrides
-
-
-def _setup_logging() -> None:
-    """Show attnlab's info messages (one line each) on stderr, from rank 0 only."""
-    from attnlab.train.engine import is_rank_zero
-
-    logger = logging.getLogger("attnlab")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("attnlab: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO if is_rank_zero() else logging.WARNING)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to the current ``sys.stderr`` (which tests and notebooks may swap)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
+    add_run_options(parser, suppress)
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -129,10 +73,10 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    from attnlab.train.engine import fit, is_rank_zero
+    from attnlab.train.engine import fit
 
     overrides = parse_tail(args, args.fit_parser, "attnlab fit EXPERIMENT", _add_fit_options)
-    _setup_logging()
+    setup_logging()
     result = fit(
         args.experiment,
         args.model,
@@ -141,15 +85,14 @@ def _run_fit(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=args.progress,
         figures=args.figures,
+        keep_checkpoints=args.keep_checkpoints,
     )
     if is_rank_zero():
         print(f"{result.experiment}/{result.model}: {result.run_dir}")
-        print(
-            f"  params {result.params:,}   epochs {result.epochs}   train {result.train_seconds:.1f} s   "
-            f"figures {len(result.figures)}"
-        )
+        print(f"  params {result.params:,}   train {result.train_seconds:.1f} s   figures {len(result.figures)}")
         print(f"  test  {_format_metrics(result.metrics)}")
         print(f"  val   {_format_metrics(result.val_metrics)}")
+        print("\n".join(run_footer(result)))
     return 0
 
 

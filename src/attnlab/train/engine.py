@@ -3,9 +3,12 @@
 Run folder (``runs/<experiment>-<model>-<timestamp>/`` unless ``run_dir`` is given)::
 
     config.json        experiment and model names + resolved train / experiment / model configs
-    metrics.json       test and validation metrics of the best model, params, train seconds, epochs, history
-    model.safetensors  weights of the best checkpoint (load with :func:`attnlab.train.load_model`)
-    checkpoints/       last.ckpt (for --resume) and best.ckpt (best on the experiment's monitor)
+    metrics.json       test and validation metrics of the best epoch, params, seconds, epochs, steps, how training
+                       stopped (``stopped_by``), under-training ``warnings``, history
+    model.safetensors  weights of the best epoch (load with :func:`attnlab.train.load_model`); written at every
+                       improvement while training, so an interrupted run keeps its best weights too
+    checkpoints/       last.ckpt, overwritten every epoch (for --resume); removed when the run completes unless
+                       ``keep_checkpoints``
     logs/version_0/    Lightning's CSV log, metrics.csv (per step and per epoch); version_1/ … after resumes
     figures/           the experiment's figures, drawn with the best model
     attention.json     attention of a few held-out examples (+ attention.safetensors), see attnlab.report.attention
@@ -17,7 +20,7 @@ Under DDP every process runs :func:`fit`; only global rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
-import datetime
+import dataclasses
 import json
 import logging
 import math
@@ -32,32 +35,35 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from attnlab import registry
-from attnlab.errors import UserError
-from attnlab.experiments.base import TrainConfig
+from attnlab.console import is_rank_zero
+from attnlab.errors import Interrupted, UserError
+from attnlab.experiments.base import ModelSpec, TrainConfig
 from attnlab.report import build_report
 from attnlab.report.attention import write_run_attention
+from attnlab.system import available_memory_bytes
+from attnlab.train import rundir
+from attnlab.train.callbacks import (
+    BestWeights,
+    LastCheckpoint,
+    TimeCap,
+    stopped_by,
+    training_warnings,
+    write_weights_atomic,
+)
 from attnlab.train.config import RunConfig, resolve
 from attnlab.train.module import TaskModule
-from attnlab.train.weights import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    build_model,
-    read_config,
-    save_weights,
-    write_config,
-)
+from attnlab.train.weights import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_model, read_config, write_config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNS_ROOT = Path("runs")
 _RUN_DIR_ENV = "ATTNLAB_RUN_DIR"  # hands the run folder of rank 0 to the DDP processes it launches
-_RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 # Lightning warnings that are not actionable for attnlab's small in-memory data sets and fixed layout.
 _NOISE = (
@@ -84,6 +90,11 @@ class RunResult:
         params: number of parameters of the model.
         train_seconds: wall-clock seconds of training (including earlier runs it resumed).
         epochs: finished training epochs.
+        steps: optimiser steps taken (over this run and the runs it resumed).
+        stopped_by: why training ended: ``max_epochs``, ``max_steps``, ``early_stopping``, ``time`` (the
+            ``max_time_s`` cap) or ``no_training``.
+        warnings: one line per sign of under-training (and a time cap that evaluation overran), each naming
+            what to raise; empty when none.
         figures: paths of the figures drawn.
         history: one dict per epoch (``epoch``, ``train_loss``, ``val_<metric>``, ``lr``).
         monitor: ``(validation metric, "min"|"max")`` that chose the best checkpoint.
@@ -98,6 +109,9 @@ class RunResult:
     params: int
     train_seconds: float
     epochs: int
+    steps: int = 0
+    stopped_by: str = "max_epochs"
+    warnings: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     monitor: tuple[str, str] = ("val_loss", "min")
@@ -112,11 +126,6 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def is_rank_zero() -> bool:
-    """True unless the environment says this process is not global rank 0 (DDP children, other nodes)."""
-    return all(os.environ.get(name, "0") == "0" for name in _RANK_ENV)
 
 
 @contextlib.contextmanager
@@ -165,17 +174,33 @@ def _exported_run_dir(run_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interruptible(trainer: L.Trainer) -> Iterator[None]:
-    """Lightning answers Ctrl-C with ``sys.exit(1)`` after a graceful shutdown; turn that back into a
-    KeyboardInterrupt (the CLI reports it and exits 130) and restore the default SIGINT handler."""
+def _interruptible(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning answers Ctrl-C with ``sys.exit(1)`` after a graceful shutdown; turn that back into an
+    :class:`~attnlab.errors.Interrupted` that says how to continue (the CLI prints it and exits 130) and
+    restore the default SIGINT handler."""
     try:
         yield
-    except SystemExit:
-        if not trainer.interrupted:
+    except (SystemExit, KeyboardInterrupt) as err:
+        if isinstance(err, SystemExit) and not trainer.interrupted:
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise KeyboardInterrupt from None
+        if rundir.last_checkpoint(run_dir).is_file():
+            hint = f"continue with the same command plus --resume (run folder {run_dir})"
+        else:
+            hint = f"no epoch had finished, so nothing was saved: the same command restarts it in {run_dir}"
+        raise Interrupted(hint) from None
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit_batch_to_data(train: TrainConfig, n_train: int) -> TrainConfig:
@@ -198,45 +223,32 @@ def fit_batch_to_data(train: TrainConfig, n_train: int) -> TrainConfig:
     return replace(train, batch_size=batch)
 
 
-def _new_run_dir(root: Path, experiment: str, model: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / f"{experiment}-{model}-{stamp}"
-    n = 1
-    while candidate.exists():
-        candidate = root / f"{experiment}-{model}-{stamp}-{n}"
-        n += 1
-    return candidate
+@dataclass
+class _Callbacks:
+    """The callbacks whose state the engine reads after training."""
 
-
-def _latest_run_dir(root: Path, experiment: str, model: str) -> Path:
-    runs = sorted(
-        (p for p in root.glob(f"{experiment}-{model}-*") if (p / "checkpoints" / "last.ckpt").is_file()),
-        key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime,
-    )
-    if not runs:
-        raise UserError(f"no run of {experiment}/{model} to resume in {root}/; pass its folder with --out")
-    return runs[-1]
+    best: BestWeights
+    early: EarlyStopping | None
+    time_cap: TimeCap | None
 
 
 def _make_trainer(
-    train: TrainConfig, run_dir: Path, monitor: tuple[str, str], progress: bool
-) -> tuple[L.Trainer, ModelCheckpoint]:
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor=monitor[0],
-        mode=monitor[1],
-        save_top_k=1,
-        save_last=True,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[L.Callback] = [checkpoint]
+    train: TrainConfig, run_dir: Path, monitor: tuple[str, str], progress: bool, *, started: float | None = None,
+    eval_batches: int = 0, weights_metadata: dict[str, str] | None = None,
+) -> tuple[L.Trainer, _Callbacks]:
+    """The Lightning trainer of a fit: one resumable ``last.ckpt`` overwritten every epoch, the best weights
+    kept by :class:`BestWeights`, early stopping, and the optional :class:`TimeCap`."""
+    best = BestWeights(monitor[0], monitor[1], run_dir / WEIGHTS_FILE, weights_metadata)
+    callbacks: list[L.Callback] = [best, LastCheckpoint(rundir.last_checkpoint(run_dir))]
+    early = None
     if train.patience is not None:
-        callbacks.append(
-            EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=train.patience, check_on_train_epoch_end=True)
-        )
+        early = EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=train.patience,
+                              check_on_train_epoch_end=True)
+        callbacks.append(early)
+    time_cap = None
+    if train.max_time_s is not None:
+        time_cap = TimeCap(train.max_time_s, time.perf_counter() if started is None else started, eval_batches)
+        callbacks.append(time_cap)
     if progress:
         callbacks.append(_ProgressBar())
     try:
@@ -247,7 +259,7 @@ def _make_trainer(
             precision=train.precision,  # type: ignore[arg-type]
             num_nodes=train.num_nodes,
             max_epochs=train.max_epochs,
-            max_time=None if train.max_time_s is None else datetime.timedelta(seconds=train.max_time_s),
+            max_steps=-1 if train.max_steps is None else train.max_steps,
             gradient_clip_val=train.grad_clip,
             callbacks=callbacks,
             logger=CSVLogger(save_dir=run_dir, name="logs"),  # logs/version_<n>/: one per fit or resume
@@ -262,7 +274,21 @@ def _make_trainer(
             f"Lightning cannot run accelerator={train.accelerator} devices={train.devices} "
             f"strategy={train.strategy} precision={train.precision} num_nodes={train.num_nodes}: {err}"
         ) from None
-    return trainer, checkpoint
+    return trainer, _Callbacks(best, early, time_cap)
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that cannot be resumed from (truncated, not a checkpoint, or holding code:
+    ``torch.load(weights_only=True)`` never runs what a file asks for) before anything is written."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle opcodes that call code, not a torch file, …
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot resume: {path} is damaged or not an attnlab checkpoint ({first}); start a new run "
+                        "with another --out") from None
+    if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+        raise UserError(f"cannot resume: {path} is not a Lightning checkpoint of an attnlab run; start a new run "
+                        "with another --out")
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -279,15 +305,22 @@ def fit(
     figures: bool = True,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
     report: bool = True,
+    keep_checkpoints: bool = False,
 ) -> RunResult:
-    """Train ``model`` on ``experiment``, test the best checkpoint and write the run folder.
+    """Train ``model`` on ``experiment``, test the best epoch's weights and write the run folder.
+
+    The budget is work, not time: ``max_epochs`` (and ``max_steps``) with early stopping, so the same seed
+    gives the same metrics however busy the machine is. ``max_time_s``, if set, caps the wall-clock time of
+    the whole call, evaluation included: training stops early enough to leave the test its time, and the
+    result says so (``stopped_by == "time"`` and a warning).
 
     Args:
         experiment: registered experiment name (``attnlab list``).
         model: one of its models; None = the experiment's default.
         overrides: ``["lr=3e-4", "model.d_model=64"]`` or ``{"lr": 3e-4}``: fields of TrainConfig, of the
             experiment's Config or of the model's config (see :func:`attnlab.train.config.resolve`).
-        run_dir: the run folder; default ``runs_root/<experiment>-<model>-<timestamp>``.
+        run_dir: the run folder; default ``runs_root/<experiment>-<model>-<timestamp>``. It must be new,
+            empty, or hold an attnlab run (see :func:`attnlab.train.rundir.check`).
         resume: continue from ``run_dir/checkpoints/last.ckpt`` (the latest run of this experiment and
             model under ``runs_root`` if ``run_dir`` is None). The saved config is the base; ``overrides``
             may change training settings such as ``max_epochs`` but not the model.
@@ -295,14 +328,18 @@ def fit(
         figures: draw the experiment's figures.
         runs_root: where default run folders go.
         report: write ``report.html`` (:func:`attnlab.report.build_report`) at the end; a failure only warns.
+        keep_checkpoints: keep ``checkpoints/last.ckpt`` (weights and optimiser state) once the run completes,
+            so it can be resumed for more epochs; by default a completed run keeps its weights only.
 
     Returns:
         A :class:`RunResult`.
 
     Raises:
-        UserError: unknown experiment / model / override key, bad value, impossible model size, missing
-            checkpoint to resume from, or a Lightning setting that cannot run here.
+        UserError: unknown experiment / model / override key, bad value, impossible model size, a run folder
+            that cannot be used, a damaged checkpoint to resume from, or a Lightning setting that cannot run.
+        Interrupted: Ctrl-C; its message says how to continue.
     """
+    started = time.perf_counter()
     experiment_cls = registry.get_experiment(experiment)
     writer = is_rank_zero()
 
@@ -311,34 +348,29 @@ def fit(
     if not writer and os.environ.get(_RUN_DIR_ENV):
         out = Path(os.environ[_RUN_DIR_ENV])
     elif run_dir is not None:
-        out = Path(run_dir)
+        out = rundir.check_path(run_dir)
 
     base: RunConfig | None = None
-    if resume and out is not None and (out / CONFIG_FILE).is_file():
+    if resume and out is not None and rundir.is_attnlab_config(out / CONFIG_FILE):
         base = read_config(out)
         model = base.model if model is None else model  # resuming continues the run's own model
     model_name, spec = registry.get_model(experiment_cls, model)
     if out is None:
         root = Path(runs_root)
-        out = (
-            _latest_run_dir(root, experiment_cls.name, model_name)
-            if resume
-            else _new_run_dir(root, experiment_cls.name, model_name)
-        )
+        out = (rundir.latest_run_dir(root, experiment_cls.name, model_name) if resume
+               else rundir.new_run_dir(root, experiment_cls.name, model_name))
+    found = rundir.check(out, resume) if writer else rundir.State.EMPTY
 
     ckpt_path: Path | None = None
     if resume:
-        ckpt_path = out / "checkpoints" / "last.ckpt"
-        if not ckpt_path.is_file():
-            raise UserError(f"cannot resume: {ckpt_path} not found (the run saves it after its first epoch)")
+        ckpt_path = rundir.last_checkpoint(out)
         base = base or read_config(out)
         if (base.experiment, base.model) != (experiment_cls.name, model_name):
             raise UserError(
                 f"cannot resume {out}: it is a run of {base.experiment}/{base.model}, "
                 f"not {experiment_cls.name}/{model_name}"
             )
-    elif writer and (out / CONFIG_FILE).exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        check_checkpoint(ckpt_path)
 
     config = resolve(experiment_cls, model_name, spec, overrides, base=base)
     if base is not None and config.model_config != base.model_config:
@@ -347,63 +379,113 @@ def fit(
         raise UserError("cannot change the experiment's data settings when resuming; start a new run instead")
     monitor = experiment_cls.monitor
 
-    with quiet_lightning():
+    with quiet_lightning(), _threads(config.train.threads):
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         task = experiment_cls(config.experiment_config)
         # Data-dependent model sizes (e.g. a forecaster's input length and channels) come from the task.
         config.model_config = task.complete_model_config(config.model_config)
+        check_model_memory(spec, config.model_config)
         net = build_model(spec, config.model_config)
         splits = task.data(config.train.seed)
         config.train = fit_batch_to_data(config.train, len(splits.train))  # type: ignore[arg-type]
-        started = time.perf_counter()
+        prepare_start = time.perf_counter()
         task.prepare_model(net, splits)  # closed-form parts, fitted on the data (most models: nothing)
-        prepare_seconds = time.perf_counter() - started
+        prepare_seconds = time.perf_counter() - prepare_start
         module = TaskModule(task, net, config.train, splits)
-        trainer, checkpoint = _make_trainer(config.train, out, monitor, progress)
+        eval_batches = sum(math.ceil(len(s) / config.train.batch_size)  # type: ignore[arg-type]
+                           for s in (splits.val, splits.val, splits.test))  # validation runs again at a stop
+        trainer, callbacks = _make_trainer(
+            config.train, out, monitor, progress, started=started, eval_batches=eval_batches,
+            weights_metadata={"experiment": experiment_cls.name, "model": model_name},
+        )
         if writer:
+            if found is rundir.State.UNSTARTED:
+                log.info("restarting the run in %s (it stopped before its first checkpoint)", out)
+                rundir.clear_unstarted(out)
             (out / "figures").mkdir(parents=True, exist_ok=True)
-            (out / "checkpoints").mkdir(exist_ok=True)
             write_config(out, config, monitor)
         params = sum(p.numel() for p in net.parameters())
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         log.info("fit %s/%s (%s parameters) -> %s", experiment_cls.name, model_name, f"{params:,}", out)
 
-        best: str | None = None
-        with _exported_run_dir(out), _interruptible(trainer):  # any trainer call may launch the DDP processes
-            if trainable and config.train.max_epochs != 0:
+        trained = bool(trainable) and config.train.max_epochs != 0
+        with _exported_run_dir(out), _interruptible(trainer, out):  # a trainer call may launch DDP processes
+            val_metrics: dict[str, float] | None = None
+            if trained:
                 trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
-                best = checkpoint.best_model_path or None
-                if best is None:
-                    log.warning("no checkpoint was saved (budget too short for one epoch?); testing the last weights")
+                if callbacks.best.best_state is not None:
+                    net.load_state_dict(callbacks.best.best_state)
+                    val_metrics = dict(callbacks.best.best_val)
+                else:
+                    log.warning("no epoch gave a finite %s; testing the last weights", monitor[0])
             elif not trainable:
                 log.info("%s has no trainable parameters: evaluating without training", model_name)
-            trainer.validate(module, ckpt_path=best, verbose=False, weights_only=True)
-            trainer.test(module, ckpt_path=best, verbose=False, weights_only=True)
+            if val_metrics is None:
+                trainer.validate(module, verbose=False)
+                val_metrics = dict(module.val_metrics)
+            trainer.test(module, verbose=False)
 
+    stop = stopped_by(trained, callbacks.time_cap, callbacks.early, trainer)
+    notes = training_warnings(module.history, monitor, stop, trainer.global_step, trainer.num_training_batches,
+                              config.train) if trained else []
+    notes += task.result_warnings(val_metrics)
+    cap, elapsed = config.train.max_time_s, time.perf_counter() - started
+    if cap is not None and elapsed > cap:
+        notes.append(f"evaluation overran max_time_s={cap:g} by {elapsed - cap:.2f} s (the cap stops training early "
+                     "enough for the evaluation it measured before training; raise max_time_s)")
     result = RunResult(
         run_dir=out,
         experiment=experiment_cls.name,
         model=model_name,
         metrics=dict(module.test_metrics),
-        val_metrics=dict(module.val_metrics),
+        val_metrics=val_metrics,
         params=params,
         train_seconds=module.train_seconds + prepare_seconds,  # a closed-form fit is training time too
         epochs=len(module.history),
         history=list(module.history),
         monitor=monitor,
         config=config,
+        stopped_by=stop,
+        warnings=notes,
+        steps=int(trainer.global_step),
     )
     if trainer.is_global_zero:
         net.cpu().eval()
-        save_weights(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
+        write_weights_atomic(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
         task.save_artifacts(net, splits, out)  # files the model needs beside its weights (vocabularies, …)
         if figures:
             result.figures = [Path(p) for p in task.figures(net, splits, out / "figures", result.history)]
         _best_effort("save the attention", write_run_attention, out, task, net, splits)
         _write_metrics(result, trainable)
+        if not keep_checkpoints:
+            rundir.drop_checkpoints(out)
         if report:
             _best_effort("write the report", build_report, out)
     return result
+
+
+def check_model_memory(spec: ModelSpec, model_config: Any) -> None:
+    """Refuse a model whose training state cannot fit in this machine's memory, before it is built.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no memory) to count its parameters; training
+    holds about four float32 copies of them (weights, gradients, two Adam moments). A factory that cannot run
+    on ``meta`` is skipped (the real build then fails or succeeds on its own).
+    """
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in spec.factory(model_config).parameters())
+    except Exception:  # a factory that computes values on construction: no estimate
+        return
+    need = 16 * params  # bytes: weights + gradients + 2 optimiser moments, float32
+    free = available_memory_bytes()
+    if free is not None and need > free:
+        changed = [f"model.{f.name}={getattr(model_config, f.name)!r}" for f in dataclasses.fields(model_config)
+                   if f.default is not dataclasses.MISSING and getattr(model_config, f.name) != f.default]
+        raise UserError(
+            f"the model would have {params:,} parameters, {need / 2**30:,.1f} GiB to train (weights, gradients and "
+            f"optimiser state), but this machine has {free / 2**30:,.1f} GiB free; lower the model's sizes"
+            + (f" ({', '.join(changed)})" if changed else "")
+        )
 
 
 def _best_effort(what: str, function: Any, *args: Any) -> None:
@@ -426,6 +508,9 @@ def _write_metrics(result: RunResult, trainable: int) -> None:
         "trainable_params": trainable,
         "train_seconds": result.train_seconds,
         "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped_by": result.stopped_by,
+        "warnings": result.warnings,
         "figures": [
             str(p.relative_to(result.run_dir)) if p.is_relative_to(result.run_dir) else str(p) for p in result.figures
         ],
@@ -450,6 +535,9 @@ def load_result(run_dir: str | Path) -> RunResult:
         params=int(data["params"]),
         train_seconds=float(data["train_seconds"]),
         epochs=int(data["epochs"]),
+        steps=int(data.get("steps", 0)),
+        stopped_by=str(data.get("stopped_by", "max_epochs")),
+        warnings=[str(w) for w in data.get("warnings", [])],
         figures=[run_dir / p for p in data.get("figures", [])],
         history=list(data.get("history", [])),
         monitor=tuple(data.get("monitor", ("val_loss", "min"))),  # type: ignore[arg-type]

@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnlab.console import add_run_options, is_rank_zero, run_footer, setup_logging
 from attnlab.errors import UserError
 
 HELP = "train a translation model on a source<TAB>target corpus, or translate with a trained run"
 
 EPILOG = """\
 examples:
-  attnlab translate fit --corpus ../shared/data/fra-eng/fra.txt --model transformer max_time_s=1200
+  attnlab translate fit --corpus ../shared/data/fra-eng/fra.txt --model transformer max_epochs=10
   attnlab translate fit --corpus fra.txt --model bahdanau --test-size 1000 --beam 4 max_epochs=3
   attnlab translate --run runs/translate-transformer-20250101-120000 "i'm home ."
   attnlab translate --run RUN --interactive --beam 4
@@ -71,8 +72,7 @@ def _fit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam", type=int, default=None, help="beam size for the test BLEU (default 1 = greedy)")
     parser.add_argument("--out", "-o", metavar="DIR", default=None, help="run folder (default runs/translate-…)")
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip lines without a tab or with an empty side")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
-    parser.add_argument("--no-figures", dest="figures", action="store_false", help="do not draw figures")
+    add_run_options(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return parser
 
@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_fit(a: argparse.Namespace) -> int:
-    from attnlab.train.command import _setup_logging
-    from attnlab.train.engine import fit, is_rank_zero
+    from attnlab.train.engine import fit
 
     overrides = [f"data.corpus={a.corpus}", *a.overrides]
     if a.test_size is not None:
@@ -123,16 +122,18 @@ def _run_fit(a: argparse.Namespace) -> int:
         overrides.append(f"data.beam={a.beam}")
     if a.skip_bad_lines:
         overrides.append("data.skip_bad_lines=true")
-    _setup_logging()
-    result = fit("translate", a.model, overrides, run_dir=a.out, progress=a.progress, figures=a.figures)
+    setup_logging()
+    result = fit("translate", a.model, overrides, run_dir=a.out, progress=a.progress, figures=a.figures,
+                 keep_checkpoints=a.keep_checkpoints)
     if is_rank_zero():
         m = result.metrics
         beam = result.config.experiment_config.beam if result.config else 1
         print(f"translate/{result.model}: {result.run_dir}")
-        print(f"  params {result.params:,}   epochs {result.epochs}   train {result.train_seconds / 60:.1f} min")
+        print(f"  params {result.params:,}   train {result.train_seconds / 60:.1f} min")
         print(f"  test  BLEU {m.get('bleu', float('nan')):.2f}   chrF {m.get('chrf', float('nan')):.2f}   "
               f"({'greedy' if beam == 1 else f'beam {beam}'}; token acc {m.get('token_acc', float('nan')):.3f})")
         print(f"  val   BLEU {result.val_metrics.get('bleu', float('nan')):.2f} (greedy)")
+        print("\n".join(run_footer(result)))
     return 0
 
 
