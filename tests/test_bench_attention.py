@@ -27,8 +27,9 @@ from attnlab.bench.attention import (
     naive_mha,
     run_attention_bench,
 )
+from attnlab.bench.command import benchmark_parser
 from attnlab.bench.measure import peak_rss_supported
-from attnlab.cli import build_parser, main
+from attnlab.cli import main
 from attnlab.nn import MultiHeadAttention
 
 TINY = ["--lengths", "32", "--batch", "1", "--heads", "2", "--head-dim", "8", "--repeats", "1",
@@ -160,11 +161,12 @@ def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
 
 
 def test_options_build_the_config():
-    full = config_from_args(build_parser().parse_args(["bench", "attention"]))
+    parser, _ = benchmark_parser("attention")
+    full = config_from_args(parser.parse_args([]))
     assert full.lengths == (256, 1024, 4096, 16384) and full.batch_for(4096) == 4 and full.batch_for(16384) == 1
     assert full.max_memory_gb is None and full.kvcache and full.impls == tuple(IMPLS)
-    args = build_parser().parse_args(["bench", "attention", "--quick", "--lengths", "512, 64", "--impls",
-                                      "core-sdpa,attnlab-fast,core-sdpa", "--max-memory-gb", "0.5", "--no-kvcache"])
+    args = parser.parse_args(["--quick", "--lengths", "512, 64", "--impls", "core-sdpa,attnlab-fast,core-sdpa",
+                              "--max-memory-gb", "0.5", "--no-kvcache"])
     cfg = config_from_args(args)
     assert cfg.lengths == (512, 64) and cfg.repeats == 3 and cfg.impls == ("core-sdpa", "attnlab-fast")
     assert cfg.max_memory_gb == 0.5 and not cfg.kvcache

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from attnlab.catalog.forecast import MODELS, DLinearConfig, ForecastSizes
 from attnlab.errors import UserError
-from attnlab.experiments.forecast import MODELS, Forecast, attention_maps, spread
-from attnlab.models.forecast import DLinear, DLinearConfig, ForecastSizes, InstanceNorm, MovingAverage
+from attnlab.experiments.forecast import Forecast, attention_maps, spread
+from attnlab.models.forecast import DLinear, InstanceNorm, MovingAverage
 from attnlab.train.weights import build_model
 from test_forecast_data import write_series
 

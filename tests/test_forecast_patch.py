@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from attnlab.catalog.forecast import PATCH_TRAINING
 from attnlab.data.timeseries import load_forecast_data
-from attnlab.experiments.base import TrainConfig
-from attnlab.experiments.forecast import PATCH_TRAINING
 from attnlab.forecast import forecast, load_data
 from attnlab.models.patch import (
     PatchTransformer,
@@ -18,6 +17,7 @@ from attnlab.models.patch import (
     patchify,
 )
 from attnlab.nn import record_attention
+from attnlab.train.config import TrainConfig
 from attnlab.train.engine import fit_batch_to_data
 from test_forecast_data import ETTH1, write_series
 
@@ -69,7 +69,8 @@ def test_bad_sizes(changes, message):
 
 
 def test_runs_saved_before_center_existed_load_with_mean_centring():
-    from attnlab.experiments.forecast import MODELS, Forecast
+    from attnlab.catalog.forecast import MODELS
+    from attnlab.experiments.forecast import Forecast
     from attnlab.train.config import RunConfig
 
     saved = {"experiment": "forecast", "model": "patch_transformer", "model_config": {"d_model": 8}}

@@ -184,7 +184,7 @@ def _untrained(experiment: str, model: str):
     cls = registry.get_experiment(experiment)
     _, spec = registry.get_model(cls, model)
     config = resolve(cls, model, spec, SMALL[experiment])
-    task = cls(config.experiment_config)
+    task = cls.create(config.experiment_config)
     return task, build_model(spec, config.model_config).eval(), task.data(0)
 
 
@@ -363,7 +363,7 @@ def test_bad_run_folders_are_one_line_errors_and_write_nothing(tmp_path, capsys,
     run = tmp_path / "run"
     if case == "not a folder":
         run = tmp_path / "nope"
-        expected = "is not a folder"
+        expected = "not found; pass a run folder with RUN_DIR"
     elif case == "no config":
         run.mkdir()
         expected = "is not a run folder (no config.json)"
@@ -402,10 +402,10 @@ def test_report_command_on_a_complete_run(tmp_path, capsys, caplog):
 
 @pytest.fixture
 def toy_registered():
-    from toy_experiment import ToyExperiment
+    from toy_experiment import TOY
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry._EXPERIMENTS, ToyExperiment.name, ToyExperiment)
+        mp.setitem(registry._EXPERIMENTS, TOY.name, TOY)
         yield
 
 

@@ -15,14 +15,14 @@ from torch import nn
 
 from attnlab import cli, registry
 from attnlab.train import load_model
-from toy_experiment import ToyConfig, ToyExperiment
+from toy_experiment import TOY, ToyConfig, ToyExperiment
 
 TOY_SCRIPT = Path(__file__).with_name("toy_experiment.py")
 
 
 @pytest.fixture(autouse=True)
 def toy_cli(monkeypatch):
-    monkeypatch.setitem(registry._EXPERIMENTS, ToyExperiment.name, ToyExperiment)
+    monkeypatch.setitem(registry._EXPERIMENTS, TOY.name, TOY)
     monkeypatch.setattr(registry, "_loaded", True)
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("attnlab.train.command",))
 
@@ -30,12 +30,15 @@ def toy_cli(monkeypatch):
 def test_fit_command_trains_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "run"
     # Options may come before or after the overrides.
-    assert cli.main(["fit", "toy", "max_epochs=2", "--out", str(out), "--no-progress", "lr=0.2"]) == 0
+    assert cli.main(["fit", "toy", "max_epochs=2", "--out", str(out), "--no-progress", "lr=0.2",
+                     "--keep-checkpoints"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0] == f"toy/linear: {out}"
-    assert lines[1].split()[:4] == ["params", "5", "epochs", "2"]
+    assert lines[1].split()[:2] == ["params", "5"]
     assert lines[2].split()[0] == "test" and lines[2].split()[1] == "loss"
+    assert lines[4] == "  stopped by max epochs after 2 epoch(s), 32 steps"
+    assert lines[-1] == f"  report: {out / 'report.html'}"  # the report's path comes last
     assert f"attnlab: fit toy/linear (5 parameters) -> {out}" in captured.err
     assert "GPU available" not in captured.err and "Tip" not in captured.err  # Lightning's info noise is off
     config = json.loads((out / "config.json").read_text())

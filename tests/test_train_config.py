@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Literal
@@ -9,9 +10,9 @@ from typing import Literal
 import pytest
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import ModelSpec, TrainConfig
-from attnlab.train.config import RunConfig, convert, not_a, parse_overrides, resolve, type_name
-from toy_experiment import FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
+from attnlab.registry import ModelSpec
+from attnlab.train.config import RunConfig, TrainConfig, convert, not_a, parse_overrides, resolve, type_name
+from toy_experiment import TOY, FrozenConfig, LinearConfig, ToyConfig, ToyExperiment
 
 LINEAR = ToyExperiment.models["linear"]
 
@@ -202,17 +203,15 @@ def test_config_post_init_value_error_becomes_user_error():
             if self.d_model % self.heads:
                 raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
 
-    spec = ModelSpec(factory=lambda cfg: None, config=Checked, summary="x")
+    spec = ModelSpec(build=lambda cfg: None, config=Checked, summary="x")
     with pytest.raises(UserError, match=r"invalid model config: heads \(3\) must divide d_model \(8\)"):
         resolve(ToyExperiment, "checked", spec, ["heads=3"])
 
 
 def test_experiment_train_defaults_must_be_train_fields():
-    class Broken(ToyExperiment):
-        train_defaults = {"learning_rate": 0.1}
-
-    with pytest.raises(ValueError, match=r"Broken.train_defaults sets 'learning_rate'"):
-        resolve(Broken, "linear", LINEAR, [])
+    broken = dataclasses.replace(TOY, train_defaults={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"experiment 'toy' train_defaults sets 'learning_rate'"):
+        resolve(broken, "linear", LINEAR, [])
 
 
 def test_resume_base_keeps_saved_values_and_applies_new_overrides():

@@ -15,17 +15,17 @@ from torch import nn
 
 from attnlab import registry
 from attnlab.errors import Interrupted, UserError
-from attnlab.experiments.base import TrainConfig
 from attnlab.train import RunResult, fit, load_model, load_result
+from attnlab.train.config import TrainConfig
 from attnlab.train.engine import _make_trainer, fit_batch_to_data
 from attnlab.train.module import ShardSampler, lr_factor
-from toy_experiment import Frozen, FrozenConfig, ToyConfig, ToyExperiment
+from toy_experiment import TOY, Frozen, FrozenConfig, ToyConfig, ToyExperiment
 
 
 @pytest.fixture(scope="module", autouse=True)
 def toy_registered():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry._EXPERIMENTS, ToyExperiment.name, ToyExperiment)
+        mp.setitem(registry._EXPERIMENTS, TOY.name, TOY)
         mp.setattr(registry, "_loaded", True)  # do not import the real experiments
         yield
 

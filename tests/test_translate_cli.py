@@ -39,7 +39,7 @@ def run_cli(argv, capsys):
 @pytest.mark.parametrize(
     ("content", "extra", "message"),
     [
-        (None, [], "corpus file {path} not found; pass an existing source<TAB>target text file with --corpus"),
+        (None, [], "{path} not found; pass an existing corpus file (source<TAB>target) with --corpus"),
         ("a\tb\nno tab\nc\td\n", [], "{path}: 1 line(s) have no tab (line 2); every line must be source<TAB>target"),
         (b"a\tb\n\xff\xfe\tx\n", [], "{path}: line 2 is not valid UTF-8 (byte 0xff at byte 1)"),
         ("a\tb\n \tc\n", [], "{path}: 1 line(s) have an empty source or target (line 2)"),

@@ -48,7 +48,7 @@ def test_read_corpus_pairs_blank_lines_and_extra_columns(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UserError, match=r"corpus file .*nope\.txt not found; pass an existing"):
+    with pytest.raises(UserError, match=r"nope\.txt not found; pass an existing corpus file \(source<TAB>target\)"):
         read_corpus(tmp_path / "nope.txt")
 
 

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from attnlab import registry
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment
+from attnlab.registry import ExperimentSpec, ModelSpec
 
 
 @dataclass
@@ -82,18 +83,24 @@ class Frozen(nn.Module):
         return x @ self.w  # (B,)
 
 
-class ToyExperiment(Experiment):
-    name = "toy"
-    summary = "Linear regression on synthetic data (engine tests)."
-    Config = ToyConfig
-    models = {
+TOY = ExperimentSpec(
+    name="toy",
+    summary="Linear regression on synthetic data (engine tests).",
+    task="toy_experiment:ToyExperiment",
+    Config=ToyConfig,
+    models={
         "linear": ModelSpec(Linear, LinearConfig, "A linear layer (or a small MLP).", {"lr": 0.1}),
         "frozen": ModelSpec(Frozen, FrozenConfig, "A fixed linear map without trainable parameters."),
         "mlp": ModelSpec(Linear, MLPConfig, "A small MLP (a non-default trainable model)."),
-    }
-    default_model = "linear"
-    train_defaults = {"max_epochs": 6, "batch_size": 32, "lr": 0.01, "max_time_s": None}
-    monitor = ("val_loss", "min")
+    },
+    default_model="linear",
+    train_defaults={"max_epochs": 6, "batch_size": 32, "lr": 0.01},
+    monitor=("val_loss", "min"),
+)
+
+
+class ToyExperiment(Experiment):
+    spec = TOY
 
     def data(self, seed: int) -> DataSplits:
         cfg = self.config
@@ -128,8 +135,8 @@ class ToyExperiment(Experiment):
 
 def register() -> None:
     """Make ``toy`` available by name, without importing the real experiments."""
-    registry._EXPERIMENTS[ToyExperiment.name] = ToyExperiment
-    registry._loaded = True
+    registry._load()
+    registry.register_experiment(TOY)
 
 
 if __name__ == "__main__":

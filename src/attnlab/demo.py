@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attnlab import registry
 from attnlab.errors import UserError
-from attnlab.report import write_demo_index
-from attnlab.train import RunResult, fit
+
+if TYPE_CHECKING:
+    from attnlab.train.engine import RunResult
 
 
 @dataclass
@@ -100,6 +102,8 @@ def run_demo(
     out: Path | None = None, only: Sequence[str] | None = None, progress: bool = False
 ) -> tuple[Path, dict[tuple[str, str], RunResult], float]:
     """Fit every planned model; return the demo folder, the results and the total seconds."""
+    from attnlab.train.engine import fit
+
     pairs = plan(only)
     out = out or Path("runs") / f"demo-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and any(out.iterdir()):
@@ -178,6 +182,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from attnlab.report.index import write_demo_index
+
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     out, results, seconds = run_demo(args.out, only, args.progress)
     targets = check_targets(results)

@@ -39,8 +39,6 @@ from attnlab.bench.measure import GIB, Target, available_memory_bytes, is_out_of
 from attnlab.errors import UserError
 from attnlab.nn import KVCache, MultiHeadAttention
 
-HELP = "time attnlab's multi-head attention against torch's, a naive one and a matrix product"
-
 MODES = ("fwd", "fwdbwd")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LONG_LENGTH = 16384  # from this length on, the batch is --long-batch (default 1)

@@ -62,8 +62,6 @@ from attnlab.bench.measure import (
 from attnlab.errors import UserError
 from attnlab.nn import MultiHeadAttention, check_heads, use_reference_attention
 
-HELP = "how time and memory grow with sequence length: GRU, LSTM, convolution, self-attention"
-
 MODES = ("fwd", "fwdbwd")
 MODE_NAMES = {"fwd": "forward", "fwdbwd": "forward+backward"}
 DEVICES = ("cpu", "cuda")

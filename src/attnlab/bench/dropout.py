@@ -27,8 +27,6 @@ from attnlab.bench.measure import time_call
 from attnlab.errors import UserError
 from attnlab.nn import Dropout
 
-HELP = "time attnlab's CPU dropout against torch's, alone and in a patch_transformer training step"
-
 
 def _parse_shape(text: str) -> tuple[int, int]:
     try:

@@ -35,14 +35,13 @@ from pathlib import Path
 
 from torch import Tensor
 
+from attnlab.catalog.forecast import MODELS
 from attnlab.data.timeseries import ForecastData
 from attnlab.errors import UserError
-from attnlab.experiments.forecast import MODELS, window_mse
+from attnlab.experiments.forecast import window_mse
 from attnlab.forecast.api import forecast, load_data
 from attnlab.train.config import parse_overrides
 from attnlab.train.weights import load_model
-
-HELP = "forecast models on a CSV under the ETT protocol, next to published numbers"
 
 # Published test MSE / MAE on ETTh1, all 7 channels, by horizon (data README; papers' tables).
 PUBLISHED: dict[str, dict[int, tuple[float, float]]] = {

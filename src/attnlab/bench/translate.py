@@ -24,8 +24,6 @@ from attnlab.bench.measure import Target, time_call
 from attnlab.data.text import pad_batch
 from attnlab.errors import UserError
 
-HELP = "train each translation model for a fixed time; print BLEU, chrF, parameters and decoding speed"
-
 MODELS = ("transformer", "bahdanau", "luong", "seq2seq")
 KV_LENGTH = 30  # forced output length of the KV-cache micro-benchmark
 KV_BATCH = 64
@@ -90,7 +88,7 @@ def _probe_seconds_per_step(model_name: str, overrides: list[str]) -> tuple[floa
     exp_cls = registry.get_experiment("translate")
     name, spec = registry.get_model(exp_cls, model_name)
     config = resolve(exp_cls, name, spec, overrides)
-    task = exp_cls(config.experiment_config)
+    task = exp_cls.create(config.experiment_config)
     config.model_config = task.complete_model_config(config.model_config)
     model = build_model(spec, config.model_config).train()
     splits = task.data(config.train.seed)
@@ -183,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         model, config = load_model(run_dir)
         from attnlab import registry
 
-        task = registry.get_experiment("translate")(config.experiment_config)
+        task = registry.get_experiment("translate").create(config.experiment_config)
         held = task.data(config.train.seed).test[0]
         torch_threads = torch.get_num_threads()
         greedy_scores, greedy_speed = _decode_timed(model, task, held, beam=1)

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from attnlab.errors import UserError
+from attnlab.paths import readable_file
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,7 @@ def read_corpus(
         UserError: the file is missing, a line is not UTF-8 (its number is given), lines have no tab or an
             empty side (their count and first line numbers; unless ``skip_bad_lines``), or no pair is left.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"corpus file {path} not found; pass an existing source<TAB>target text file with --corpus")
+    path = readable_file(path, "corpus file (source<TAB>target)", "--corpus")
     pairs: list[tuple[str, str]] = []
     no_tab: list[int] = []
     empty_side: list[int] = []

@@ -35,7 +35,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnlab.catalog.forecast import DEFAULT_RATIOS
 from attnlab.errors import UserError
+from attnlab.paths import readable_file
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ FILLS = ("none", "ffill", "interpolate")
 SPLIT_NAMES = ("train", "val", "test")
 # The ETT standard: 12 months train, 4 months validation, 4 months test, of hourly rows.
 ETT_BORDERS = (8640, 11520, 14400)
-DEFAULT_RATIOS = (0.7, 0.1, 0.2)
 
 
 # ---------------------------------------------------------------------------------------------- scaler
@@ -177,9 +178,7 @@ def read_table(path: str | Path, date_col: str = "date", fill: str = "none") -> 
     """
     if fill not in FILLS:
         raise UserError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found; pass an existing CSV file with --csv")
+    path = readable_file(path, "CSV file", "--csv")
     try:
         frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

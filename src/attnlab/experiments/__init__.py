@@ -1,5 +1,5 @@
-"""Tasks (experiments) that the training engine can fit, registered by name."""
+"""Tasks (experiments): each task's data, loss, metrics, figures and attention, for the one training engine.
 
-from attnlab.experiments.base import DataSplits, Experiment, ModelSpec, TrainConfig
-
-__all__ = ["DataSplits", "Experiment", "ModelSpec", "TrainConfig"]
+The contract is :class:`attnlab.experiments.base.Experiment`; each task's declaration (data options, models,
+training defaults) lives in a torch-free module of :mod:`attnlab.catalog`.
+"""

@@ -6,63 +6,33 @@ figures to draw. It never owns a training loop: :func:`attnlab.train.fit` does, 
 Configuration is typed dataclasses, resolved from defaults plus ``key=value`` overrides and saved
 next to every run:
 
-* ``TrainConfig``  — optimiser, schedule, budget, seed, Lightning pass-through (engine-owned);
-* ``Experiment.Config`` — the task's data options (sizes, noise, …);
+* :class:`~attnlab.train.config.TrainConfig` — optimiser, schedule, budget, seed, Lightning pass-through;
+* ``ExperimentSpec.Config`` — the task's data options (sizes, noise, …);
 * ``ModelSpec.config`` — the model's hyper-parameters.
+
+The three are declared, with the table of models, in :mod:`attnlab.catalog` (no torch needed to read them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from attnlab.registry import ExperimentSpec
 
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (CPU for a model with neither)."""
     first = next(chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if first is None else first.device
-
-
-@dataclass
-class TrainConfig:
-    """How to train, for any task. Every field can be overridden as ``key=value`` on the CLI."""
-
-    max_epochs: int = 20
-    max_steps: int | None = None  # optimiser steps at most (None = no limit besides max_epochs)
-    # A safety cap on the run's wall-clock seconds, evaluation included (None = off): training stops early
-    # enough to leave evaluation its time. Budgets are max_epochs / max_steps, so results do not depend on load.
-    max_time_s: float | None = None
-    batch_size: int = 64
-    # A smaller data set gets a smaller batch, so an epoch still makes this many steps: batch_size is lowered to
-    # (training examples) // min_steps_per_epoch where that is smaller (None = batch_size as given).
-    min_steps_per_epoch: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    scheduler: str = "cosine"  # cosine | step (x lr_gamma every epoch after lr_hold_epochs) | halving | none
-    lr_gamma: float = 0.5  # scheduler=step: the lr's factor from one epoch to the next
-    lr_hold_epochs: int = 0  # scheduler=step: epochs 0..lr_hold_epochs run at the full lr
-    warmup_steps: int = 0
-    grad_clip: float | None = 1.0
-    patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)
-    seed: int = 0
-    # torch's intra-op threads: fixed, because the thread count changes a float sum's order and so the last
-    # bits of every result. Raise it on a bigger machine for speed.
-    threads: int = 2
-    num_workers: int = 0
-    # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.
-    accelerator: str = "cpu"
-    devices: str = "1"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    num_nodes: int = 1
 
 
 @dataclass
@@ -73,16 +43,6 @@ class DataSplits:
     val: Dataset
     test: Dataset
     collate_fn: Callable[[list[Any]], Any] | None = None
-
-
-@dataclass
-class ModelSpec:
-    """A model of a task: a factory from its config dataclass to a forward-only ``nn.Module``."""
-
-    factory: Callable[[Any], nn.Module]
-    config: type  # dataclass of hyper-parameters with defaults
-    summary: str  # one line for `attnlab list`
-    train_overrides: dict[str, Any] = field(default_factory=dict)  # per-model TrainConfig defaults
 
 
 @dataclass
@@ -113,29 +73,40 @@ class AttentionSample:
 
 
 class Experiment:
-    """Base class of a task. Subclasses set the class attributes and implement the methods.
+    """Base class of a task. Subclasses set :attr:`spec` and implement the methods.
 
     Class attributes:
-        name: registry name (``attnlab fit NAME``).
-        summary: one line for ``attnlab list``.
-        Config: dataclass of the task's data options.
-        models: model name -> :class:`ModelSpec`.
-        default_model: the model ``attnlab fit NAME`` uses without ``--model``.
-        train_defaults: TrainConfig field overrides that suit this task (budget, lr, …).
-        monitor: the validation metric to select the best checkpoint and stop early on, and its mode.
-        headline: the test metric that summary tables show (default: the monitor's metric).
-        in_demo: whether ``attnlab demo`` trains it (tasks that read a user's file set False).
+        spec: the task's catalogue entry (:class:`~attnlab.registry.ExperimentSpec`: name, data options,
+            models, training defaults, monitor), declared in a torch-free module of :mod:`attnlab.catalog`.
+            A subclass also gets the entry's fields as class attributes (``Sine.Config``, ``Sine.models``,
+            ``Sine.monitor``, …), so a task class can be used wherever its spec is.
     """
 
+    spec: ClassVar[ExperimentSpec]
     name: ClassVar[str]
     summary: ClassVar[str]
     Config: ClassVar[type]
-    models: ClassVar[dict[str, ModelSpec]]
+    models: ClassVar[dict[str, Any]]
     default_model: ClassVar[str]
-    train_defaults: ClassVar[dict[str, Any]] = {}
-    monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
-    headline: ClassVar[str | None] = None  # the test metric tables show first (default: the monitor's)
-    in_demo: ClassVar[bool] = True  # `attnlab demo` trains it (False for tasks that need the user's data file)
+    train_defaults: ClassVar[dict[str, Any]]
+    monitor: ClassVar[tuple[str, str]]
+    headline: ClassVar[str | None]
+    in_demo: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__:
+            cls.bind_spec(cls.__dict__["spec"])
+
+    @classmethod
+    def bind_spec(cls, spec: ExperimentSpec) -> None:
+        """Make ``spec`` this task's entry and copy its fields onto the class (``cls.Config``, ``cls.models``,
+        …). Called for a subclass that sets ``spec``, and by :func:`attnlab.register_experiment` for a spec
+        whose ``task`` is a class."""
+        cls.spec = spec
+        for key in ("name", "summary", "Config", "models", "default_model", "train_defaults", "monitor", "headline",
+                    "in_demo"):
+            setattr(cls, key, getattr(spec, key))
 
     def __init__(self, config: Any) -> None:
         self.config = config

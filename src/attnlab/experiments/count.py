@@ -30,7 +30,6 @@ position, the values where attention > 0.1, and the loss per epoch), digits in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from attnlab.catalog.count import SPEC
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.count import (
-    AttentionPoolingConfig,
-    CountGRUConfig,
-    CountTransformerConfig,
-    count_attention_pooling,
-    count_gru,
-    count_transformer,
-)
-from attnlab.registry import register_experiment
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
 from attnlab.report.attention import collect_attention
 from attnlab.viz.count import plot_count_attention, plot_loss_only
 from attnlab.viz.heatmaps import save_figure
@@ -104,53 +95,12 @@ def pooling_weights(model: nn.Module, X: Tensor) -> tuple[Tensor, Tensor | None]
     return model(X), None
 
 
-@register_experiment
 class Count(Experiment):
     """Binary classification of digit sequences: more 2s than 4s?"""
 
-    name = "count"
-    summary = "more 2s than 4s in 10 digits? attention pooling (the exercise) vs Transformer vs GRU"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options.
 
-        Args:
-            n_train, n_val, n_test: sequences in each split.
-            seq_len: digits per sequence.
-            entropy_weight: weight of the pooling attention's mean entropy in the training objective
-                (attention models only; 0 = plain cross-entropy).
-            figure_rows: test sequences drawn in the figure.
-        """
-
-        n_train: int = 10000
-        n_val: int = 1000
-        n_test: int = 4000
-        seq_len: int = 10
-        entropy_weight: float = 1e-3
-        figure_rows: int = 12
-
-        def __post_init__(self) -> None:
-            for key in ("n_train", "n_val", "n_test", "seq_len", "figure_rows"):
-                if getattr(self, key) < 1:
-                    raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
-            if self.entropy_weight < 0:
-                raise ValueError(f"entropy_weight={self.entropy_weight} must be >= 0")
-
-    models = {
-        "attention_pooling": ModelSpec(
-            count_attention_pooling, AttentionPoolingConfig,
-            "the exercise: one learned query pools scalar values (embedding 5, attention 5), MLP 1-200-1",
-        ),
-        "transformer": ModelSpec(count_transformer, CountTransformerConfig,
-                                 "embedding + positions, Transformer encoder, learned-query attention pooling",
-                                 train_overrides={"lr": 1e-3, "max_epochs": 15}),
-        "gru": ModelSpec(count_gru, CountGRUConfig, "embedding, GRU, Linear on the last state"),
-    }
-    default_model = "attention_pooling"
-    monitor = ("val_loss", "min")  # accuracy saturates at 1.0 within an epoch; the loss keeps improving
-    headline = "accuracy"
-    train_defaults: dict[str, Any] = {"max_epochs": 30, "batch_size": 64, "lr": 1e-2}
 
     def data(self, seed: int) -> DataSplits:
         """Three independent splits; split k is drawn from seed ``3·seed + k``."""

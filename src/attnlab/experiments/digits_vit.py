@@ -9,7 +9,6 @@ token's attention over the patches in the last block (mean over heads) next to e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,52 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.catalog.digits_vit import SPEC
 from attnlab.data.digits import NUM_CLASSES, RandomAffine, digit_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.vit import MLPConfig, ViT, ViTConfig, class_token_attention, mlp, vit
-from attnlab.registry import register_experiment
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.models.vit import ViT, class_token_attention
 from attnlab.report.attention import collect_attention
 from attnlab.viz.digits_vit import plot_class_token_attention, plot_confusion
 from attnlab.viz.heatmaps import save_figure
 
 
-@register_experiment
 class DigitsViT(Experiment):
     """Classify 8×8 digits with a ViT or an MLP."""
 
-    name = "digits_vit"
-    summary = "ViT on scikit-learn's 8x8 digits (class token, learned positions, pre-norm) vs an MLP"
-    headline = "accuracy"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options.
 
-        Args:
-            val_fraction: share of the 1797 images held out for validation.
-            test_fraction: share held out for the test.
-            rotate_deg, scale, translate_px: random rotation (± degrees), zoom (1 ± scale) and shift
-                (± pixels, fractional allowed) of training images; all 0 = no augmentation.
-            label_smoothing: label smoothing of the training loss (the reported loss has none).
-        """
-
-        val_fraction: float = 0.1
-        test_fraction: float = 0.2
-        rotate_deg: float = 10.0
-        scale: float = 0.1
-        translate_px: float = 0.5
-        label_smoothing: float = 0.1
-
-    models = {
-        "vit": ModelSpec(
-            vit, ViTConfig, "ViT: 2x2 patches (4x4 windows), class token, learned positions, 3 pre-norm blocks",
-            {"max_epochs": 100, "lr": 3e-3, "weight_decay": 0.05, "warmup_steps": 100},
-        ),
-        "mlp": ModelSpec(mlp, MLPConfig, "MLP on flattened pixels (baseline)", {"max_epochs": 100, "lr": 1e-3}),
-    }
-    default_model = "vit"
-    train_defaults: dict[str, Any] = {"batch_size": 64}
 
     def data(self, seed: int) -> DataSplits:
         c = self.config

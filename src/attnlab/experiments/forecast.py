@@ -25,97 +25,27 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.timeseries import DEFAULT_RATIOS, ForecastData, infer_frequency, load_forecast_data
+from attnlab.catalog.forecast import SPEC, ForecastSizes
+from attnlab.data.timeseries import ForecastData, infer_frequency, load_forecast_data
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.forecast import (
-    AttentiveRNNConfig,
-    DLinearConfig,
-    ForecastSizes,
-    RNNConfig,
-    TransformerConfig,
-    forecast_attentive_rnn,
-    forecast_gru,
-    forecast_linear,
-    forecast_lstm,
-    forecast_transformer,
-)
-from attnlab.models.patch import PatchTransformer, PatchTransformerConfig
-from attnlab.models.retrieval import RetrievalConfig, RetrievalForecaster, RidgeConfig, RidgeForecaster
+from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, model_device
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import MultiHeadAttention
 from attnlab.nn.record import record_attention
-from attnlab.registry import register_experiment
 
 log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 SCALER_FILE = "scaler.json"
 FORECASTS_FILE = "forecasts.csv"
-
-# ------------------------------------------------------------------------------------------ the model table
-# One table for the CLI, `attnlab list` and the benchmark. Every config inherits ForecastSizes; add new
-# forecasters (e.g. the patch models of attnlab.models.patch) to this dict.
-# Patch models see C series per window, so an epoch is C times the work of a per-window model (~18 s for
-# ETTh1 on 2 cores, validation included): at most 20 epochs at 2.5e-4 (PatchTST trains 100 at 1e-4) fit the
-# 10-minute budget.
-# With the cosine decay over 20 epochs rather than 10, validation MSE on ETTh1 improves at H=96 and 192 (0.6731 ->
-# 0.6648, 0.9179 -> 0.9128; H=96 was still improving at epoch 10) and moves by under 0.002 at 336 and 720.
-# A CSV with fewer than 128 x 32 = 4,096 training windows gets a smaller batch, so an epoch still makes 32 steps
-# (ETTh1 has 7,409-8,209 at every horizon and input length of the benchmark, and keeps 128). At 128 the
-# 600-row sine of tests/test_forecast_patch.py makes 3 steps an epoch and ends far from a fit (test MSE over
-# 0.3, the test asserts); at the lowered batch of 9, under 0.1.
-PATCH_TRAINING = {"batch_size": 128, "min_steps_per_epoch": 32, "lr": 2.5e-4, "max_epochs": 20, "patience": 3,
-                  "optimizer": "adamw"}
-
-MODELS: dict[str, ModelSpec] = {
-    "linear": ModelSpec(
-        forecast_linear, DLinearConfig,
-        "DLinear: moving-average trend + remainder, each mapped L -> H by a Linear shared by the channels",
-        # LTSF-Linear's ETTh1 script for DLinear (scripts/EXP-LongForecasting/Linear/etth1.sh): Adam, lr 5e-3,
-        # batch 32, no gradient clipping, <= 10 epochs, early stopping with patience 3. Its median over seeds 0-2
-        # lands within 0.002 of DLinear's published ETTh1 MSE at H = 96, 336 and 720 (the repository's
-        # DLinear/etth1.sh, batch 8 at lr 1e-4, gave 0.39 at H=96). The lr is halved after every epoch; LTSF-Linear's
-        # lradj "type1" first halves it after the second (lr_hold_epochs=1). Validation prefers the earlier
-        # halving (median val MSE over seeds 0-2 at H=192: 0.843 vs 0.869; H=336: 1.052 vs 1.061; equal at 96
-        # and 720), so it stays; type1's test medians are in docs/forecasting.md.
-        train_overrides={"optimizer": "adam", "lr": 5e-3, "batch_size": 32, "max_epochs": 10, "weight_decay": 0.0,
-                         "scheduler": "halving", "grad_clip": None},
-    ),
-    "gru": ModelSpec(forecast_gru, RNNConfig, "GRU over the C-dim steps, last state -> Linear -> H x C"),
-    "lstm": ModelSpec(forecast_lstm, RNNConfig, "LSTM over the C-dim steps, last state -> Linear -> H x C"),
-    "attentive_rnn": ModelSpec(
-        forecast_attentive_rnn, AttentiveRNNConfig,
-        "GRU whose final state attends over all its hidden states; [state; context] -> Linear -> H x C",
-    ),
-    "transformer": ModelSpec(
-        forecast_transformer, TransformerConfig,
-        "vanilla Transformer: each time step a token (Linear C -> d_model, sinusoidal positions), flatten head",
-    ),
-    "patch_transformer": ModelSpec(
-        PatchTransformer, PatchTransformerConfig,
-        "PatchTST: patches of each channel as tokens, channel-independent, per-window instance normalisation",
-        train_overrides=PATCH_TRAINING,
-    ),
-    "ridge": ModelSpec(
-        RidgeForecaster, RidgeConfig,
-        "closed-form ridge map from the last L values (window centred on its last value) to the next H; no training",
-    ),
-    "retrieval": ModelSpec(
-        RetrievalForecaster, RetrievalConfig,
-        "attnlab's own: ridge + attention over the training windows' ridge errors (closed form; no training)",
-    ),
-}
-
 
 # ------------------------------------------------------------------------------------------ loaded data cache
 # Loading a CSV is cheap but a benchmark fits many models on the same data: keep the last few loads, keyed
@@ -270,73 +200,12 @@ def maps_of_channels(maps: list[AttentionMap], columns: Sequence[str], drawn: Se
 # ------------------------------------------------------------------------------------------ the experiment
 
 
-@register_experiment
 class Forecast(Experiment):
     """Multivariate forecasting of a CSV under the ETT protocol (see the module docstring)."""
 
-    name = "forecast"
-    summary = "forecast a CSV's next H steps from the last L (ETT protocol): DLinear, RNNs, attention models"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options (``attnlab forecast`` sets them from its flags).
 
-        Args:
-            csv: the CSV file (required).
-            date_col: its time stamp column.
-            target: the channels to score and write out; empty = every numeric column (the "M" setting).
-            split: ``ett`` (rows 0-8639 / 8640-11519 / 11520-14399) or ``ratio``.
-            ratios: train, validation, test fractions of a ratio split.
-            input_len: L, rows of context per window.
-            horizon: H, rows to forecast.
-            fill: missing cells: ``none`` (an error), ``ffill`` or ``interpolate``.
-            plot_windows: how many test windows the forecast figure draws, spread over the split.
-            plot_window: the test windows it draws instead, by index (the ``window`` column of
-                ``forecasts.csv``; negative counts from the end, -1 = the last window).
-            plot_channel: the channels it draws (target channels; default: the first 4 targets).
-            attention_window: the test window of the attention figure (default: the middle drawn window);
-                ``attention.json`` holds it first, then windows spread over the split.
-            forecast_windows: test windows written to ``forecasts.csv``, spread over the split
-                (none = all of them, 0 = no file).
-        """
-
-        csv: str = ""
-        date_col: str = "date"
-        target: tuple[str, ...] = ()
-        split: Literal["ett", "ratio"] = "ratio"
-        ratios: tuple[float, float, float] = DEFAULT_RATIOS
-        input_len: int = 336
-        horizon: int = 96
-        fill: Literal["none", "ffill", "interpolate"] = "none"
-        plot_windows: int = 3
-        plot_window: tuple[int, ...] = ()
-        plot_channel: tuple[str, ...] = ()
-        attention_window: int | None = None
-        forecast_windows: int | None = None
-
-        def __post_init__(self) -> None:
-            if self.input_len < 1:
-                raise ValueError(f"input_len={self.input_len} must be at least 1 row")
-            if self.horizon < 1:
-                raise ValueError(f"horizon={self.horizon} must be at least 1 row")
-            if self.plot_windows < 0:
-                raise ValueError(f"plot_windows={self.plot_windows} must be >= 0")
-            if self.forecast_windows is not None and self.forecast_windows < 0:
-                raise ValueError(f"forecast_windows={self.forecast_windows} must be >= 0 (or none = all)")
-
-    models = MODELS
-    default_model = "linear"
-    in_demo = False  # needs the user's CSV: `attnlab forecast`
-    monitor = ("val_mse", "min")
-    headline = "mse"
-    # Early stopping decides when to stop: a generous epoch limit, patience 3 (the protocol's usual value;
-    # validation MSE of these models rarely improves after 3 flat epochs), and a 10-minute budget per fit
-    # (the issue's limit per horizon on 2 CPU cores). Adam at 1e-3 with a cosine decay over the epoch
-    # limit; models override what their recipe needs (DLinear: its published settings).
-    train_defaults: dict[str, Any] = {
-        "max_epochs": 30, "patience": 3, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
-        "scheduler": "cosine", "grad_clip": 1.0,
-    }
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -357,7 +226,7 @@ class Forecast(Experiment):
         """Fill ``seq_len``, ``pred_len`` and ``n_channels`` from the data; a UserError if the user set one
         to a different value."""
         if not isinstance(model_config, ForecastSizes):
-            raise ValueError(f"{type(model_config).__name__} must inherit attnlab.models.forecast.ForecastSizes")
+            raise ValueError(f"{type(model_config).__name__} must inherit attnlab.catalog.forecast.ForecastSizes")
         data = self.series
         sizes = {"seq_len": data.input_len, "pred_len": data.horizon, "n_channels": data.n_channels}
         origin = {"seq_len": "--input-len", "pred_len": "--horizon", "n_channels": "the CSV's numeric columns"}

@@ -13,7 +13,6 @@ with all 16 fixed choices; the figures plot the fits, the attention matrices and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.catalog.kernel_regression import SPEC
 from attnlab.data.kernel_regression import X_MAX, CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
 from attnlab.models.kernel_regression import (
-    LearnedNadarayaWatsonConfig,
     NadarayaWatson,
-    NadarayaWatsonConfig,
     leave_one_out_mask,
-    nadaraya_watson,
-    nadaraya_watson_learned,
 )
 from attnlab.nn import KERNELS, record_attention
-from attnlab.registry import register_experiment
 from attnlab.report.attention import record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.kernel_regression import plot_fits, plot_sweep
@@ -46,44 +41,12 @@ def sweep_key(kernel: str, sigma: float) -> str:
     return f"mse_{kernel}_s{sigma:g}"
 
 
-@register_experiment
 class KernelRegression(Experiment):
     """Nadaraya–Watson kernel regression with fixed and learned kernel widths."""
 
-    name = "kernel_regression"
-    summary = "Nadaraya-Watson attention pooling on 2 sin x + x (d2l): 4 kernels x 4 widths vs a learned width"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options.
 
-        Args:
-            n_train: training points (keys and values), x uniform in [0, 5], sorted.
-            n_val: validation queries on the grid 0, 5/n_val, …, (noise-free targets).
-            n_test: test queries, uniform in [0, 5] (noise-free targets).
-            noise: standard deviation of the noise on the training targets.
-        """
-
-        n_train: int = 40
-        n_val: int = 50
-        n_test: int = 200
-        noise: float = 0.5
-
-    models = {
-        "nadaraya_watson": ModelSpec(
-            nadaraya_watson, NadarayaWatsonConfig, "fixed kernel and width (no training)", {"max_epochs": 1}
-        ),
-        "nadaraya_watson_learned": ModelSpec(
-            nadaraya_watson_learned,
-            LearnedNadarayaWatsonConfig,
-            "kernel width learned by leave-one-out gradient descent",
-            {"max_epochs": 200, "lr": 0.05},
-        ),
-    }
-    default_model = "nadaraya_watson_learned"
-    monitor = ("val_mse", "min")
-    # One batch holds the whole training set: full-batch gradient descent, as in d2l.
-    train_defaults: dict[str, Any] = {"batch_size": 256, "grad_clip": None}
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

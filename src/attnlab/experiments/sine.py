@@ -20,28 +20,19 @@ then feeds back its own predictions) and, for the attention models, ``sine_atten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.sine import SPEC
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.sine import (
-    AttentiveRNNConfig,
-    SineGRUConfig,
-    SineTransformerConfig,
-    sine_attentive_rnn,
-    sine_gru,
-    sine_transformer,
-)
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
 from attnlab.nn import record_attention
 from attnlab.nn.attention import Attention
 from attnlab.nn.masking import sequence_mask
 from attnlab.nn.mha import MultiHeadAttention
-from attnlab.registry import register_experiment
 from attnlab.report.attention import has_attention, record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.sine import plot_rollouts
@@ -105,68 +96,12 @@ def attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, list[str]] | No
     return torch.stack(rows), titles  # (layers, heads, L, L)
 
 
-@register_experiment
 class Sine(Experiment):
     """Next-step prediction of random sinusoids of random length (padded and masked)."""
 
-    name = "sine"
-    summary = "next value of random sinusoids (length 60-300, padded + masked): GRU vs causal self-attention"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options.
 
-        Args:
-            n_train, n_val, n_test: series in each split.
-            min_len, max_len: each series has a uniform random number of steps in [min_len, max_len].
-            min_period, max_period: the period (steps per cycle) is 1 / frequency, with the frequency
-                uniform between 1/max_period and 1/min_period.
-            noise_std: standard deviation of Gaussian noise added to every value (0 = clean).
-            rollout_context, rollout_steps: the rollout figure shows the model ``rollout_context``
-                true values, then ``rollout_steps`` of its own forecasts.
-        """
-
-        n_train: int = 4000
-        n_val: int = 200
-        n_test: int = 500
-        min_len: int = 60
-        max_len: int = 300
-        min_period: float = 40.0
-        max_period: float = 120.0
-        noise_std: float = 0.0
-        rollout_context: int = 60
-        rollout_steps: int = 120
-
-        def __post_init__(self) -> None:
-            for key in ("n_train", "n_val", "n_test"):
-                if getattr(self, key) < 1:
-                    raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
-            if not 1 <= self.min_len <= self.max_len:
-                raise ValueError(f"need 1 <= min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}")
-            if not 2 <= self.min_period <= self.max_period:
-                raise ValueError(f"need 2 <= min_period <= max_period, got {self.min_period}, {self.max_period}")
-            if self.noise_std < 0:
-                raise ValueError(f"noise_std={self.noise_std} must be >= 0")
-            if self.rollout_context < 1 or self.rollout_steps < 1:
-                raise ValueError("rollout_context and rollout_steps must be at least 1")
-
-    models = {
-        "gru": ModelSpec(sine_gru, SineGRUConfig, "GRU(1, 4, num_layers=2) -> Linear -> tanh, the classic baseline",
-                         train_overrides={"batch_size": 64, "max_epochs": 8}),
-        "transformer": ModelSpec(
-            sine_transformer, SineTransformerConfig,
-            "Linear 1 -> d_model, rotary positions, causal self-attention encoder (padding masked), Linear head",
-        ),
-        "attentive_rnn": ModelSpec(sine_attentive_rnn, AttentiveRNNConfig,
-                                   "GRU attending causally over its own past hidden states, Linear head",
-                                   train_overrides={"batch_size": 32, "max_epochs": 4}),
-    }
-    default_model = "transformer"
-    monitor = ("val_mse", "min")
-    # Precision needs optimiser steps more than big batches: batches of 8 give the transformer ~1500 steps
-    # in 3 epochs (about 10 s each on 2 quiet CPU cores). The time limit only guards a busy machine.
-    train_defaults: dict[str, Any] = {"max_epochs": 3, "batch_size": 8, "lr": 1e-2,
-                                      "warmup_steps": 50}
 
     def data(self, seed: int) -> DataSplits:
         """Three independent sets of series; split k is drawn from seed ``3·seed + k`` so that changing

@@ -9,7 +9,6 @@ the decoder's attention (decoder step × encoder step) for a few test squares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.catalog.squares import SPEC
 from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.seq2seq_points import (
-    MultiHeadSeq2SeqConfig,
-    PointTransformerConfig,
-    Seq2SeqConfig,
-    point_transformer,
-    seq2seq,
-    seq2seq_attention,
-    seq2seq_multihead,
-)
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
 from attnlab.nn import Attention, MultiHeadAttention, record_attention
-from attnlab.registry import register_experiment
 from attnlab.report.attention import record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure
 from attnlab.viz.squares import plot_squares, show_alphas
@@ -60,42 +50,12 @@ def decoder_alphas(model: nn.Module, source: Tensor, steps: int) -> tuple[Tensor
     return prediction, torch.cat(rows, dim=1)  # (B, steps, S)
 
 
-@register_experiment
 class Squares(Experiment):
     """Corners of squares: first two corners in, last two out."""
 
-    name = "squares"
-    summary = "corners of squares (Godoy ch. 9): first 2 corners in, last 2 out; GRU vs attention encoder-decoders"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data options.
 
-        Args:
-            n_train, n_val, n_test: squares in each split.
-            noise: standard deviation of the Gaussian noise on every coordinate (inputs and targets).
-        """
-
-        n_train: int = 1024
-        n_val: int = 256
-        n_test: int = 1024
-        noise: float = 0.1
-
-    models = {
-        "seq2seq": ModelSpec(seq2seq, Seq2SeqConfig, "GRU encoder-decoder (small state: hidden_dim 4), no attention"),
-        "seq2seq_attention": ModelSpec(
-            seq2seq_attention, Seq2SeqConfig, "same GRUs, decoder attends over encoder states (scaled dot, 1 head)"
-        ),
-        "seq2seq_multihead": ModelSpec(
-            seq2seq_multihead, MultiHeadSeq2SeqConfig, "GRU encoder-decoder on projected points, multi-head attention"
-        ),
-        "transformer": ModelSpec(
-            point_transformer, PointTransformerConfig, "Transformer encoder-decoder, KV-cached free-running decoding"
-        ),
-    }
-    default_model = "seq2seq_attention"
-    monitor = ("val_mse", "min")
-    train_defaults: dict[str, Any] = {"max_epochs": 60, "batch_size": 32, "lr": 3e-3}
 
     def data(self, seed: int) -> DataSplits:
         c = self.config

@@ -39,6 +39,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from attnlab.catalog.translate import SPEC
 from attnlab.data.text import (
     PAD_ID,
     Batch,
@@ -56,18 +57,8 @@ from attnlab.data.text import (
 )
 from attnlab.decode import greedy_with_attention, translate_ids
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, ModelSpec, model_device
-from attnlab.models.translation import (
-    LuongConfig,
-    RNNTranslatorConfig,
-    TransformerTranslatorConfig,
-    bahdanau,
-    luong,
-    seq2seq,
-    transformer,
-)
+from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, model_device
 from attnlab.nn import Attention, MultiHeadAttention
-from attnlab.registry import register_experiment
 
 log = logging.getLogger(__name__)
 
@@ -179,64 +170,12 @@ def decode_sentences(model: nn.Module, src: list[list[int]], beam: int, alpha: f
 # ---------------------------------------------------------------------------------------------- experiment
 
 
-@register_experiment
 class Translate(Experiment):
     """Translation of a parallel corpus; held-out sacreBLEU / chrF."""
 
-    name = "translate"
-    summary = "translation on a source<TAB>target corpus: GRU seq2seq vs Bahdanau vs Luong vs Transformer, sacreBLEU"
+    spec = SPEC
 
-    @dataclass
-    class Config:
-        """Data and evaluation options.
 
-        Args:
-            corpus: the ``source<TAB>target`` file (UTF-8).
-            lower: lower-case both sides.
-            space_punct: put a space before , . ! ? (d2l).
-            skip_bad_lines: skip lines without a tab or with an empty side instead of failing.
-            min_freq: keep tokens seen at least this often in training (others become ``<unk>``).
-            test_size: distinct source sentences held out for the test set.
-            val_size: distinct source sentences held out for validation.
-            split_seed: seed of the held-out split (fixed, independent of the training seed).
-            max_train_pairs: use at most this many training pairs (quick runs; None = all).
-            batch_sentences: sentence pairs per length bucket (``train.batch_size`` buckets make a batch).
-            label_smoothing: label smoothing of the training cross-entropy (0 = plain).
-            beam: beam size for the test set (1 = greedy); validation always decodes greedily.
-            length_penalty: GNMT length-penalty exponent α of beam search.
-            samples: test sentences written to ``translations.json``.
-        """
-
-        corpus: str = ""
-        lower: bool = True
-        space_punct: bool = True
-        skip_bad_lines: bool = False
-        min_freq: int = 2
-        test_size: int = 2000
-        val_size: int = 1000
-        split_seed: int = 0
-        max_train_pairs: int | None = None
-        batch_sentences: int = 128
-        label_smoothing: float = 0.1
-        beam: int = 1
-        length_penalty: float = 0.6
-        samples: int = 50
-
-    models = {
-        "seq2seq": ModelSpec(seq2seq, RNNTranslatorConfig, "GRU encoder-decoder, final encoder state as context (d2l)"),
-        "bahdanau": ModelSpec(bahdanau, RNNTranslatorConfig, "GRU decoder with additive attention over encoder states"),
-        "luong": ModelSpec(luong, LuongConfig, "GRU decoder, dot/general attention after the RNN step (Luong)"),
-        "transformer": ModelSpec(
-            transformer, TransformerTranslatorConfig, "Transformer encoder-decoder, KV-cached decoding",
-            train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
-        ),
-    }
-    default_model = "transformer"
-    in_demo = False  # needs the user's corpus: `attnlab translate fit`
-    monitor = ("val_bleu", "max")
-    headline = "bleu"
-    train_defaults: dict[str, Any] = {"max_epochs": 10, "batch_size": 1, "lr": 2e-3,
-                                      "warmup_steps": 100}
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

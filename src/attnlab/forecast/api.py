@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from attnlab import registry
+from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS
 from attnlab.console import run_footer
 from attnlab.data.timeseries import (
     DEFAULT_RATIOS,
@@ -36,7 +37,6 @@ from attnlab.data.timeseries import (
 )
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import FORECASTS_FILE, SCALER_FILE, Forecast, cached_load, remember
-from attnlab.forecast.command import DEFAULT_FORECAST_WINDOWS
 from attnlab.train.config import parse_overrides
 from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit
 from attnlab.train.weights import CONFIG_FILE, load_model, read_config
@@ -154,7 +154,7 @@ def forecast(
     Raises:
         UserError: a bad file, option, model name or override, in one line.
     """
-    model_name, _ = registry.get_model(Forecast, model)
+    model_name, _ = registry.get_model(Forecast.spec, model)
     if forecast_windows is not None and forecast_windows < 0:
         raise UserError(f"forecast_windows must be >= 0 or None (all), got {forecast_windows}")
     user = parse_overrides(overrides)
@@ -217,7 +217,7 @@ def predict(
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass the folder `attnlab forecast` printed")
     config = read_config(run_dir)
-    if config.experiment != Forecast.name:
+    if config.experiment != Forecast.spec.name:
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
     scaler, targets, _ = _scaler_of(run_dir, config)

@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
+from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS
 from attnlab.console import add_run_options, parse_tail, setup_logging
 from attnlab.errors import UserError
-
-DEFAULT_FORECAST_WINDOWS = 100  # test windows written to forecasts.csv by default (None = all)
+from attnlab.paths import readable_file, run_folder
+from attnlab.train.command import check_run_request
 
 FORECAST_EPILOG = """\
 The CSV needs a time stamp column (--date-col) and numeric columns; every numeric column is an input
@@ -114,17 +115,20 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def _run_forecast(args: argparse.Namespace) -> int:
-    from attnlab.forecast.api import forecast as run_forecast
-    from attnlab.forecast.api import format_metrics
     overrides = parse_tail(args, args.forecast_parser, "attnlab forecast", _add_forecast_options,
                            extend=("target", "plot_window", "plot_channel"))
     if args.csv is None:
         raise UserError("no CSV given; pass --csv FILE")
+    readable_file(args.csv, "CSV file", "--csv")
     if args.all_channels and args.target:
         raise UserError("--all and --target exclude each other; give one of them")
     figure_options = {"plot_window": ",".join(args.plot_window or []),
                       "plot_channel": ",".join(args.plot_channel or []), "attention_window": args.attention_window}
     overrides += [f"data.{key}={value}" for key, value in figure_options.items() if value not in ("", None)]
+    check_run_request("forecast", args.model, overrides, args.run_dir, False, flag="--run-dir")
+    from attnlab.forecast.api import forecast as run_forecast
+    from attnlab.forecast.api import format_metrics
+
     setup_logging()
     result = run_forecast(
         args.csv,
@@ -148,6 +152,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    run_folder(args.run, "--run")
+    readable_file(args.csv, "CSV file", "--csv")
     from attnlab.forecast.api import predict
 
     setup_logging()

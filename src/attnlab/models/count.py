@@ -13,11 +13,11 @@ sum is what the classifier reads, so the pooling can be drawn and measured.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.count import AttentionPoolingConfig, CountGRUConfig, CountTransformerConfig
 from attnlab.models.rnn import GRURegressor
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import check_heads
@@ -147,35 +147,6 @@ class GRUClassifier(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ configs and factories
-
-
-@dataclass
-class AttentionPoolingConfig:
-    """Sizes of :class:`AttentionPoolingClassifier` (the exercise: 5, 5, 200)."""
-
-    embed_dim: int = 5
-    attn_dim: int = 5
-    mlp_hidden: int = 200
-
-
-@dataclass
-class CountTransformerConfig:
-    """Sizes of :class:`TransformerClassifier`."""
-
-    d_model: int = 32
-    num_heads: int = 4
-    num_layers: int = 2
-    d_ff: int | None = None
-    dropout: float = 0.0
-
-
-@dataclass
-class CountGRUConfig:
-    """Sizes of :class:`GRUClassifier`."""
-
-    embed_dim: int = 8
-    hidden_dim: int = 32
-    num_layers: int = 1
 
 
 def count_attention_pooling(config: AttentionPoolingConfig) -> AttentionPoolingClassifier:

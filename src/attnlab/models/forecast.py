@@ -21,45 +21,19 @@ given the L input time stamps (time steps here; patch models return patch spans)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.catalog.forecast import AttentiveRNNConfig, DLinearConfig, RNNConfig, TransformerConfig
 from attnlab.models.rnn import check_score, make_score
 from attnlab.nn.attention import Attention
 from attnlab.nn.dropout import Dropout
 from attnlab.nn.mha import check_heads
 from attnlab.nn.positional import SinusoidalPositionalEncoding
 from attnlab.nn.transformer import Encoder
-
-
-@dataclass
-class ForecastSizes:
-    """Data-dependent sizes every forecaster needs; the forecast experiment fills them from the data.
-
-    Args:
-        seq_len: L, input steps per window (``--input-len``).
-        pred_len: H, forecast steps (``--horizon``).
-        n_channels: C, numeric columns of the CSV.
-    """
-
-    seq_len: int | None = None
-    pred_len: int | None = None
-    n_channels: int | None = None
-
-    def sizes(self) -> tuple[int, int, int]:
-        """``(L, H, C)``; a ValueError if the experiment has not filled them."""
-        if self.seq_len is None or self.pred_len is None or self.n_channels is None:
-            raise ValueError(
-                f"{type(self).__name__} needs seq_len, pred_len and n_channels; the forecast experiment fills them "
-                "from the data (build the model through attnlab.forecast or `attnlab fit forecast`)"
-            )
-        if min(self.seq_len, self.pred_len, self.n_channels) < 1:
-            raise ValueError(f"sizes must be positive, got L={self.seq_len} H={self.pred_len} C={self.n_channels}")
-        return self.seq_len, self.pred_len, self.n_channels
 
 
 class InstanceNorm(nn.Module):
@@ -161,14 +135,6 @@ class DLinear(nn.Module):
         return out.transpose(1, 2)  # (B, H, C)
 
 
-@dataclass
-class DLinearConfig(ForecastSizes):
-    """DLinear: ``kernel_size`` of the moving average; ``individual`` = one Linear pair per channel."""
-
-    kernel_size: int = 25
-    individual: bool = False
-
-
 def forecast_linear(config: DLinearConfig) -> DLinear:
     L, H, C = config.sizes()
     return DLinear(L, H, C, config.kernel_size, config.individual)
@@ -211,16 +177,6 @@ class RNNForecaster(nn.Module):
         h, _ = self.rnn(x)  # (B, L, hidden)
         y = self.head(h[:, -1]).view(-1, self.pred_len, self.n_channels)  # (B, H·C) -> (B, H, C)
         return self.norm.denormalize(y, stats) if self.norm is not None else y
-
-
-@dataclass
-class RNNConfig(ForecastSizes):
-    """GRU / LSTM forecaster (see :class:`RNNForecaster`)."""
-
-    hidden_dim: int = 64
-    num_layers: int = 2
-    dropout: float = 0.0
-    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 
 
 def forecast_gru(config: RNNConfig) -> RNNForecaster:
@@ -282,17 +238,6 @@ class AttentiveRNNForecaster(nn.Module):
         return self.norm.denormalize(y, stats) if self.norm is not None else y
 
 
-@dataclass
-class AttentiveRNNConfig(ForecastSizes):
-    """GRU + attention over its hidden states (see :class:`AttentiveRNNForecaster`)."""
-
-    hidden_dim: int = 64
-    num_layers: int = 1
-    score: Literal["general", "scaled_dot", "additive"] = "general"
-    dropout: float = 0.0
-    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
-
-
 def forecast_attentive_rnn(config: AttentiveRNNConfig) -> AttentiveRNNForecaster:
     L, H, C = config.sizes()
     return AttentiveRNNForecaster(L, H, C, config.hidden_dim, config.num_layers, config.score, config.dropout,
@@ -352,19 +297,6 @@ class TimeStepTransformer(nn.Module):
         z = z.flatten(1) if self.head_kind == "flatten" else z.mean(dim=1)  # (B, L·d_model) or (B, d_model)
         y = self.head(self.dropout(z)).view(-1, self.pred_len, self.n_channels)  # (B, H, C)
         return self.norm.denormalize(y, stats) if self.norm is not None else y
-
-
-@dataclass
-class TransformerConfig(ForecastSizes):
-    """Time-step Transformer (see :class:`TimeStepTransformer`)."""
-
-    d_model: int = 32
-    num_heads: int = 4
-    num_layers: int = 2
-    d_ff: int | None = None
-    dropout: float = 0.1
-    head: Literal["flatten", "mean"] = "flatten"
-    instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 
 
 def forecast_transformer(config: TransformerConfig) -> TimeStepTransformer:

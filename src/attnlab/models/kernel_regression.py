@@ -9,39 +9,11 @@ attends to itself and σ shrinks towards 0 (interpolating the noise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.kernel_regression import LearnedNadarayaWatsonConfig, NadarayaWatsonConfig
 from attnlab.nn import Attention, KernelScore
-
-
-@dataclass
-class NadarayaWatsonConfig:
-    """Fixed kernel, nothing to train.
-
-    Args:
-        kernel: gaussian | boxcar | constant | epanechikov.
-        sigma: kernel width σ > 0.
-    """
-
-    kernel: str = "gaussian"
-    sigma: float = 0.5
-
-
-@dataclass
-class LearnedNadarayaWatsonConfig:
-    """Kernel with a width learned by gradient descent (leave-one-out on the training points).
-
-    Args:
-        kernel: gaussian (default) or epanechikov; boxcar and constant have no gradient with
-            respect to σ, so σ would stay at its initial value.
-        sigma: initial width σ > 0.
-    """
-
-    kernel: str = "gaussian"
-    sigma: float = 1.0
 
 
 class NadarayaWatson(nn.Module):

@@ -13,13 +13,12 @@ of every window, P = :func:`num_patches`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.forecast import ForecastSizes, InstanceNorm
+from attnlab.catalog.forecast import PatchTransformerConfig
+from attnlab.models.forecast import InstanceNorm
 from attnlab.nn.dropout import Dropout
 from attnlab.nn.mha import check_heads
 from attnlab.nn.transformer import Encoder
@@ -47,32 +46,6 @@ class BatchNormTokens(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.bn(x.transpose(1, 2)).transpose(1, 2)
-
-
-@dataclass
-class PatchTransformerConfig(ForecastSizes):
-    """Hyper-parameters of :class:`PatchTransformer` (defaults: PatchTST/42's ETTh1 setting, but for the
-    attention dropout and the centring; see the field comments). ``seq_len``, ``pred_len``, ``n_channels`` come
-    from the data.
-    """
-
-    patch_len: int = 16
-    stride: int = 8
-    d_model: int = 16
-    num_heads: int = 4
-    num_layers: int = 3
-    d_ff: int = 128
-    dropout: float = 0.3  # on embeddings, residual branches and the feed-forward
-    attn_dropout: float = 0.0  # on attention weights (PatchTST's default; non-zero leaves the fused kernel)
-    head_dropout: float = 0.0
-    norm: Literal["batch", "layer"] = "batch"
-    affine: bool = False  # learnable scale/shift inside instance normalisation
-    # Instance normalisation centres each window on its last value (PatchTST's `subtract_last`), not its mean:
-    # on ETTh1 (seed 0) validation MSE 0.6596 / 0.9089 / 1.1551 / 1.4467 at H = 96 / 192 / 336 / 720 against
-    # 0.6639 / 0.9126 / 1.1665 / 1.4474 for the mean (docs/forecasting.md has the test figures).
-    center: Literal["mean", "last"] = "last"
-    # Runs saved before `center` existed centred on the mean; loading one keeps that (RunConfig.from_dict).
-    saved_defaults: ClassVar[dict[str, Any]] = {"center": "mean"}
 
 
 class PatchTransformer(nn.Module):

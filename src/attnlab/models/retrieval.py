@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.forecast import RetrievalConfig, RidgeConfig
 from attnlab.data.timeseries import count_windows
-from attnlab.models.forecast import ForecastSizes
 from attnlab.nn.attention import Attention
 from attnlab.nn.scoring import DotScore
 
@@ -111,11 +110,6 @@ class RidgeLinear(nn.Module):
         return mse
 
 
-@dataclass
-class RidgeConfig(ForecastSizes):
-    """``ridge`` has no hyper-parameters: its strength is chosen on validation (see :data:`RIDGE_ALPHAS`)."""
-
-
 class RidgeForecaster(nn.Module):
     """Closed-form ridge forecaster (see the module docstring). Forward: x (B, L, C) → (B, H, C)."""
 
@@ -132,22 +126,6 @@ class RidgeForecaster(nn.Module):
         """Fit on the training rows, choose the strength on the validation rows (both (R, C), standardised)."""
         mse = self.linear.fit(train, val)
         return {"alpha": float(self.linear.alpha), "val_mse": mse}
-
-
-@dataclass
-class RetrievalConfig(ForecastSizes):
-    """Hyper-parameters of :class:`RetrievalForecaster`.
-
-    Args:
-        key_len: newest steps of a window compared with the training windows, 2..L (default: 48, or L if
-            the input is shorter).
-        top_k: training windows each query attends to (all of them if fewer).
-        temperature: divides the correlation scores; lower is sharper.
-    """
-
-    key_len: int | None = None
-    top_k: int = 300
-    temperature: float = 0.1
 
 
 def unit_keys(x: Tensor) -> Tensor:

@@ -9,11 +9,10 @@ eval mode it always runs free, feeding back its own predictions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.squares import MultiHeadSeq2SeqConfig, PointTransformerConfig, Seq2SeqConfig
 from attnlab.nn import (
     Attention,
     Decoder,
@@ -23,66 +22,6 @@ from attnlab.nn import (
     SinusoidalPositionalEncoding,
     check_heads,
 )
-
-
-@dataclass
-class Seq2SeqConfig:
-    """GRU encoder–decoder (with or without single-head attention).
-
-    Args:
-        hidden_dim: GRU hidden size H. Small on purpose (Godoy uses 2): the encoder's last state is
-            then a bottleneck for the decoder, the situation attention was invented for. With
-            H ≥ 8 the plain GRU already solves this two-step task to the noise level and one
-            attention head brings no gain.
-        teacher_forcing: probability, at each decoder step while training, of feeding the true
-            previous point instead of the model's own prediction.
-        target_len: points to generate when no target (and no ``steps``) is given.
-        point_dim: size P of a point.
-    """
-
-    hidden_dim: int = 4
-    teacher_forcing: float = 0.5
-    target_len: int = 2
-    point_dim: int = 2
-
-
-@dataclass
-class MultiHeadSeq2SeqConfig:
-    """GRU encoder–decoder whose decoder attends with several heads over points projected to d_model.
-
-    Args:
-        d_model: size of the projected points and of both GRUs' hidden state; divisible by num_heads.
-        num_heads: attention heads.
-        teacher_forcing, target_len, point_dim: as in :class:`Seq2SeqConfig`.
-    """
-
-    d_model: int = 32
-    num_heads: int = 4
-    teacher_forcing: float = 0.5
-    target_len: int = 2
-    point_dim: int = 2
-
-
-@dataclass
-class PointTransformerConfig:
-    """Transformer encoder–decoder on points projected to d_model (pre-norm blocks).
-
-    Args:
-        d_model: model size D, divisible by num_heads.
-        num_heads: attention heads H.
-        num_layers: encoder blocks and decoder blocks (each).
-        d_ff: feed-forward hidden size.
-        dropout: dropout on attention weights and residual branches.
-        target_len, point_dim: as in :class:`Seq2SeqConfig`.
-    """
-
-    d_model: int = 32
-    num_heads: int = 4
-    num_layers: int = 2
-    d_ff: int = 64
-    dropout: float = 0.0
-    target_len: int = 2
-    point_dim: int = 2
 
 
 class ScaledDotAttention(nn.Module):

@@ -8,12 +8,10 @@ prediction at every step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.catalog.sine import AttentiveRNNConfig, SineGRUConfig, SineTransformerConfig
 from attnlab.models.rnn import AttentiveGRU, GRURegressor
 from attnlab.nn.masking import sequence_mask
 from attnlab.nn.mha import check_heads
@@ -91,36 +89,6 @@ class CausalTransformer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ configs and factories
-
-
-@dataclass
-class SineGRUConfig:
-    """The classic GRU of the question: ``nn.GRU(1, hidden_dim, num_layers) → Linear(hidden_dim, 1) → tanh``."""
-
-    hidden_dim: int = 4
-    num_layers: int = 2
-
-
-@dataclass
-class SineTransformerConfig:
-    """Hyper-parameters of :class:`CausalTransformer` for a 1-D series (see its docstring)."""
-
-    d_model: int = 32
-    num_heads: int = 2
-    num_layers: int = 2
-    d_ff: int | None = None
-    dropout: float = 0.0
-    positional: Literal["rotary", "sinusoidal", "none"] = "rotary"
-    input_window: int = 1
-
-
-@dataclass
-class AttentiveRNNConfig:
-    """Hyper-parameters of :class:`attnlab.models.rnn.AttentiveGRU` for a 1-D series."""
-
-    hidden_dim: int = 32
-    num_layers: int = 1
-    score: Literal["general", "scaled_dot", "additive"] = "general"
 
 
 def sine_gru(config: SineGRUConfig) -> GRURegressor:

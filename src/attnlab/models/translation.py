@@ -28,13 +28,13 @@ are :class:`attnlab.nn.Attention` or :class:`attnlab.nn.MultiHeadAttention` name
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attnlab.catalog.translate import LuongConfig, RNNTranslatorConfig, TransformerTranslatorConfig
 from attnlab.data.text import PAD_ID
 from attnlab.nn import (
     AdditiveScore,
@@ -61,69 +61,6 @@ def _check_vocab(src_vocab_size: int, tgt_vocab_size: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- configs
-
-
-@dataclass
-class RNNTranslatorConfig:
-    """GRU encoder–decoder sizes (``seq2seq`` and ``bahdanau``).
-
-    Args:
-        src_vocab_size, tgt_vocab_size: vocabulary sizes, filled in from the corpus by the experiment.
-        embed_dim: token embedding size.
-        hidden_dim: GRU hidden size H (encoder and decoder).
-        num_layers: GRU layers (encoder and decoder each).
-        dropout: dropout on embeddings, between GRU layers and before the output layer.
-    """
-
-    src_vocab_size: int = 0
-    tgt_vocab_size: int = 0
-    embed_dim: int = 256
-    hidden_dim: int = 256
-    num_layers: int = 1
-    dropout: float = 0.2
-
-
-@dataclass
-class LuongConfig(RNNTranslatorConfig):
-    """GRU encoder–decoder with Luong attention.
-
-    Args:
-        score: ``general`` (qᵀ W k) or ``dot`` (q · k).
-        input_feeding: feed the previous attentional state h̃ into the next GRU step (Luong's input
-            feeding). Off by default: the decoder GRU then runs over the whole target at once in
-            training, several times faster on a CPU.
-    """
-
-    score: str = "general"
-    input_feeding: bool = False
-
-    def __post_init__(self) -> None:
-        if self.score not in ("general", "dot"):
-            raise ValueError(f"luong score must be 'general' or 'dot', got {self.score!r}")
-
-
-@dataclass
-class TransformerTranslatorConfig:
-    """Transformer encoder–decoder sizes.
-
-    Args:
-        src_vocab_size, tgt_vocab_size: vocabulary sizes, filled in from the corpus by the experiment.
-        d_model: model size D (divisible by num_heads).
-        num_heads: attention heads H.
-        num_layers: encoder blocks and decoder blocks (each).
-        d_ff: feed-forward hidden size.
-        dropout: dropout on embeddings, attention weights and residual branches.
-        tie_embeddings: share the decoder's input embedding with the output projection.
-    """
-
-    src_vocab_size: int = 0
-    tgt_vocab_size: int = 0
-    d_model: int = 128
-    num_heads: int = 4
-    num_layers: int = 3
-    d_ff: int = 512
-    dropout: float = 0.1
-    tie_embeddings: bool = True
 
 
 # ---------------------------------------------------------------------------------------------- interface

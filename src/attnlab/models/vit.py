@@ -8,60 +8,11 @@ head classifies the class token's final state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from attnlab.catalog.digits_vit import MLPConfig, ViTConfig
 from attnlab.nn import Dropout, Encoder, LearnedPositionalEncoding, check_heads, record_attention
-
-
-@dataclass
-class ViTConfig:
-    """Vision Transformer hyper-parameters.
-
-    Args:
-        image_size: side of the (square) input image.
-        patch_size: side of a patch; must divide image_size.
-        patch_overlap: pixels each patch window reaches into its neighbours (0 = plain ViT patches).
-        in_channels: image channels.
-        num_classes: classes to predict.
-        d_model: token size D, divisible by num_heads.
-        num_heads: attention heads.
-        num_layers: encoder blocks.
-        d_ff: feed-forward hidden size.
-        dropout: dropout on tokens, attention weights and residual branches.
-    """
-
-    image_size: int = 8
-    patch_size: int = 2
-    patch_overlap: int = 1
-    in_channels: int = 1
-    num_classes: int = 10
-    d_model: int = 32
-    num_heads: int = 4
-    num_layers: int = 3
-    d_ff: int = 64
-    dropout: float = 0.0
-
-
-@dataclass
-class MLPConfig:
-    """MLP baseline on flattened pixels.
-
-    Args:
-        image_size, in_channels, num_classes: as in :class:`ViTConfig`.
-        hidden_dim: width of each hidden layer.
-        num_layers: hidden layers.
-        dropout: dropout after each hidden layer.
-    """
-
-    image_size: int = 8
-    in_channels: int = 1
-    num_classes: int = 10
-    hidden_dim: int = 256
-    num_layers: int = 2
-    dropout: float = 0.2
 
 
 class PatchEmbedding(nn.Module):

@@ -1,6 +1,6 @@
 """The run report: one self-contained HTML page per run, with an interactive attention explorer.
 
-Public API:
+Public API (imported on first use):
 
 * :func:`build_report` — write ``RUN_DIR/report.html`` from the run folder alone.
 * :func:`read_run` / :class:`RunContents` — what a run folder holds (errors vs missing parts).
@@ -10,27 +10,27 @@ Public API:
 * :func:`write_demo_index` — the ``index.html`` of an ``attnlab demo`` folder.
 """
 
-from attnlab.report.attention import (
-    collect_attention,
-    load_attention,
-    merge_calls,
-    record_maps,
-    samples_from_maps,
-    save_attention,
-)
-from attnlab.report.contents import RunContents, read_run
-from attnlab.report.index import write_demo_index
-from attnlab.report.page import build_report
+from __future__ import annotations
 
-__all__ = [
-    "RunContents",
-    "build_report",
-    "collect_attention",
-    "load_attention",
-    "merge_calls",
-    "read_run",
-    "record_maps",
-    "samples_from_maps",
-    "save_attention",
-    "write_demo_index",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    **{name: "attnlab.report.attention" for name in
+       ("collect_attention", "load_attention", "merge_calls", "record_maps", "samples_from_maps", "save_attention")},
+    "RunContents": "attnlab.report.contents",
+    "read_run": "attnlab.report.contents",
+    "write_demo_index": "attnlab.report.index",
+    "build_report": "attnlab.report.page",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -14,8 +14,7 @@ import webbrowser
 from pathlib import Path
 
 from attnlab.errors import UserError
-from attnlab.report.contents import read_run
-from attnlab.report.page import write_report
+from attnlab.paths import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    run_folder(args.run_dir, "RUN_DIR")
+    from attnlab.report.contents import read_run
+    from attnlab.report.page import write_report
+
     contents = read_run(args.run_dir)
     path = write_report(contents)
     print(path)

@@ -1,17 +1,39 @@
 """The one training engine: any registered experiment, any of its models, one Lightning module.
 
-Public API:
+Public API (imported on first use, so that ``import attnlab.train.config`` stays free of torch):
 
-* :func:`fit` — train, test the best checkpoint, write the run folder; returns a :class:`RunResult`.
+* :func:`fit` — train, test the best epoch's weights, write the run folder; returns a :class:`RunResult`.
 * :func:`load_model` — rebuild a run's model from ``config.json`` + ``model.safetensors`` (no pickle).
 * :func:`load_result` — read a finished run folder back into a :class:`RunResult`.
-* :func:`resolve` / :class:`RunConfig` — typed configuration from defaults and ``key=value`` overrides.
+* :func:`resolve` / :class:`RunConfig` / :class:`TrainConfig` — typed configuration from defaults and
+  ``key=value`` overrides.
 * :class:`TaskModule` — the Lightning module that owns steps, optimiser, schedule and metric logging.
 """
 
-from attnlab.train.config import RunConfig, resolve
-from attnlab.train.engine import RunResult, fit, load_result
-from attnlab.train.module import TaskModule
-from attnlab.train.weights import load_model, read_config
+from __future__ import annotations
 
-__all__ = ["RunConfig", "RunResult", "TaskModule", "fit", "load_model", "load_result", "read_config", "resolve"]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "RunConfig": "attnlab.train.config",
+    "TrainConfig": "attnlab.train.config",
+    "resolve": "attnlab.train.config",
+    "RunResult": "attnlab.train.engine",
+    "fit": "attnlab.train.engine",
+    "load_result": "attnlab.train.engine",
+    "TaskModule": "attnlab.train.module",
+    "load_model": "attnlab.train.weights",
+    "read_config": "attnlab.train.weights",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

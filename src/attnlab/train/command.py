@@ -7,8 +7,9 @@ from typing import Any
 
 from attnlab import registry
 from attnlab.console import add_run_options, is_rank_zero, parse_tail, run_footer, setup_logging
-from attnlab.experiments.base import Experiment, TrainConfig
-from attnlab.train.config import field_types, type_name
+from attnlab.registry import ExperimentSpec
+from attnlab.train import rundir
+from attnlab.train.config import TrainConfig, field_types, resolve, type_name
 
 FIT_EPILOG = """\
 overrides: KEY=VALUE sets a field of the train config, of the experiment's config or of the model's config
@@ -72,10 +73,23 @@ def _format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.4g}" for name, value in metrics.items()) or "-"
 
 
+def check_run_request(experiment: str, model: str | None, overrides: list[str], out: str | None, resume: bool,
+                      flag: str = "--out") -> None:
+    """Answer unknown names, bad overrides and unusable run folders before torch is loaded (the engine checks
+    them again with the same functions; this only makes the answer fast)."""
+    spec = registry.get_experiment(experiment)
+    if not resume:  # a resumed run's saved config is the base of its overrides
+        name, model_spec = registry.get_model(spec, model)
+        resolve(spec, name, model_spec, overrides)
+    if out is not None:
+        rundir.check(rundir.check_path(out, flag), resume, flag)
+
+
 def _run_fit(args: argparse.Namespace) -> int:
+    overrides = parse_tail(args, args.fit_parser, "attnlab fit EXPERIMENT", _add_fit_options)
+    check_run_request(args.experiment, args.model, overrides, args.out, args.resume)
     from attnlab.train.engine import fit
 
-    overrides = parse_tail(args, args.fit_parser, "attnlab fit EXPERIMENT", _add_fit_options)
     setup_logging()
     result = fit(
         args.experiment,
@@ -102,7 +116,7 @@ def _defaults_line(cls: type, values: dict[str, Any] | None = None) -> str:
     return ", ".join(f"{key}={getattr(instance, key)!r} ({type_name(tp)})" for key, tp in types_.items()) or "-"
 
 
-def _describe(experiment: type[Experiment], detail: bool) -> list[str]:
+def _describe(experiment: ExperimentSpec, detail: bool) -> list[str]:
     lines = [f"{experiment.name:<20} {experiment.summary}"]
     width = max((len(name) for name in experiment.models), default=0) + 2
     for name, spec in experiment.models.items():

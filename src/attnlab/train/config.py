@@ -2,7 +2,7 @@
 
 Resolution order, later wins::
 
-    dataclass defaults < Experiment.train_defaults < ModelSpec.train_overrides < user overrides
+    dataclass defaults < ExperimentSpec.train_defaults < ModelSpec.train_overrides < user overrides
 
 A user override ``key=value`` names a field of :class:`TrainConfig`, of the experiment's ``Config`` or of
 the model's config dataclass. A name found in more than one of them needs a prefix: ``train.``,
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,44 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import Experiment, ModelSpec, TrainConfig
+from attnlab.registry import ExperimentSpec, ModelSpec
+
+
+@dataclass
+class TrainConfig:
+    """How to train, for any task. Every field can be overridden as ``key=value`` on the CLI."""
+
+    max_epochs: int = 20
+    max_steps: int | None = None  # optimiser steps at most (None = no limit besides max_epochs)
+    # A safety cap on the run's wall-clock seconds, evaluation included (None = off): training stops early
+    # enough to leave evaluation its time. Budgets are max_epochs / max_steps, so results do not depend on load.
+    max_time_s: float | None = None
+    batch_size: int = 64
+    # A smaller data set gets a smaller batch, so an epoch still makes this many steps: batch_size is lowered to
+    # (training examples) // min_steps_per_epoch where that is smaller (None = batch_size as given).
+    min_steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    scheduler: str = "cosine"  # cosine | step (x lr_gamma every epoch after lr_hold_epochs) | halving | none
+    lr_gamma: float = 0.5  # scheduler=step: the lr's factor from one epoch to the next
+    lr_hold_epochs: int = 0  # scheduler=step: epochs 0..lr_hold_epochs run at the full lr
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    patience: int | None = None  # early stopping on the experiment's monitor metric (None = off)
+    seed: int = 0
+    # torch's intra-op threads: fixed, because the thread count changes a float sum's order and so the last
+    # bits of every result. Raise it on a bigger machine for speed.
+    threads: int = 2
+    num_workers: int = 0
+    # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.
+    accelerator: str = "cpu"
+    devices: str = "1"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+
+
 
 # Group of a config -> the prefixes that select it, first one canonical.
 GROUPS: dict[str, tuple[str, ...]] = {"train": ("train",), "experiment": ("data", "experiment"), "model": ("model",)}
@@ -33,6 +71,7 @@ _BASE_FIELD = {"train": "train", "experiment": "experiment_config", "model": "mo
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "halving", "none")
 HALVING_GAMMA = 0.5  # scheduler=halving is scheduler=step with this lr_gamma
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 @dataclass
@@ -64,7 +103,7 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], experiment_cls: type[Experiment], spec: ModelSpec) -> RunConfig:
+    def from_dict(cls, data: Mapping[str, Any], experiment_cls: ExperimentSpec, spec: ModelSpec) -> RunConfig:
         """Rebuild the dataclasses from :meth:`to_dict` output, converting values by their field types."""
         return cls(
             experiment=str(data["experiment"]),
@@ -155,6 +194,8 @@ def convert(value: Any, tp: Any) -> Any:
                 continue
             try:
                 return convert(value, arg)
+            except NonFinite:
+                raise
             except ValueError:
                 continue
         raise ValueError(not_a(value, tp))
@@ -182,10 +223,14 @@ def convert(value: Any, tp: Any) -> Any:
         raise ValueError(f"{value!r} is not an int")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value.strip())
-        raise ValueError(f"{value!r} is not a float")
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip())
+        else:
+            raise ValueError(f"{value!r} is not a float")
+        if not math.isfinite(number):
+            raise NonFinite(f"{value!r} is not a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -193,6 +238,11 @@ def convert(value: Any, tp: Any) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise ValueError(f"cannot convert {value!r} to {type_name(tp)}")
+
+
+class NonFinite(ValueError):
+    """A float setting given as inf or nan: every float setting must be finite (``none`` turns an optional
+    one off)."""
 
 
 def _convert_sequence(value: Any, tp: Any) -> tuple[Any, ...] | list[Any]:
@@ -246,7 +296,7 @@ def _valid_keys_text(tables: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def resolve(
-    experiment: type[Experiment],
+    experiment: ExperimentSpec,
     model_name: str,
     spec: ModelSpec,
     overrides: Mapping[str, Any] | Iterable[str] = (),
@@ -273,7 +323,7 @@ def resolve(
     values: dict[str, dict[str, Any]] = {group: {} for group in tables}
     if base is None:
         for source, layer in (
-            (f"{experiment.__name__}.train_defaults", experiment.train_defaults),
+            (f"experiment {experiment.name!r} train_defaults", experiment.train_defaults),
             (f"model {model_name!r} train_overrides", spec.train_overrides),
         ):
             for key, value in layer.items():
@@ -332,6 +382,9 @@ def _locate(raw_key: str, tables: Mapping[str, Mapping[str, Any]]) -> tuple[str,
 def _convert_or_raise(key: str, value: Any, tp: Any, error: type[Exception]) -> Any:
     try:
         return convert(value, tp)
+    except NonFinite as err:
+        optional = " (or none to turn it off)" if _is_union(tp) and type(None) in typing.get_args(tp) else ""
+        raise error(f"bad value for {key}: {err}; give a finite number{optional}") from None
     except ValueError:
         raise error(f"bad value for {key}: {not_a(value, tp)}") from None
 
@@ -344,6 +397,9 @@ def check_train_config(train: TrainConfig) -> None:
         raise UserError(f"scheduler={train.scheduler!r} is not supported; choose one of: {', '.join(SCHEDULERS)}")
     checks = [
         ("batch_size", train.batch_size >= 1, "at least 1"),
+        ("max_steps", train.max_steps is None or train.max_steps >= 1, "at least 1 or none"),
+        ("seed", 0 <= train.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
+        ("threads", train.threads >= 1, "at least 1"),
         ("min_steps_per_epoch", train.min_steps_per_epoch is None or train.min_steps_per_epoch >= 1,
          "at least 1 or none"),
         ("max_epochs", train.max_epochs >= -1, "-1 (no limit), 0 (evaluate only) or more"),

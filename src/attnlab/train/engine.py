@@ -43,7 +43,7 @@ from lightning.pytorch.loggers import CSVLogger
 from attnlab import registry
 from attnlab.console import is_rank_zero
 from attnlab.errors import Interrupted, UserError
-from attnlab.experiments.base import ModelSpec, TrainConfig
+from attnlab.registry import ModelSpec
 from attnlab.report import build_report
 from attnlab.report.attention import write_run_attention
 from attnlab.system import available_memory_bytes
@@ -56,7 +56,7 @@ from attnlab.train.callbacks import (
     training_warnings,
     write_weights_atomic,
 )
-from attnlab.train.config import RunConfig, resolve
+from attnlab.train.config import RunConfig, TrainConfig, resolve
 from attnlab.train.module import TaskModule
 from attnlab.train.weights import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_model, read_config, write_config
 
@@ -381,7 +381,7 @@ def fit(
 
     with quiet_lightning(), _threads(config.train.threads):
         L.seed_everything(config.train.seed, workers=True, verbose=False)
-        task = experiment_cls(config.experiment_config)
+        task = experiment_cls.create(config.experiment_config)
         # Data-dependent model sizes (e.g. a forecaster's input length and channels) come from the task.
         config.model_config = task.complete_model_config(config.model_config)
         check_model_memory(spec, config.model_config)

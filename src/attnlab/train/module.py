@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from attnlab.experiments.base import DataSplits, Experiment, TrainConfig
-from attnlab.train.config import HALVING_GAMMA
+from attnlab.experiments.base import DataSplits, Experiment
+from attnlab.train.config import HALVING_GAMMA, TrainConfig
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,

@@ -11,7 +11,7 @@ from torch import nn
 
 from attnlab import registry
 from attnlab.errors import UserError
-from attnlab.experiments.base import ModelSpec
+from attnlab.registry import ModelSpec
 from attnlab.train.config import RunConfig
 
 CONFIG_FILE = "config.json"

@@ -19,6 +19,8 @@ from typing import Any
 
 from attnlab.console import add_run_options, is_rank_zero, run_footer, setup_logging
 from attnlab.errors import UserError
+from attnlab.paths import readable_file, run_folder
+from attnlab.train.command import check_run_request
 
 HELP = "train a translation model on a source<TAB>target corpus, or translate with a trained run"
 
@@ -113,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_fit(a: argparse.Namespace) -> int:
-    from attnlab.train.engine import fit
-
+    readable_file(a.corpus, "corpus file (source<TAB>target)", "--corpus")
     overrides = [f"data.corpus={a.corpus}", *a.overrides]
     if a.test_size is not None:
         overrides.append(f"data.test_size={a.test_size}")
@@ -122,6 +123,9 @@ def _run_fit(a: argparse.Namespace) -> int:
         overrides.append(f"data.beam={a.beam}")
     if a.skip_bad_lines:
         overrides.append("data.skip_bad_lines=true")
+    check_run_request("translate", a.model, overrides, a.out, False)
+    from attnlab.train.engine import fit
+
     setup_logging()
     result = fit("translate", a.model, overrides, run_dir=a.out, progress=a.progress, figures=a.figures,
                  keep_checkpoints=a.keep_checkpoints)
@@ -138,15 +142,16 @@ def _run_fit(a: argparse.Namespace) -> int:
 
 
 def _run_translate(args: argparse.Namespace, sentences: list[str]) -> int:
+    if args.run is None:
+        raise UserError("pass --run RUN (a folder written by `attnlab translate fit`) or use `attnlab translate fit`")
+    run_folder(args.run, "--run")
+    if not sentences and not args.interactive:
+        raise UserError("nothing to translate; give a sentence, e.g. attnlab translate --run RUN \"i'm home .\", "
+                        "or --interactive")
     from attnlab.translate.run import load_run
     from attnlab.viz.heatmaps import save_figure
     from attnlab.viz.translate import plot_cross_attention
 
-    if args.run is None:
-        raise UserError("pass --run RUN (a folder written by `attnlab translate fit`) or use `attnlab translate fit`")
-    if not sentences and not args.interactive:
-        raise UserError("nothing to translate; give a sentence, e.g. attnlab translate --run RUN \"i'm home .\", "
-                        "or --interactive")
     beam = 1 if args.beam is None else args.beam
     translator = load_run(args.run)
     for sentence in sentences:

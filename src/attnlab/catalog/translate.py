@@ -1,0 +1,139 @@
+"""``translate``: translation of a ``source<TAB>target`` corpus, scored by sacreBLEU.
+
+Torch-free: the data options, the models' hyper-parameters and the table the registry reads.
+The task (:class:`attnlab.experiments.translate.Translate`)
+and the models (:mod:`attnlab.models.translation`) are imported only when a run is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attnlab.registry import ExperimentSpec, ModelSpec, register_experiment
+
+
+@dataclass
+class TranslateConfig:
+    """Data and evaluation options.
+
+    Args:
+        corpus: the ``source<TAB>target`` file (UTF-8).
+        lower: lower-case both sides.
+        space_punct: put a space before , . ! ? (d2l).
+        skip_bad_lines: skip lines without a tab or with an empty side instead of failing.
+        min_freq: keep tokens seen at least this often in training (others become ``<unk>``).
+        test_size: distinct source sentences held out for the test set.
+        val_size: distinct source sentences held out for validation.
+        split_seed: seed of the held-out split (fixed, independent of the training seed).
+        max_train_pairs: use at most this many training pairs (quick runs; None = all).
+        batch_sentences: sentence pairs per length bucket (``train.batch_size`` buckets make a batch).
+        label_smoothing: label smoothing of the training cross-entropy (0 = plain).
+        beam: beam size for the test set (1 = greedy); validation always decodes greedily.
+        length_penalty: GNMT length-penalty exponent α of beam search.
+        samples: test sentences written to ``translations.json``.
+    """
+
+    corpus: str = ""
+    lower: bool = True
+    space_punct: bool = True
+    skip_bad_lines: bool = False
+    min_freq: int = 2
+    test_size: int = 2000
+    val_size: int = 1000
+    split_seed: int = 0
+    max_train_pairs: int | None = None
+    batch_sentences: int = 128
+    label_smoothing: float = 0.1
+    beam: int = 1
+    length_penalty: float = 0.6
+    samples: int = 50
+
+
+@dataclass
+class RNNTranslatorConfig:
+    """GRU encoder–decoder sizes (``seq2seq`` and ``bahdanau``).
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes, filled in from the corpus by the experiment.
+        embed_dim: token embedding size.
+        hidden_dim: GRU hidden size H (encoder and decoder).
+        num_layers: GRU layers (encoder and decoder each).
+        dropout: dropout on embeddings, between GRU layers and before the output layer.
+    """
+
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    num_layers: int = 1
+    dropout: float = 0.2
+
+
+@dataclass
+class LuongConfig(RNNTranslatorConfig):
+    """GRU encoder–decoder with Luong attention.
+
+    Args:
+        score: ``general`` (qᵀ W k) or ``dot`` (q · k).
+        input_feeding: feed the previous attentional state h̃ into the next GRU step (Luong's input
+            feeding). Off by default: the decoder GRU then runs over the whole target at once in
+            training, several times faster on a CPU.
+    """
+
+    score: str = "general"
+    input_feeding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.score not in ("general", "dot"):
+            raise ValueError(f"luong score must be 'general' or 'dot', got {self.score!r}")
+
+
+@dataclass
+class TransformerTranslatorConfig:
+    """Transformer encoder–decoder sizes.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes, filled in from the corpus by the experiment.
+        d_model: model size D (divisible by num_heads).
+        num_heads: attention heads H.
+        num_layers: encoder blocks and decoder blocks (each).
+        d_ff: feed-forward hidden size.
+        dropout: dropout on embeddings, attention weights and residual branches.
+        tie_embeddings: share the decoder's input embedding with the output projection.
+    """
+
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+    d_model: int = 128
+    num_heads: int = 4
+    num_layers: int = 3
+    d_ff: int = 512
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+
+
+SPEC = register_experiment(ExperimentSpec(
+    name="translate",
+    summary="translation on a source<TAB>target corpus: GRU seq2seq vs Bahdanau vs Luong vs Transformer, sacreBLEU",
+    description="Translate held-out sentences with and without attention: sacreBLEU and chrF.",
+    task="attnlab.experiments.translate:Translate",
+    Config=TranslateConfig,
+    models={
+        "seq2seq": ModelSpec("attnlab.models.translation:seq2seq", RNNTranslatorConfig,
+                             "GRU encoder-decoder, final encoder state as context (d2l)"),
+        "bahdanau": ModelSpec("attnlab.models.translation:bahdanau", RNNTranslatorConfig,
+                              "GRU decoder with additive attention over encoder states"),
+        "luong": ModelSpec("attnlab.models.translation:luong", LuongConfig,
+                           "GRU decoder, dot/general attention after the RNN step (Luong)"),
+        "transformer": ModelSpec(
+            "attnlab.models.translation:transformer", TransformerTranslatorConfig,
+            "Transformer encoder-decoder, KV-cached decoding",
+            train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
+        ),
+    },
+    default_model="transformer",
+    in_demo=False,  # needs the user's corpus: `attnlab translate fit`
+    monitor=("val_bleu", "max"),
+    headline="bleu",
+    train_defaults={"max_epochs": 10, "batch_size": 1, "lr": 2e-3, "warmup_steps": 100},
+))
