@@ -148,7 +148,8 @@ def test_impossible_settings_are_refused_before_anything_is_written(tmp_path, ov
 
 
 def test_a_model_too_large_for_memory_is_refused_before_it_is_built(tmp_path):
-    with pytest.raises(UserError, match=r"the model would have 6,000,000,001 parameters, 89.4 GiB to train .* this "
-                                        r"machine has .* GiB free; lower the model's sizes \(model.hidden=1000000000\)"):
+    expected = (r"the model would have 6,000,000,001 parameters, 89.4 GiB to train .* this machine has .* GiB free; "
+                r"lower the model's sizes \(model.hidden=1000000000\)")
+    with pytest.raises(UserError, match=expected):
         fit("toy", "mlp", ["model.hidden=1000000000"], run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
