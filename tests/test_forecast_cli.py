@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +140,53 @@ def test_predict_bad_input(run, tmp_path):
     with pytest.raises(UserError, match="lacks column\\(s\\) c that the run was trained on"):
         predict(run_dir, two)
     irregular = edit_lines(seasonal_csv(tmp_path / "irr.csv"), {390: "2021-03-17 06:30:00,0,1,2"})
-    with pytest.raises(UserError, match="not regular"):
-        predict(run_dir, irregular)
+    with pytest.raises(UserError, match="time stamp 2021-03-17 06:30:00 is not on the --freq h grid"):
+        predict(run_dir, irregular)  # the run's own frequency
     short = seasonal_csv(tmp_path / "short.csv", n=10)
     with pytest.raises(UserError, match="has 10 rows but the model needs the last input_len = 24"):
         predict(run_dir, short)
     with pytest.raises(UserError, match="not a run folder"):
         predict(tmp_path, csv)
+
+
+def test_predict_never_overwrites_the_input_or_a_users_file(run, tmp_path):
+    csv, run_dir = run
+    before = csv.read_bytes()
+    with pytest.raises(UserError, match=r"--out .* is the input CSV; write the forecast to another file"):
+        predict(run_dir, csv, out=csv)
+    assert csv.read_bytes() == before
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep me\n")
+    with pytest.raises(UserError, match=r"--out .*mine.csv exists; choose another file, or pass --overwrite"):
+        predict(run_dir, csv, out=mine)
+    assert mine.read_text() == "keep me\n"
+    assert len(predict(run_dir, csv, out=mine, overwrite=True)) == 6 and "keep me" not in mine.read_text()
+    with pytest.raises(UserError, match="is a folder; pass a file name"):
+        predict(run_dir, csv, out=tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["scaler key", "scaler json", "weights empty", "weights truncated"])
+def test_a_damaged_run_file_is_a_one_line_error(run, tmp_path, damage):
+    csv, run_dir = run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    if damage == "scaler key":
+        payload = json.loads((copy / "scaler.json").read_text())
+        del payload["std"]
+        (copy / "scaler.json").write_text(json.dumps(payload))
+        expected = r"scaler.json is damaged \(missing 'std'\); retrain the run"
+    elif damage == "scaler json":
+        (copy / "scaler.json").write_text("{not json")
+        expected = r"scaler.json is damaged \(JSONDecodeError\)"
+    elif damage == "weights empty":
+        (copy / "model.safetensors").write_bytes(b"")
+        expected = r"model.safetensors is damaged \(.*\); retrain the run, or restore the file"
+    else:
+        weights = (copy / "model.safetensors").read_bytes()
+        (copy / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+        expected = r"model.safetensors is damaged \(.*\); retrain the run, or restore the file"
+    with pytest.raises(UserError, match=expected):
+        predict(copy, csv)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -169,7 +210,7 @@ def test_cli_missing_file(tmp_path, capsys):
 def test_cli_nan_cells(tmp_path, capsys):
     csv = edit_lines(seasonal_csv(tmp_path / "s.csv"), {5: "2021-03-01 05:00:00,,1,2"})
     err = cli_error(capsys, ["--csv", str(csv), "--input-len", "24", "--horizon", "6"], tmp_path / "run")
-    assert "1 empty or NaN cell(s) (a: 1 from row 5 (file line 7))" in err and "--fill ffill" in err
+    assert "1 missing value(s) (a: 1 from row 5 (file line 7))" in err and "--fill ffill" in err
 
 
 def test_cli_horizon_zero(tmp_path, capsys):

@@ -13,7 +13,6 @@ from attnlab.data.timeseries import (
     ETT_BORDERS,
     WindowDataset,
     count_windows,
-    infer_frequency,
     load_forecast_data,
     read_table,
     split_borders,
@@ -82,7 +81,7 @@ def test_unparsable_date(tmp_path):
 def test_empty_date(tmp_path):
     path = edit_lines(write_series(tmp_path / "s.csv"), {4: ",1.0,2.0"})
     message = error_of(csv=path, input_len=10, horizon=5)
-    assert "1 empty date(s)" in message and "row 4" in message
+    assert "1 empty time stamp(s)" in message and "row 4" in message
 
 
 def test_non_numeric_cell(tmp_path):
@@ -98,7 +97,7 @@ def test_nan_and_empty_cells_are_counted_and_located(tmp_path):
                                                         9: "2021-03-01 09:00:00,NaN,NaN",
                                                         20: "2021-03-01 20:00:00,NaN,2.0"})
     message = error_of(csv=path, input_len=10, horizon=5)
-    assert "4 empty or NaN cell(s)" in message
+    assert "4 missing value(s)" in message
     assert "a: 3 from row 3 (file line 5)" in message and "b: 1 from row 9 (file line 11)" in message
     assert "--fill ffill" in message and "--fill interpolate" in message
 
@@ -144,7 +143,7 @@ def test_duplicated_timestamp(tmp_path):
 def test_unsorted_timestamps(tmp_path):
     path = edit_lines(write_series(tmp_path / "s.csv"), {6: "2021-03-01 01:30:00,1.0,2.0"})
     message = error_of(csv=path, input_len=10, horizon=5)
-    assert "not increasing: row 6 (file line 8)" in message and "sort the CSV" in message
+    assert "not increasing: row 6 (file line 8)" in message and "sort the file by 'date'" in message
 
 
 @pytest.mark.parametrize(("input_len", "horizon", "flag"), [(336, 0, "--horizon"), (336, -4, "--horizon"),
@@ -166,12 +165,15 @@ def test_text_columns_are_ignored(tmp_path):
     assert read_table(path).columns == ("a",)
 
 
-def test_irregular_frequency(tmp_path):
+def test_irregular_time_stamps_are_refused_at_load(tmp_path):
     path = edit_lines(write_series(tmp_path / "s.csv", n=10), {5: "2021-03-01 05:30:00,1,2"})
-    table = read_table(path)
-    with pytest.raises(UserError, match="not regular"):
-        infer_frequency(table.timestamps, "s.csv")
-    assert infer_frequency(table.timestamps[:5], "s.csv") == "h"
+    expected = (r"time stamps are not regular: 2021-03-01 04:00:00 is followed by 2021-03-01 05:30:00 \(row 5\), "
+                r"the usual step is 0 days 01:00:00; pass --freq \(e.g. --freq h\)")
+    with pytest.raises(UserError, match=expected):
+        read_table(path)
+    with pytest.raises(UserError, match=r"time stamp 2021-03-01 05:30:00 is not on the --freq h grid"):
+        read_table(path, freq="h")
+    assert read_table(write_series(tmp_path / "w.csv", n=10, freq="W")).freq == "W-SUN"
 
 
 # ---------------------------------------------------------------------------------------------- protocol

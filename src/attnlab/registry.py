@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,9 +184,12 @@ def register_model(
         raise ValueError(f"experiment {experiment!r} already has a model {name!r}; choose another name")
     if not dataclasses.is_dataclass(config):
         raise ValueError(f"the config of model {name!r} must be a @dataclass, got {config!r}")
-    module = build.partition(":")[0] if isinstance(build, str) else getattr(build, "__module__", None)
-    model = ModelSpec(build, config, summary or getattr(build, "__doc__", "") or name, dict(train_overrides or {}),
-                      module=None if (module or "").startswith("attnlab.") else module)
+    # The module to import again when a run of this model is loaded: the caller's, which registers it.
+    module = sys._getframe(1).f_globals.get("__name__")
+    if module in (None, "__main__"):
+        module = build.partition(":")[0] if isinstance(build, str) else getattr(build, "__module__", None)
+    model = ModelSpec(build, config, summary or (getattr(build, "__doc__", "") or name).strip().splitlines()[0],
+                      dict(train_overrides or {}), module=None if module in (None, "__main__") else module)
     spec.models[name] = model
     return model
 

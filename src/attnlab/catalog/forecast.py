@@ -28,7 +28,10 @@ class ForecastConfig:
         ratios: train, validation, test fractions of a ratio split.
         input_len: L, rows of context per window.
         horizon: H, rows to forecast.
-        fill: missing cells: ``none`` (an error), ``ffill`` or ``interpolate``.
+        fill: missing cells (and rows added by ``freq``): ``none`` (an error), ``ffill`` or ``interpolate``.
+        freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS``…); none = inferred, and irregular
+            time stamps are an error. Given, missing time stamps become rows that ``fill`` fills.
+        decimal: the numbers' decimal mark, ``.`` or ``,``.
         plot_windows: how many test windows the forecast figure draws, spread over the split.
         plot_window: the test windows it draws instead, by index (the ``window`` column of
             ``forecasts.csv``; negative counts from the end, -1 = the last window).
@@ -47,6 +50,8 @@ class ForecastConfig:
     input_len: int = 336
     horizon: int = 96
     fill: Literal["none", "ffill", "interpolate"] = "none"
+    freq: str | None = None
+    decimal: Literal[".", ","] = "."
     plot_windows: int = 3
     plot_window: tuple[int, ...] = ()
     plot_channel: tuple[str, ...] = ()

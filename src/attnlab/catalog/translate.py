@@ -26,6 +26,8 @@ class TranslateConfig:
         val_size: distinct source sentences held out for validation.
         split_seed: seed of the held-out split (fixed, independent of the training seed).
         max_train_pairs: use at most this many training pairs (quick runs; None = all).
+        max_len: pairs with more words than this on either side are skipped (counted in the log): one runaway
+            line must not take the machine's memory.
         batch_sentences: sentence pairs per length bucket (``train.batch_size`` buckets make a batch).
         label_smoothing: label smoothing of the training cross-entropy (0 = plain).
         beam: beam size for the test set (1 = greedy); validation always decodes greedily.
@@ -42,11 +44,24 @@ class TranslateConfig:
     val_size: int = 1000
     split_seed: int = 0
     max_train_pairs: int | None = None
+    max_len: int = 100
     batch_sentences: int = 128
     label_smoothing: float = 0.1
     beam: int = 1
     length_penalty: float = 0.6
     samples: int = 50
+
+    def __post_init__(self) -> None:
+        checks = [("min_freq", self.min_freq >= 1, "at least 1"), ("test_size", self.test_size >= 1, "at least 1"),
+                  ("val_size", self.val_size >= 1, "at least 1"), ("max_len", self.max_len >= 1, "at least 1"),
+                  ("batch_sentences", self.batch_sentences >= 1, "at least 1"), ("beam", self.beam >= 1, "at least 1"),
+                  ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),
+                  ("length_penalty", self.length_penalty >= 0, "0 or more"),
+                  ("samples", self.samples >= 0, "0 or more"),
+                  ("max_train_pairs", self.max_train_pairs is None or self.max_train_pairs >= 1, "at least 1 or none")]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{key}={getattr(self, key)!r} is out of range; it must be {expected}")
 
 
 @dataclass

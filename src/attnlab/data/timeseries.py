@@ -22,6 +22,7 @@ a :class:`~attnlab.errors.UserError` whose one line names the problem and the fi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -36,8 +37,17 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.catalog.forecast import DEFAULT_RATIOS
+from attnlab.data.reading import (
+    DECIMALS,
+    check_order,
+    looks_decimal_comma,
+    parse_datetimes,
+    read_text_table,
+    regular_index,
+    row_label,
+    to_numbers,
+)
 from attnlab.errors import UserError
-from attnlab.paths import readable_file
 
 log = logging.getLogger(__name__)
 
@@ -103,109 +113,45 @@ class Scaler:
 
 @dataclass
 class Table:
-    """A validated CSV: increasing unique timestamps and finite numeric columns.
+    """A validated CSV: regular, increasing, unique time stamps and finite numeric columns.
 
     Attributes:
         path: the file read.
-        timestamps: (N,) increasing, unique.
+        timestamps: (N,) increasing, unique, regular at ``freq``.
         values: (N, C) float64, no NaN (after ``fill``).
         columns: the C numeric column names, in file order.
+        freq: the time stamps' frequency (a pandas alias such as ``"h"``).
     """
 
     path: Path
     timestamps: pd.DatetimeIndex
     values: np.ndarray
     columns: tuple[str, ...]
+    freq: str = ""
 
 
-def _row(i: int) -> str:
-    """A data row for messages: 0-based row index (the protocol's numbering) and its line in the file."""
-    return f"row {i} (file line {i + 2})"
+def numeric_columns(frame: pd.DataFrame, skip: set[str], path: Path, decimal: str = ".") -> tuple[list[str],
+                                                                                                  np.ndarray]:
+    """The numeric columns of ``frame`` (all but ``skip``) as (N, C) float64, NaN where a cell is missing.
 
-
-def _parse_dates(raw: pd.Series, path: Path, date_col: str) -> pd.DatetimeIndex:
-    missing = raw.isna().to_numpy()
-    if missing.any():
-        first = int(np.flatnonzero(missing)[0])
-        raise UserError(
-            f"{path}: column {date_col!r} has {int(missing.sum())} empty date(s), the first at {_row(first)}; "
-            "every row needs a time stamp"
-        )
-    text = raw.astype(str)
-    parsed = pd.to_datetime(text, errors="coerce")  # format inferred from the first value: fast
-    if parsed.isna().any():
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")  # each value on its own: slower
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise UserError(
-            f"{path}: cannot parse {text.iloc[first]!r} in column {date_col!r} at {_row(first)} as a date; "
-            "use ISO dates such as 2016-07-01 00:00:00, or pass the time column with --date-col"
-        )
-    index = pd.DatetimeIndex(parsed)
-    stamps = index.asi8
-    steps = np.diff(stamps)
-    if (steps == 0).any():
-        first = int(np.flatnonzero(steps == 0)[0]) + 1
-        raise UserError(
-            f"{path}: time stamp {index[first]} is duplicated at {_row(first)}; remove or merge duplicate rows"
-        )
-    if (steps < 0).any():
-        first = int(np.flatnonzero(steps < 0)[0]) + 1
-        raise UserError(
-            f"{path}: time stamps are not increasing: {_row(first)} ({index[first]}) comes after "
-            f"{index[first - 1]}; sort the CSV by {date_col!r}"
-        )
-    return index
-
-
-def read_table(path: str | Path, date_col: str = "date", fill: str = "none") -> Table:
-    """Read and validate a CSV of a multivariate series.
-
-    Numeric columns are those with at least one numeric cell; columns with none (labels, notes) are
-    ignored with a log message. Missing cells (empty, ``NaN``, ``NA``) are an error unless ``fill`` is
-    ``"ffill"`` (carry the last value forward; leading gaps take the first value) or ``"interpolate"``
-    (linear in row order; leading/trailing gaps take the nearest value).
-
-    Args:
-        path: the CSV file.
-        date_col: name of the time stamp column.
-        fill: ``"none"``, ``"ffill"`` or ``"interpolate"``.
-
-    Raises:
-        UserError: missing file, no date column, unparsable / duplicated / unsorted time stamps, no
-            numeric column, a non-numeric or non-finite cell, missing cells without ``fill``.
+    A column with no numeric cell (labels, notes) is left out with a log line. A column of numbers written with
+    a decimal comma is an error naming ``--decimal ,`` (unless that is the ``decimal`` in use); any other cell
+    that is not a number is an error naming its row.
     """
-    if fill not in FILLS:
-        raise UserError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
-    path = readable_file(path, "CSV file", "--csv")
-    try:
-        frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not a readable CSV file ({str(err).strip().splitlines()[0]}); pass a "
-                        "comma-separated file with one header row and as many fields on every line") from None
-    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the extra first field of every row an index
-        raise UserError(f"{path}: every data line has more fields than the header row ({len(frame.columns)}); "
-                        "pass a comma-separated file with as many fields on every line as in the header")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if date_col not in frame.columns:
-        raise UserError(
-            f"{path} has no column {date_col!r} (columns: {', '.join(frame.columns)}); "
-            "name its time column with --date-col"
-        )
-    if len(frame) == 0:
-        raise UserError(f"{path} has a header but no data rows")
-    timestamps = _parse_dates(frame[date_col], path, date_col)
-
     columns: list[str] = []
     arrays: list[np.ndarray] = []
     ignored: list[str] = []
     for name in frame.columns:
-        if name == date_col:
+        if name in skip:
             continue
         raw = frame[name]
         missing = raw.isna().to_numpy()
-        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = to_numbers(raw, decimal)
+        if decimal == "." and looks_decimal_comma(raw):
+            example = raw.dropna().astype(str).str.strip()
+            example = example[example.str.contains(",")].iloc[0]
+            raise UserError(f"{path}: column {name!r} holds numbers written with a decimal comma ({example!r}); pass "
+                            "--decimal , to read them (or save the file with '.' as the decimal mark)")
         if np.isnan(numbers).all():
             ignored.append(name)
             continue
@@ -213,60 +159,91 @@ def read_table(path: str | Path, date_col: str = "date", fill: str = "none") -> 
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise UserError(
-                f"{path}: column {name!r} has a non-numeric value {raw.iloc[first]!r} at {_row(first)}"
+                f"{path}: column {name!r} has a non-numeric value {raw.iloc[first]!r} at {row_label(first)}"
                 + (f" and {int(bad.sum()) - 1} more" if bad.sum() > 1 else "")
                 + "; fix the cell(s) or remove the column"
             )
         columns.append(name)
         arrays.append(numbers)
     if ignored:
-        log.info("ignoring non-numeric column(s) of %s: %s", path.name, ", ".join(ignored))
-    if not columns:
-        raise UserError(f"{path} has no numeric column besides {date_col!r}; nothing to forecast")
-    values = np.stack(arrays, axis=1)  # (N, C)
-
-    holes = np.isnan(values)
-    if holes.any():
-        if fill == "none":
-            parts = []
-            for c in np.flatnonzero(holes.any(axis=0)):
-                rows = np.flatnonzero(holes[:, c])
-                parts.append(f"{columns[c]}: {len(rows)} from {_row(int(rows[0]))}")
-            raise UserError(
-                f"{path} has {int(holes.sum())} empty or NaN cell(s) ({'; '.join(parts)}); "
-                "fill them with --fill ffill or --fill interpolate, or fix the file"
-            )
-        filled = pd.DataFrame(values)
-        if fill == "ffill":
-            filled = filled.ffill().bfill()
-        else:
-            filled = filled.interpolate(method="linear", limit_direction="both")
-        values = filled.to_numpy(dtype=np.float64)
-        log.info("filled %d empty or NaN cell(s) of %s with %s", int(holes.sum()), path.name, fill)
-    return Table(path, timestamps, values, tuple(columns))
+        log.info("ignoring column(s) of %s without numbers: %s", path.name, ", ".join(ignored))
+    values = np.stack(arrays, axis=1) if arrays else np.empty((len(frame), 0))  # (N, C)
+    return columns, values
 
 
-def infer_frequency(timestamps: pd.DatetimeIndex, what: str) -> str:
-    """The regular frequency of ``timestamps`` (a pandas offset alias such as ``"h"``).
+def fill_missing(values: np.ndarray, columns: list[str] | tuple[str, ...], fill: str, what: str,
+                 labels: pd.Index | None = None) -> np.ndarray:
+    """Fill NaN cells of (N, C) ``values`` by ``fill``: ``ffill`` (last value forward, leading gaps take the first
+    value) or ``interpolate`` (linear in row order, ends take the nearest value).
 
     Raises:
-        UserError: fewer than 3 stamps, or irregular spacing (``what`` names the data in the message).
+        UserError: NaN cells with ``fill="none"`` (counted per column, the first named), or a column with no value.
     """
-    if len(timestamps) < 3:
-        raise UserError(f"{what} needs at least 3 time stamps to infer their frequency, got {len(timestamps)}")
-    try:  # pandas >= 3 returns an offset under this option (and warns without it)
-        with pd.option_context("future.infer_freq_returns_offset", True):
-            inferred = pd.infer_freq(timestamps)
-    except KeyError:  # older pandas: no such option, a string
-        inferred = pd.infer_freq(timestamps)
-    freq = None if inferred is None else pd.tseries.frequencies.to_offset(inferred).freqstr
-    if freq is None:
-        steps = pd.Series(timestamps).diff().dropna().value_counts()
+    holes = np.isnan(values)
+    if not holes.any():
+        return values
+    empty = [columns[c] for c in np.flatnonzero(holes.all(axis=0))]
+    if empty:
+        raise UserError(f"{what}: column(s) {', '.join(map(repr, empty))} hold no value at all; remove them")
+    if fill == "none":
+        parts = []
+        for c in np.flatnonzero(holes.any(axis=0)):
+            rows = np.flatnonzero(holes[:, c])
+            at = f"{labels[rows[0]]}" if labels is not None else row_label(int(rows[0]))
+            parts.append(f"{columns[c]}: {len(rows)} from {at}")
+        raise UserError(f"{what} has {int(holes.sum())} missing value(s) ({'; '.join(parts)}); fill them with "
+                        "--fill ffill or --fill interpolate, or fix the file")
+    frame = pd.DataFrame(values)
+    frame = frame.ffill().bfill() if fill == "ffill" else frame.interpolate(method="linear", limit_direction="both")
+    log.info("filled %d missing value(s) of %s with %s", int(holes.sum()), what, fill)
+    return frame.to_numpy(dtype=np.float64)
+
+
+def read_table(path: str | Path, date_col: str = "date", fill: str = "none", freq: str | None = None,
+               decimal: str = ".") -> Table:
+    """Read and validate a CSV of a multivariate series on a regular clock.
+
+    Numeric columns are those with at least one numeric cell; columns with none (labels, notes) are
+    ignored with a log message. The time stamps must be unique, increasing and regular: without ``freq`` their
+    frequency is inferred, and a gap is an error naming ``--freq``; with ``freq``, missing stamps become rows
+    to fill. Missing cells (empty, ``NaN``, ``NA``, or a missing stamp's row) are an error unless ``fill`` is
+    ``"ffill"`` (carry the last value forward; leading gaps take the first value) or ``"interpolate"``
+    (linear in row order; leading/trailing gaps take the nearest value).
+
+    Args:
+        path: the CSV file (separated by ``,``, ``;``, tabs or ``|``; found from the header).
+        date_col: name of the time stamp column.
+        fill: ``"none"``, ``"ffill"`` or ``"interpolate"``.
+        freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS`` …); None = inferred.
+        decimal: the decimal mark of the numbers, ``"."`` or ``","``.
+
+    Raises:
+        UserError: missing, unreadable or badly encoded file, no date column, unparsable / duplicated / unsorted
+            / irregular time stamps, no numeric column, a non-numeric or non-finite cell, decimal commas without
+            ``decimal=","``, missing cells without ``fill``.
+    """
+    if fill not in FILLS:
+        raise UserError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
+    if decimal not in DECIMALS:
+        raise UserError(f"--decimal {decimal!r} must be '.' or ','")
+    frame = read_text_table(path)
+    path = Path(path)
+    if date_col not in frame.columns:
         raise UserError(
-            f"the time stamps of {what} are not regular (steps {', '.join(str(s) for s in steps.index[:3])}); "
-            "the forecast's time stamps need a regular frequency: resample the series first"
+            f"{path} has no column {date_col!r} (columns: {', '.join(frame.columns)}); "
+            "name its time column with --date-col"
         )
-    return freq
+    timestamps = parse_datetimes(frame[date_col], path, date_col)
+    check_order(timestamps, path, date_col)
+    columns, values = numeric_columns(frame, {date_col}, path, decimal)
+    if not columns:
+        raise UserError(f"{path} has no numeric column besides {date_col!r}; nothing to forecast")
+    grid, freq = regular_index(timestamps, freq, str(path))
+    if len(grid) != len(timestamps):
+        log.info("%s: %d missing time stamp(s) added on the %s grid", path.name, len(grid) - len(timestamps), freq)
+        values = pd.DataFrame(values, index=timestamps).reindex(grid).to_numpy(dtype=np.float64)
+    values = fill_missing(values, columns, fill, str(path))
+    return Table(path, grid, values, tuple(columns), freq)
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -367,6 +344,8 @@ class ForecastData:
         fill: how missing cells were filled.
         date_col: the time stamp column's name.
         requested: the target names asked for (empty = all channels).
+        freq: the frequency asked for (None = inferred; the table's own is ``table.freq``).
+        decimal: the decimal mark the numbers were read with.
     """
 
     table: Table
@@ -382,6 +361,8 @@ class ForecastData:
     fill: str = "none"
     date_col: str = "date"
     requested: tuple[str, ...] = ()
+    freq: str | None = None
+    decimal: str = "."
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -410,7 +391,7 @@ class ForecastData:
         """The options this data was loaded with, as :func:`load_forecast_data` takes them."""
         return {"csv": str(self.table.path), "date_col": self.date_col, "target": self.requested,
                 "split": self.split, "ratios": self.ratios, "input_len": self.input_len, "horizon": self.horizon,
-                "fill": self.fill}
+                "fill": self.fill, "freq": self.freq, "decimal": self.decimal}
 
 
 def parse_targets(target: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -502,6 +483,8 @@ def load_forecast_data(
     input_len: int = 336,
     horizon: int = 96,
     fill: str = "none",
+    freq: str | None = None,
+    decimal: str = ".",
 ) -> ForecastData:
     """Read, validate, split and standardise ``csv``: :func:`read_table` then :func:`prepare`.
 
@@ -510,5 +493,6 @@ def load_forecast_data(
     check_sizes(input_len, horizon)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    table = read_table(csv, date_col, fill)
-    return prepare(table, target, split, ratios, input_len, horizon, date_col, fill)
+    table = read_table(csv, date_col, fill, freq, decimal)
+    data = prepare(table, target, split, ratios, input_len, horizon, date_col, fill)
+    return dataclasses.replace(data, freq=freq, decimal=decimal)

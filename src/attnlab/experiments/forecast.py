@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.catalog.forecast import SPEC, ForecastSizes
-from attnlab.data.timeseries import ForecastData, infer_frequency, load_forecast_data
+from attnlab.data.timeseries import ForecastData, load_forecast_data
 from attnlab.errors import UserError
 from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, model_device
 from attnlab.nn.attention import Attention
@@ -63,7 +63,7 @@ def _key(options: dict[str, Any]) -> tuple:
         identity = ()
     return (str(path), identity, options["date_col"], tuple(options["target"]), options["split"],
             tuple(float(r) for r in options["ratios"]), int(options["input_len"]), int(options["horizon"]),
-            options["fill"])
+            options["fill"], options["freq"], options["decimal"])
 
 
 def remember(data: ForecastData) -> None:
@@ -219,7 +219,8 @@ class Forecast(Experiment):
             if not c.csv:
                 raise UserError("no CSV given; pass --csv FILE (or csv=FILE with `attnlab fit forecast`)")
             self._data = cached_load(csv=c.csv, date_col=c.date_col, target=c.target, split=c.split,
-                                     ratios=c.ratios, input_len=c.input_len, horizon=c.horizon, fill=c.fill)
+                                     ratios=c.ratios, input_len=c.input_len, horizon=c.horizon, fill=c.fill,
+                                     freq=c.freq, decimal=c.decimal)
         return self._data
 
     def complete_model_config(self, model_config: Any) -> Any:
@@ -384,10 +385,7 @@ class Forecast(Experiment):
 
 def write_scaler(path: Path, data: ForecastData) -> Path:
     """``scaler.json``: the scaler, target channels, time-stamp frequency (null if irregular), borders."""
-    try:
-        freq: str | None = infer_frequency(data.table.timestamps, str(data.table.path))
-    except UserError:
-        freq = None
+    freq = data.table.freq
     payload = {
         **data.scaler.to_dict(),
         "targets": list(data.targets),

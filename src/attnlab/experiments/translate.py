@@ -189,14 +189,15 @@ class Translate(Experiment):
             c = self.config
             if not c.corpus:
                 raise UserError("no corpus given; pass --corpus FILE (attnlab translate fit) or data.corpus=FILE")
-            checks = [("min_freq", c.min_freq >= 1), ("batch_sentences", c.batch_sentences >= 1),
-                      ("beam", c.beam >= 1), ("label_smoothing", 0.0 <= c.label_smoothing < 1.0),
-                      ("samples", c.samples >= 0),
-                      ("max_train_pairs", c.max_train_pairs is None or c.max_train_pairs >= 1)]
-            for key, ok in checks:
-                if not ok:
-                    raise UserError(f"{key}={getattr(c, key)!r} is out of range; see `attnlab list translate`")
             pairs = read_corpus(c.corpus, c.lower, c.space_punct, c.skip_bad_lines)
+            short = [(s, t) for s, t in pairs if len(tokenize(s)) <= c.max_len and len(tokenize(t)) <= c.max_len]
+            if len(short) < len(pairs):
+                log.warning("skipped %d pair(s) with more than max_len=%d words on a side", len(pairs) - len(short),
+                            c.max_len)
+                pairs = short
+            if not pairs:
+                raise UserError(f"no pair of {c.corpus} has at most max_len={c.max_len} words on each side; raise "
+                                "data.max_len")
             split = split_by_source(pairs, c.test_size, c.val_size, c.split_seed)
             if c.max_train_pairs is not None and len(split.train) > c.max_train_pairs:
                 picked = sorted(random.Random(c.split_seed).sample(range(len(split.train)), c.max_train_pairs))

@@ -31,7 +31,6 @@ from attnlab.data.timeseries import (
     DEFAULT_RATIOS,
     ForecastData,
     Scaler,
-    infer_frequency,
     load_forecast_data,
     read_table,
 )
@@ -44,10 +43,10 @@ from attnlab.train.weights import CONFIG_FILE, load_model, read_config
 log = logging.getLogger(__name__)
 
 # Data options set by forecast()'s own arguments (or the data object), not by key=value overrides.
-DATA_OPTIONS = ("csv", "date_col", "target", "split", "ratios", "input_len", "horizon", "fill")
+DATA_OPTIONS = ("csv", "date_col", "target", "split", "ratios", "input_len", "horizon", "fill", "freq", "decimal")
 _FLAGS = {"csv": "--csv", "date_col": "--date-col", "target": "--target/--all", "split": "--split",
           "ratios": "--ratios", "input_len": "--input-len", "horizon": "--horizon", "fill": "--fill",
-          "forecast_windows": "--forecast-windows"}
+          "freq": "--freq", "decimal": "--decimal", "forecast_windows": "--forecast-windows"}
 
 
 @dataclass
@@ -86,6 +85,8 @@ def load_data(
     input_len: int = 336,
     horizon: int = 96,
     fill: str = "none",
+    freq: str | None = None,
+    decimal: str = ".",
 ) -> ForecastData:
     """Read, validate, split and standardise ``csv`` (see :mod:`attnlab.data.timeseries`); pass the result
     to :func:`forecast` as ``data=`` to fit several models without reading the file again.
@@ -94,7 +95,7 @@ def load_data(
         UserError: any problem of the file or the options, in one line.
     """
     data = load_forecast_data(Path(csv).expanduser().resolve(), date_col, target, split, tuple(ratios), input_len,
-                              horizon, fill)
+                              horizon, fill, freq, decimal)
     remember(data)
     return data
 
@@ -121,6 +122,8 @@ def forecast(
     input_len: int = 336,
     horizon: int = 96,
     fill: str = "none",
+    freq: str | None = None,
+    decimal: str = ".",
     run_dir: str | Path | None = None,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
     progress: bool = True,
@@ -139,7 +142,8 @@ def forecast(
         overrides: ``key=value`` items or a mapping for the train config and the model config (as
             ``attnlab fit``); the data options have their own arguments.
         data: an already-loaded :func:`load_data` result: its options replace ``date_col`` … ``fill``.
-        date_col, target, split, ratios, input_len, horizon, fill: the data options (see :func:`load_data`).
+        date_col, target, split, ratios, input_len, horizon, fill, freq, decimal: the data options (see
+            :func:`load_data`).
         run_dir: the run folder (default ``runs_root/forecast-<model>-<timestamp>``).
         runs_root: where default run folders go.
         progress: show the progress bar.
@@ -163,7 +167,7 @@ def forecast(
         if csv is None:
             raise UserError("no CSV given; pass --csv FILE")
         data = load_data(csv, date_col=date_col, target=target, split=split, ratios=ratios, input_len=input_len,
-                         horizon=horizon, fill=fill)
+                         horizon=horizon, fill=fill, freq=freq, decimal=decimal)
     else:
         remember(data)
     options = data.options()
@@ -182,46 +186,55 @@ def _scaler_of(run_dir: Path, config: Any) -> tuple[Scaler, list[str], str | Non
     recomputed from the training CSV named in config.json."""
     path = run_dir / SCALER_FILE
     if path.is_file():
-        payload = json.loads(path.read_text())
-        return Scaler.from_dict(payload), list(payload["targets"]), payload.get("frequency")
+        try:
+            payload = json.loads(path.read_text())
+            return Scaler.from_dict(payload), [str(t) for t in payload["targets"]], payload.get("frequency")
+        except (ValueError, KeyError, TypeError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else type(err).__name__
+            raise UserError(f"{path} is damaged ({what}); retrain the run with `attnlab forecast`") from None
     c = config.experiment_config
     if not Path(c.csv).is_file():
         raise UserError(f"{path} not found and the training CSV {c.csv} is gone; retrain with `attnlab forecast`")
     data = cached_load(csv=c.csv, date_col=c.date_col, target=c.target, split=c.split, ratios=c.ratios,
-                       input_len=c.input_len, horizon=c.horizon, fill=c.fill)
+                       input_len=c.input_len, horizon=c.horizon, fill=c.fill, freq=c.freq, decimal=c.decimal)
     return data.scaler, list(data.targets), None
 
 
 def predict(
-    run: str | Path, csv: str | Path, *, out: str | Path | None = None, fill: str | None = None
+    run: str | Path, csv: str | Path, *, out: str | Path | None = None, fill: str | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Forecast the ``horizon`` steps after the last row of ``csv`` with the model of run folder ``run``.
 
     The last ``input_len`` rows are standardised with the run's saved train statistics; the forecast time
-    stamps continue the CSV's frequency (inferred from those rows).
+    stamps continue the series' frequency (the one the run was trained at; the CSV must be regular at it).
 
     Args:
         run: a run folder written by :func:`forecast` (or ``attnlab fit forecast``).
         csv: a CSV with the run's date column and all its numeric columns (extra columns are ignored).
-        out: also write the forecast there as CSV.
+        out: also write the forecast there as CSV; never the input CSV, and an existing file only with
+            ``overwrite``.
         fill: how to fill missing cells (default: the run's setting).
+        overwrite: replace ``out`` if it exists.
 
     Returns:
         A DataFrame: the date column, then one column per target channel, original units.
 
     Raises:
-        UserError: not a forecast run, a bad CSV (the same checks as training), missing columns, fewer rows
-            than ``input_len``, irregular time stamps.
+        UserError: not a forecast run, a damaged run file, a bad CSV (the same checks as training), missing
+            columns, fewer rows than ``input_len``, irregular time stamps, an ``out`` that is the input or exists.
     """
     run_dir = Path(run)
+    if out is not None:
+        check_output(Path(out), Path(csv), overwrite)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass the folder `attnlab forecast` printed")
     config = read_config(run_dir)
     if config.experiment != Forecast.spec.name:
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
-    scaler, targets, _ = _scaler_of(run_dir, config)
-    table = read_table(csv, c.date_col, c.fill if fill is None else fill)
+    scaler, targets, freq = _scaler_of(run_dir, config)
+    table = read_table(csv, c.date_col, c.fill if fill is None else fill, freq or c.freq, c.decimal)
     missing = [name for name in scaler.columns if name not in table.columns]
     if missing:
         raise UserError(
@@ -234,7 +247,6 @@ def predict(
     L, H = c.input_len, c.horizon
     if len(table.values) < L:
         raise UserError(f"{table.path} has {len(table.values)} rows but the model needs the last input_len = {L}")
-    freq = infer_frequency(table.timestamps[-max(L, 3) :], f"the last {max(L, 3)} rows of {table.path}")
     order = [table.columns.index(name) for name in scaler.columns]
     x = scaler.transform(table.values[-L:][:, order])  # (L, C) standardised
     model, _ = load_model(run_dir)
@@ -242,7 +254,7 @@ def predict(
         y = model(torch.as_tensor(x, dtype=torch.float32).unsqueeze(0))[0]  # (H, C)
     index = [scaler.columns.index(name) for name in targets]
     values = scaler.inverse(y[:, index], index)  # (H, T) original units
-    future = pd.date_range(table.timestamps[-1], periods=H + 1, freq=freq)[1:]
+    future = pd.date_range(table.timestamps[-1], periods=H + 1, freq=table.freq)[1:]
     frame = pd.DataFrame({c.date_col: future, **{name: values[:, k] for k, name in enumerate(targets)}})
     if out is not None:
         out = Path(out)
@@ -252,6 +264,16 @@ def predict(
         log.warning("the forecast holds non-finite values (%d of %d)", int((~np.isfinite(values)).sum()),
                     values.size)
     return frame
+
+
+def check_output(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output path that is the input file, a folder, or (without ``overwrite``) an existing file."""
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise UserError(f"--out {out} is the input CSV; write the forecast to another file")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass a file name such as {out / 'forecast.csv'}")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} exists; choose another file, or pass --overwrite to replace it")
 
 
 def format_metrics(result: ForecastResult) -> list[str]:

@@ -51,7 +51,12 @@ def _add_forecast_options(parser: argparse.ArgumentParser, suppress: bool = Fals
     parser.add_argument("--model", "-m", default=d("linear"), help="model name (default: linear; see `attnlab list "
                         "forecast`)")
     parser.add_argument("--fill", choices=("none", "ffill", "interpolate"), default=d("none"),
-                        help="fill empty/NaN cells (default: none = report them as an error)")
+                        help="fill empty/NaN cells and rows added by --freq (default: none = report them as an error)")
+    parser.add_argument("--freq", metavar="FREQ", default=d(None),
+                        help="the series' frequency as a pandas alias (h, D, W, MS, ...): missing time stamps become "
+                        "rows for --fill (default: inferred; irregular time stamps are an error)")
+    parser.add_argument("--decimal", choices=(".", ","), default=d("."),
+                        help="the numbers' decimal mark (default '.'; ',' reads 1.234,5 as 1234.5)")
     parser.add_argument("--run-dir", metavar="DIR", default=d(None),
                         help="run folder (default: runs/forecast-<model>-<timestamp>)")
     parser.add_argument("--forecast-windows", type=_windows, metavar="N|all", default=d(DEFAULT_FORECAST_WINDOWS),
@@ -92,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict_parser.add_argument("--out", metavar="FILE", help="write the forecast to this CSV instead of printing it")
     predict_parser.add_argument("--fill", choices=("none", "ffill", "interpolate"), default=None,
                                 help="fill empty/NaN cells (default: the run's setting)")
+    predict_parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     predict_parser.set_defaults(func=_run_predict)
 
 
@@ -141,6 +147,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
         input_len=args.input_len,
         horizon=args.horizon,
         fill=args.fill,
+        freq=args.freq,
+        decimal=args.decimal,
         run_dir=args.run_dir,
         progress=args.progress,
         figures=args.figures,
@@ -157,7 +165,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from attnlab.forecast.api import predict
 
     setup_logging()
-    frame = predict(args.run, args.csv, out=args.out, fill=args.fill)
+    frame = predict(args.run, args.csv, out=args.out, fill=args.fill, overwrite=args.overwrite)
     if args.out is None:
         try:
             frame.to_csv(sys.stdout, index=False, float_format="%.6g")

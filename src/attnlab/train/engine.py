@@ -403,7 +403,7 @@ def fit(
                 log.info("restarting the run in %s (it stopped before its first checkpoint)", out)
                 rundir.clear_unstarted(out)
             (out / "figures").mkdir(parents=True, exist_ok=True)
-            write_config(out, config, monitor)
+            write_config(out, config, monitor, spec.module)
         params = sum(p.numel() for p in net.parameters())
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         log.info("fit %s/%s (%s parameters) -> %s", experiment_cls.name, model_name, f"{params:,}", out)
@@ -450,7 +450,7 @@ def fit(
         steps=int(trainer.global_step),
     )
     if trainer.is_global_zero:
-        net.cpu().eval()
+        net.cpu().float().eval()  # figures, attention and saved weights in float32 whatever the training precision
         write_weights_atomic(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
         task.save_artifacts(net, splits, out)  # files the model needs beside its weights (vocabularies, …)
         if figures:

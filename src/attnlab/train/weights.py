@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 from torch import nn
 
@@ -32,11 +33,14 @@ def build_model(spec: ModelSpec, model_config: Any) -> nn.Module:
         raise UserError(f"cannot build the model: {err}{hint}") from err
 
 
-def write_config(run_dir: Path, config: RunConfig, monitor: tuple[str, str]) -> Path:
-    """Write ``config.json``: experiment and model names plus the three resolved config dataclasses."""
+def write_config(run_dir: Path, config: RunConfig, monitor: tuple[str, str], model_module: str | None = None) -> Path:
+    """Write ``config.json``: experiment and model names plus the three resolved config dataclasses, and for a
+    model registered outside attnlab the module that registers it (imported again by :func:`read_config`)."""
     from attnlab import __version__
 
     data = {"format": FORMAT_VERSION, "attnlab_version": __version__, **config.to_dict(), "monitor": list(monitor)}
+    if model_module:
+        data["model_module"] = model_module
     path = run_dir / CONFIG_FILE
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -51,16 +55,13 @@ def read_config(run_dir: str | Path) -> RunConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err}); the run folder is damaged") from None
-    experiment_cls = registry.get_experiment(data["experiment"])
-    _, spec = registry.get_model(experiment_cls, data["model"])
+    if not isinstance(data, dict) or not {"experiment", "model"} <= set(data):
+        raise UserError(f"{path} names no experiment and model; the run folder is damaged")
+    if data.get("model_module"):  # a model registered outside attnlab: its module registers it again
+        registry.import_modules([str(data["model_module"])])
+    experiment_cls = registry.get_experiment(str(data["experiment"]))
+    _, spec = registry.get_model(experiment_cls, str(data["model"]))
     return RunConfig.from_dict(data, experiment_cls, spec)
-
-
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save the model's state dict (parameters and persistent buffers; tied tensors stored once)."""
-    path = Path(path)
-    safetensors.torch.save_model(model, str(path), metadata=dict(metadata or {}))
-    return path
 
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunConfig]:
@@ -87,4 +88,6 @@ def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, Run
         safetensors.torch.load_model(model, weights, strict=True, device=device)
     except RuntimeError as err:
         raise UserError(f"{weights} does not match model {config.model!r}: {err}") from None
+    except (safetensors.SafetensorError, OSError, ValueError) as err:  # truncated, empty or not safetensors
+        raise UserError(f"{weights} is damaged ({err}); retrain the run, or restore the file") from None
     return model.to(device).eval(), config

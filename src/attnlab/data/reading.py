@@ -1,0 +1,249 @@
+"""Reading users' tables: a CSV file's encoding and separator, numbers with a decimal comma, time columns
+with mixed offsets or day-first dates, and the regularity of the time stamps.
+
+Every problem is a :class:`~attnlab.errors.UserError` whose one line names the problem and the fix; pandas'
+own warnings never reach the user. Rows are numbered as the protocol does (0-based data rows), with the file
+line beside them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from attnlab.errors import UserError
+from attnlab.paths import readable_file
+
+log = logging.getLogger(__name__)
+
+SEPARATORS = (",", ";", "\t", "|")
+DECIMALS = (".", ",")
+_COMMA_NUMBER = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?$")  # 1.234,5 or 0,5403 or 12
+_SNIFF_BYTES = 1 << 16
+
+
+def row_label(i: int) -> str:
+    """A data row for messages: its 0-based index (the protocol's numbering) and its line in the file."""
+    return f"row {i} (file line {i + 2})"
+
+
+@contextmanager
+def quiet_pandas() -> Iterator[None]:
+    """Silence pandas' warnings (date-format inference, dtype guesses): the reader reports problems itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _check_encoding(path: Path, head: bytes) -> None:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UserError(f"{path} is UTF-16 text; re-encode it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 "
+                        f"{path.name} > {path.stem}-utf8{path.suffix}, or save it as 'CSV UTF-8')")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a character cut by the sniffing window
+            raise UserError(
+                f"{path} is not UTF-8 (byte 0x{head[err.start]:02x} at byte {err.start + 1}; it looks like Latin-1 or "
+                f"Windows-1252); re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path.name} > "
+                f"{path.stem}-utf8{path.suffix})"
+            ) from None
+
+
+def sniff_separator(header: str) -> str:
+    """The separator of a CSV from its header line: the one of ``, ; TAB |`` that splits it into the most fields
+    (a comma when none does)."""
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def read_text_table(path: str | Path, flag: str = "--csv") -> pd.DataFrame:
+    """Read a delimited text file into a DataFrame of strings (missing cells NaN), every check done first.
+
+    The separator is found from the header line (``,``, ``;``, tab or ``|``; a non-comma one is logged).
+
+    Raises:
+        UserError: a missing, unreadable or empty file, UTF-16 or non-UTF-8 text, rows with more fields than
+            the header, or a header without data rows.
+    """
+    path = readable_file(path, "CSV file", flag)
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise UserError(f"{path} is empty; pass a CSV file with a header row and data rows")
+    _check_encoding(path, head)
+    header = head.decode("utf-8", errors="ignore").lstrip("\ufeff").splitlines()[0]
+    sep = sniff_separator(header)
+    if sep != ",":
+        log.info("reading %s as %s-separated", path.name, {"\t": "tab", ";": "';'", "|": "'|'"}[sep])
+    try:
+        with quiet_pandas():
+            frame = pd.read_csv(path, dtype=str, sep=sep, skipinitialspace=True, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable CSV file ({str(err).strip().splitlines()[0]}); pass a "
+                        "comma-separated file with one header row and as many fields on every line") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the extra first field of every row an index
+        raise UserError(f"{path}: every data line has more fields than the header row ({len(frame.columns)}); "
+                        "pass a comma-separated file with as many fields on every line as in the header")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame) == 0:
+        raise UserError(f"{path} has a header but no data rows")
+    return frame
+
+
+def to_numbers(raw: pd.Series, decimal: str = ".") -> np.ndarray:
+    """A column of strings as float64 (missing and unparsable cells NaN). With ``decimal=","``, ``1.234,5``
+    reads as 1234.5."""
+    text = raw
+    if decimal == ",":
+        text = raw.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def looks_decimal_comma(raw: pd.Series) -> bool:
+    """True if the column's non-missing cells are numbers written with a decimal comma (``0,5403``) and at least
+    one of them has one (a column of plain integers is not)."""
+    cells = raw.dropna().astype(str).str.strip()
+    cells = cells[cells != ""]
+    return bool(len(cells)) and bool(cells.str.contains(",").any()) and bool(cells.str.match(_COMMA_NUMBER).all())
+
+
+# ---------------------------------------------------------------------------------------------- time stamps
+
+
+def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex:
+    """Parse a time column into naive datetimes.
+
+    The format is inferred from the first value (fast); dates that only parse day-first (``13/01/2020``) are
+    read day-first; values with different UTC offsets are converted to UTC (logged) and the offset dropped.
+
+    Raises:
+        UserError: an empty cell or a value that is not a date (row and value named).
+    """
+    missing = raw.isna().to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise UserError(f"{path}: column {column!r} has {int(missing.sum())} empty time stamp(s), the first at "
+                        f"{row_label(first)}; every row needs a time stamp")
+    text = raw.astype(str).str.strip()
+    parsed = None
+    with quiet_pandas():
+        for kwargs in ({}, {"dayfirst": True}, {"format": "mixed"}, {"format": "mixed", "dayfirst": True}):
+            try:
+                candidate = pd.to_datetime(text, errors="coerce", **kwargs)
+            except (ValueError, TypeError):  # mixed offsets: convert to UTC below
+                candidate = pd.to_datetime(text, errors="coerce", utc=True, **kwargs)
+                if not candidate.isna().any():
+                    log.info("time stamps of %s have different UTC offsets: converted to UTC", path.name)
+                    candidate = candidate.dt.tz_localize(None)
+            if not candidate.isna().any() and _increasing(candidate):
+                parsed = candidate
+                if kwargs.get("dayfirst"):
+                    log.info("read the dates of %s day-first (e.g. %s)", path.name, text.iloc[-1])
+                break
+            parsed = candidate if parsed is None else parsed
+    assert parsed is not None
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path}: cannot parse {text.iloc[first]!r} in column {column!r} at {row_label(first)} as a "
+                        "date; use ISO dates such as 2016-07-01 00:00:00, or name the time column with --date-col")
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return pd.DatetimeIndex(parsed)
+
+
+def _increasing(stamps: pd.Series) -> bool:
+    values = stamps.to_numpy()
+    return bool(len(values) < 2 or (values[1:] >= values[:-1]).all())
+
+
+def check_order(index: pd.Index, path: Path, column: str, what: str = "") -> None:
+    """Time stamps must be unique and increasing.
+
+    Raises:
+        UserError: a duplicated stamp (named, with its row) or one that goes back in time.
+    """
+    steps = np.diff(np.asarray(index.values)).astype(np.int64)  # the sign and zero are what matter
+    where = f"{path}{what}"
+    if (steps == 0).any():
+        first = int(np.flatnonzero(steps == 0)[0]) + 1
+        raise UserError(f"{where}: time stamp {index[first]} is duplicated at {row_label(first)}; remove or merge "
+                        "the duplicate rows")
+    if (steps < 0).any():
+        first = int(np.flatnonzero(steps < 0)[0]) + 1
+        raise UserError(f"{where}: time stamps are not increasing: {row_label(first)} ({index[first]}) comes after "
+                        f"{index[first - 1]}; sort the file by {column!r}")
+
+
+def infer_freq(index: pd.DatetimeIndex) -> str | None:
+    """pandas' offset alias of a regular index (``"h"``, ``"D"``, ``"W-SUN"``, ``"MS"``…), None if irregular."""
+    if len(index) < 3:
+        return None
+    with quiet_pandas():
+        try:  # pandas >= 3 returns an offset under this option (and warns without it)
+            with pd.option_context("future.infer_freq_returns_offset", True):
+                inferred = pd.infer_freq(index)
+        except KeyError:  # older pandas: no such option, a string
+            inferred = pd.infer_freq(index)
+    return None if inferred is None else pd.tseries.frequencies.to_offset(inferred).freqstr
+
+
+def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple[pd.DatetimeIndex, str]:
+    """The regular grid a series lives on, and its frequency.
+
+    Without ``freq`` the stamps must already be regular (their frequency is inferred). With ``freq`` (a pandas
+    alias such as ``h``, ``D``, ``W``, ``MS``) the grid runs from the first to the last stamp at that frequency;
+    missing stamps become rows to fill.
+
+    Raises:
+        UserError: irregular stamps without ``freq`` (the first gap named, with the fix), an unknown ``freq``, or
+            stamps that are not on its grid.
+    """
+    if freq is None:
+        inferred = infer_freq(index)
+        if inferred is not None:
+            return index, inferred
+        if len(index) < 3:
+            raise UserError(f"{what} has {len(index)} time stamp(s), too few to infer their frequency; pass --freq")
+        steps = np.diff(index.values)  # timedelta64, in the index's own unit
+        kinds, counts = np.unique(steps, return_counts=True)
+        usual = pd.Timedelta(kinds[counts.argmax()])
+        first = int(np.flatnonzero(steps != kinds[counts.argmax()])[0])
+        raise UserError(
+            f"{what}: time stamps are not regular: {index[first]} is followed by {index[first + 1]} (row "
+            f"{first + 1}), the usual step is {usual}; pass --freq (e.g. --freq {_alias(usual)}) with --fill ffill "
+            "or --fill interpolate to insert the missing rows, or fix the file"
+        )
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise UserError(f"--freq {freq!r} is not a pandas frequency; use e.g. h (hourly), D, W, MS (monthly), "
+                        "QS, YS") from None
+    grid = pd.date_range(index[0], index[-1], freq=offset)
+    off_grid = index.difference(grid)
+    if len(off_grid):
+        raise UserError(f"{what}: time stamp {off_grid[0]} is not on the --freq {freq} grid that starts at "
+                        f"{index[0]}; choose the series' own frequency")
+    return grid, offset.freqstr
+
+
+def _alias(step: pd.Timedelta) -> str:
+    """A pandas alias for a fixed step (``h``, ``15min``, ``D``, ``7D``…), for messages."""
+    seconds = step.total_seconds()
+    for unit, size in (("D", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return unit if n == 1 else f"{n}{unit}"
+    return f"{step.value}ns"
