@@ -13,7 +13,9 @@ next to every run:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -22,6 +24,26 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+BASELINES_FILE = "baselines.json"  # test metrics of simple reference predictors, written by a task's save_artifacts
+
+
+def write_baselines(run_dir: Path, baselines: Mapping[str, Mapping[str, float]]) -> Path:
+    """Write ``baselines.json``: the test metrics of simple reference predictors (repeat the last value,
+    predict the majority class, …), which the run report shows beside the model's.
+
+    Args:
+        run_dir: the run folder.
+        baselines: baseline description -> {metric name -> test value}, same names as ``evaluate`` returns.
+
+    Returns:
+        The path written.
+    """
+    data = {"split": "test", "baselines": {name: {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+                                           for name, metrics in baselines.items()}}
+    path = Path(run_dir) / BASELINES_FILE
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -89,6 +111,8 @@ class AttentionMap:
         weights: (H, Q, K) float32 — one row per query, summing to 1 over keys (H = 1 for single-head).
         query_labels: Q labels (tokens, time stamps, patch indices, …).
         key_labels: K labels.
+        full_shape: (Q, K) of the whole map when the saved weights are its top-left corner (a run keeps its
+            saved attention under a byte budget); None when nothing was cropped.
     """
 
     layer: str
@@ -96,14 +120,22 @@ class AttentionMap:
     weights: Tensor
     query_labels: list[str]
     key_labels: list[str]
+    full_shape: tuple[int, int] | None = None
 
 
 @dataclass
 class AttentionSample:
-    """One held-out example whose attention a report shows: a title and one map per attention layer."""
+    """One held-out example whose attention a report shows: a title and one map per attention layer.
+
+    Attributes:
+        title: what the example is (``"test series 3 (first 80 steps)"``).
+        maps: one map per attention layer, in the model's order.
+        in_figures: the task's figures draw this example; the report's explorer opens on the first such sample.
+    """
 
     title: str
     maps: list[AttentionMap]
+    in_figures: bool = False
 
 
 class Experiment:
@@ -118,6 +150,8 @@ class Experiment:
         train_defaults: TrainConfig field overrides that suit this task (budget, lr, …).
         monitor: the validation metric to select the best checkpoint and stop early on, and its mode.
         headline: the test metric that summary tables show (default: the monitor's metric).
+        metric_notes: test metric -> one phrase saying what it measures and on which scale (standardised or
+            original units, one-step or free-running, …); the run report prints it beside the value.
         in_demo: whether ``attnlab demo`` trains it (tasks that read a user's file set False).
     """
 
@@ -129,6 +163,7 @@ class Experiment:
     train_defaults: ClassVar[dict[str, Any]] = {}
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
     headline: ClassVar[str | None] = None  # the test metric tables show first (default: the monitor's)
+    metric_notes: ClassVar[dict[str, str]] = {}  # test metric -> what it measures, on which scale (for the report)
     in_demo: ClassVar[bool] = True  # `attnlab demo` trains it (False for tasks that need the user's data file)
 
     def __init__(self, config: Any) -> None:
