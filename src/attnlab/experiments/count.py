@@ -40,7 +40,14 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, ModelSpec, model_device
+from attnlab.experiments.base import (
+    AttentionSample,
+    DataSplits,
+    Experiment,
+    ModelSpec,
+    model_device,
+    write_baselines,
+)
 from attnlab.models.count import (
     AttentionPoolingConfig,
     CountGRUConfig,
@@ -110,6 +117,9 @@ class Count(Experiment):
 
     name = "count"
     summary = "more 2s than 4s in 10 digits? attention pooling (the exercise) vs Transformer vs GRU"
+    metric_notes = {"accuracy": "share of test sequences classified right (threshold 0.5)",
+                    "mass_on_2_4": "mean attention weight the pooling query puts on the 2s and 4s (1 = all of it)",
+                    "bce": "binary cross-entropy of the predicted probability, without the entropy penalty"}
 
     @dataclass
     class Config:
@@ -199,9 +209,16 @@ class Count(Experiment):
         fig = plot_count_attention(X, weights.cpu(), values, history, labels)
         return [save_figure(fig, out_dir / "count_attention.png")]
 
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``baselines.json``: the test accuracy of always answering the training set's majority label."""
+        train_y, test_y = data.train[:][1], data.test[:][1]
+        majority = float(train_y.mean() >= 0.5)
+        write_baselines(run_dir, {"the majority label": {"accuracy": float((test_y == majority).float().mean())}})
+
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """The first ``limit`` test sequences: the pooling query over the digits (``pool``) and, for the
-        Transformer, each encoder layer's digits × digits self-attention. Axis labels are the digits."""
+        """The first ``limit`` test sequences (the first rows of the figure): the pooling query over the digits
+        (``pool``) and, for the Transformer, each encoder layer's digits × digits self-attention. Axis labels
+        are the digits."""
         X, y = data.test[: min(limit, len(data.test))]  # (n, L), (n, 1)
         X = X.to(model_device(model))
         with torch.no_grad():
@@ -213,4 +230,7 @@ class Count(Experiment):
         def labels(i: int, layer: str, kind: str) -> tuple[list[str], list[int]]:
             return (["query"] if kind == "pooling" else digits[i]), digits[i]
 
-        return collect_attention(model, lambda: model(X), titles, labels)
+        samples = collect_attention(model, lambda: model(X), titles, labels)
+        for i, sample in enumerate(samples):
+            sample.in_figures = i < self.config.figure_rows
+        return samples

@@ -52,6 +52,8 @@ class KernelRegression(Experiment):
 
     name = "kernel_regression"
     summary = "Nadaraya-Watson attention pooling on 2 sin x + x (d2l): 4 kernels x 4 widths vs a learned width"
+    metric_notes = {"mse": "squared error of the model's pooled prediction at held-out x (leave-one-out keys)",
+                    "sigma": "the kernel width the model ends with (learned or fixed); not a score"}
 
     @dataclass
     class Config:
@@ -175,6 +177,8 @@ class KernelRegression(Experiment):
             title = f"{name}: {len(x)} queries × {len(key_labels)} training keys ({_describe(model)})"
             query_labels = [f"{q:.2f}" for q in x.tolist()]
             samples += samples_from_maps(maps, [title], lambda *_, q=query_labels: (q, key_labels))
+        if samples:
+            samples[0].in_figures = True  # kernel_model_attention.png draws the validation grid
         return samples
 
 
