@@ -475,6 +475,14 @@ def test_json_outputs_that_are_not_tables_are_outlined_not_dumped(tmp_path):
            "  tokens: list of 5,000 strings" in page
 
 
+def test_the_explorer_opens_on_the_first_sample_the_figures_draw():
+    samples = [_sample(f"s{i}", {"pool": (1, 1, 3)}, seed=i) for i in range(3)]
+    assert attention_payload(samples)[0]["default_sample"] == 0
+    samples[1].in_figures = samples[2].in_figures = True
+    payload, _ = attention_payload(samples)
+    assert payload["default_sample"] == 1 and [s["in_figures"] for s in payload["samples"]] == [False, True, True]
+
+
 def test_attention_payload_keeps_exact_float32_weights():
     sample = _sample("x", {"pool": (1, 1, 7)})
     payload, skipped = attention_payload([sample])
@@ -664,3 +672,43 @@ def test_report_commands_import_without_torch():
             ".add_subparsers()); heavy = {'torch', 'numpy', 'pandas', 'safetensors', 'matplotlib'} & set(sys.modules);"
             " assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def test_forecast_attention_shares_the_series_time_axis_with_dates_at_the_data_frequency():
+    from attnlab.experiments.forecast import DATE_FORMAT, label_format
+    from attnlab.viz.forecast import plot_attention_over_input
+
+    times = pd.date_range("2020-01-05", periods=40, freq="W")  # weekly, every stamp at midnight
+    assert label_format(times) == DATE_FORMAT
+    assert label_format(pd.date_range("2020", periods=3, freq="h")) != DATE_FORMAT
+    steps = AttentionMap("encoder.layers.0.self_attn", "self", torch.rand(2, 40, 40).softmax(-1),
+                         [str(t.date()) for t in times], [str(t.date()) for t in times])
+    spans = [(i * 4, i * 4 + 8) for i in range(9)]  # 9 patches of 8 steps, stride 4
+    patches = AttentionMap("encoder.layers.1.self_attn [OT]", "self", torch.rand(4, 9, 9).softmax(-1),
+                           [f"p{i} …" for i in range(9)], [f"p{i} …" for i in range(9)])
+    fig = plot_attention_over_input(times, np.random.default_rng(0).random((40, 1)), ["OT"], [steps, patches],
+                                    key_spans=spans)
+    fig.canvas.draw()
+    series, first, second = (ax for ax in fig.axes if ax.get_title() != "" or ax.lines)
+    for ax in (first, second):
+        assert ax.get_shared_x_axes().joined(series, ax) and ax.get_xlim() == series.get_xlim()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and not any(":" in label for label in labels)  # no "00:00" on weekly data
+    assert [first.get_title(), second.get_title()] == ["Encoder self-attention, layer 1 (mean of 2 heads)",
+                                                       "Encoder self-attention, layer 2, channel OT (mean of 4 heads)"]
+    plt.close(fig)
+
+
+def test_count_loss_panel_has_whole_epoch_ticks():
+    from attnlab.viz.count import plot_loss_only
+
+    fig = plot_loss_only([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1, 2, 3]
+    assert len([t for t in ax.get_yticklabels() if t.get_text()]) >= 2  # more than one label on the log axis
+    plt.close(fig)

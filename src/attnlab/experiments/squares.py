@@ -142,7 +142,7 @@ class Squares(Experiment):
         with attention, ``squares_alphas.png`` (decoder step × encoder step weights)."""
         picks = figure_squares(data)
         source, target, direction, _ = data.test[picks]
-        titles = [f"test square {i}: {DIRECTION_NAMES[int(d)]}" for i, d in zip(picks.tolist(), direction, strict=True)]
+        titles = [f"test square {i}\n{DIRECTION_NAMES[int(d)]}" for i, d in zip(picks.tolist(), direction, strict=True)]
         model.eval()
         prediction, alphas = decoder_alphas(model, source.to(model_device(model)), steps=target.shape[1])
         paths = [save_figure(plot_squares(source, target, prediction, titles), out_dir / "squares_predictions.png")]

@@ -248,20 +248,14 @@ def direction(metric: str, contents: RunContents) -> str:
 
 def headline_metrics(contents: RunContents) -> list[str]:
     """The test metrics shown as cards: the experiment's headline (else the monitor's), then the metrics the
-    experiment describes, then the others; a metric equal to one already shown (``loss`` = ``mse``) and the
-    ``loss`` when other metrics exist are left to the table. At most ``HEADLINE_CARDS``."""
+    experiment describes, then the others; the ``loss`` (often the same number as the headline ``mse``) only
+    when it is the only metric. At most ``HEADLINE_CARDS``."""
     test = (contents.metrics or {}).get("test") or {}
     cls = _experiment(contents)
     first = (cls.headline if cls else None) or _monitor(contents)[0].removeprefix("val_")
     notes = cls.metric_notes if cls else {}
     order = [first] + [n for n in notes if n != first] + [n for n in test if n not in notes and n != first]
-    shown: list[str] = []
-    for name in order:
-        if name not in test or (name == "loss" and len(test) > 1):
-            continue
-        if any(test[name] == test[s] for s in shown):
-            continue
-        shown.append(name)
+    shown = [n for n in dict.fromkeys(order) if n in test and (n != "loss" or len(test) == 1)]
     return shown[:HEADLINE_CARDS]
 
 
@@ -343,7 +337,8 @@ def _facts(contents: RunContents) -> str:
     metrics = contents.metrics or {}
     facts = []
     if "epochs" in metrics:
-        facts.append(f"{metrics['epochs']} epochs" + (f", {metrics['steps']:,} steps" if "steps" in metrics else ""))
+        epochs, steps = int(metrics["epochs"]), metrics.get("steps")
+        facts.append(f"{epochs} epoch{'s' * (epochs != 1)}" + (f", {int(steps):,} steps" if steps is not None else ""))
     if "train_seconds" in metrics:
         facts.append(f"{_fmt(round(float(metrics['train_seconds']), 1))} s of training")
     stop = metrics.get("stopped_by")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from attnlab.experiments.base import AttentionMap  # noqa: E402
 from attnlab.report.attention import layer_role  # noqa: E402
-from attnlab.viz.heatmaps import ATTENTION_CMAP  # noqa: E402
+from attnlab.viz.heatmaps import ATTENTION_CMAP, clip_top  # noqa: E402
 
 
 def _time_axis(ax: plt.Axes, times: pd.DatetimeIndex) -> None:
@@ -157,7 +157,7 @@ def _draw_map(fig: Figure, ax: plt.Axes, bar: plt.Axes, amap: AttentionMap, cent
         ax.set_ylabel("weight", fontsize=8)
         bar.axis("off")
         return
-    top = max(float(np.quantile(weights, 0.99)), 1e-12)
+    top = max(clip_top(weights), 1e-12)
     cut = f"weight (clipped at {top:.2g}; max {weights.max():.2g})" if top < weights.max() else "weight"
     if centres is not None:
         image = ax.pcolormesh(_edges(centres), np.arange(q + 1) - 0.5, weights, cmap=ATTENTION_CMAP, vmin=0,

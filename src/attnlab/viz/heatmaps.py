@@ -6,6 +6,7 @@ numbered from 1 in their titles.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,14 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 ATTENTION_CMAP = "viridis"  # every attention figure, and the report's explorer
+
+
+def clip_top(weights: np.ndarray, quantile: float = 0.99) -> float:
+    """The value below the top ``1 - quantile`` share of ``weights``: the cell ranked ``ceil(quantile·n)`` in
+    ascending order, so that a map of under 100 cells is not clipped at 0.99 (the report's explorer does the
+    same)."""
+    ordered = np.sort(np.asarray(weights, dtype=float).ravel())
+    return float(ordered[max(0, math.ceil(quantile * len(ordered)) - 1)])
 
 
 def show_heatmaps(
@@ -59,7 +68,7 @@ def show_heatmaps(
         raise ValueError(f"matrices must be 2-D, 3-D or 4-D, got shape {m.shape}")
     rows, cols = m.shape[:2]
     top = max(float(m.max()), 1e-12)
-    cut = float(np.quantile(m, clip)) if clip is not None else 0.0
+    cut = clip_top(m, clip) if clip is not None else 0.0
     if cut > 0:
         top = min(top, cut)
     figsize = figsize or (2.5 * cols + 1.0, 2.5 * rows)
@@ -85,7 +94,8 @@ def show_heatmaps(
                 ax.set_title(titles[i * cols + j], fontsize=9)
     bar = fig.colorbar(image, ax=axes, shrink=0.6)
     if top < float(m.max()):
-        bar.set_label(f"weight, clipped at {top:.3g} ({clip:.0%} quantile; max {float(m.max()):.3g})", fontsize=8)
+        bar.set_label(f"weight, clipped at {top:.3g} (the top {1 - clip:.0%} of cells share the top colour; max "
+                      f"{float(m.max()):.3g})", fontsize=8)
     else:
         bar.set_label("weight", fontsize=8)
     return fig

@@ -27,13 +27,13 @@ def plot_cross_attention(maps: dict[str, torch.Tensor], source: Sequence[str], o
     names = list(maps)
     stack = torch.stack([maps[n] for n in names])  # (layers, H, T, S)
     heads = stack.shape[1]
-    titles = [f"{layer_role(n, 'cross')}, head {h + 1}" if heads > 1 else layer_role(n, "cross")
-              for n in names for h in range(heads)]
+    roles = [layer_role(n, "cross").removeprefix("Decoder cross-attention, ") for n in names]  # "layer 2"
+    titles = [f"{r}, head {h + 1}" if heads > 1 else r for r in roles for h in range(heads)]
     fig = show_heatmaps(
         stack, xlabel="source token", ylabel="generated token", titles=titles,
         xticklabels=list(source), yticklabels=list(output),
         figsize=(max(3.0, 0.35 * len(source) + 1.5) * heads + 1.0, max(2.5, 0.3 * len(output) + 1.2) * len(names)),
     )
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle((f"{title}\n" if title else "") + "decoder cross-attention (layers and heads numbered from 1)",
+                 fontsize=10)
     return fig

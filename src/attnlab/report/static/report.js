@@ -8,6 +8,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var SVGNS = "http://www.w3.org/2000/svg";
   var FONT = '11px system-ui,-apple-system,"Segoe UI",Roboto,sans-serif';
+  var TITLE_FONT = '600 12px system-ui,-apple-system,"Segoe UI",Roboto,sans-serif';
 
   // ------------------------------------------------------------------------------------------ colours and numbers
   // matplotlib's viridis at 17 evenly spaced points, the figures' colour map too.
@@ -166,7 +167,7 @@
   report.matrix = function (sample, layer, head) { return Array.from(matrix(samples[sample].maps[layer], head)); };
 
   var SCALES = {
-    clip: "clipped at the 99th percentile",
+    clip: "clipped at the 99th percentile (top 1 % of cells)",
     max: "0 to the map's maximum",
     row: "each row 0 to its own maximum"
   };
@@ -181,13 +182,15 @@
     }
     var top = max;
     if (mode === "clip") {
+      // The cell below the top 1 % of cells: a map of under 100 cells is not clipped.
       var sorted = Array.from(z).sort(function (a, b) { return a - b; });
-      var p99 = sorted[Math.min(sorted.length - 1, Math.floor(0.99 * (sorted.length - 1)))];
+      var p99 = sorted[Math.ceil(0.99 * sorted.length) - 1];
       if (p99 > 0 && p99 < max) top = p99;
     }
     top = top || 1;
     return {norm: function (v) { return v / top; }, top: top, max: max, clipped: top < max,
-            label: top < max ? "weight, clipped at " + fmt(top) + " (99th percentile; max " + fmt(max) + ")" : "weight"};
+            label: top < max ? "weight, clipped at " + fmt(top) + " (99th percentile: the top 1 % of cells share the top colour; max " +
+                   fmt(max) + ")" : "weight, 0 to the map's maximum"};
   }
 
   // ------------------------------------------------------------------------------------------ heatmap figure
@@ -195,6 +198,12 @@
   var measureCtx = document.createElement("canvas").getContext("2d");
   measureCtx.font = FONT;
   function width(s) { return measureCtx.measureText(s).width; }
+  function titleWidth(s) {
+    measureCtx.font = TITLE_FONT;
+    var w = measureCtx.measureText(s).width;
+    measureCtx.font = FONT;
+    return w;
+  }
   function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
 
   function layoutFigure(sample, map, head, mode, maxWidth) {
@@ -213,7 +222,7 @@
     return {
       z: z, scale: scale, map: map, cell: cell, left: left, top: top, plotW: plotW, plotH: plotH, vertical: vertical,
       qLabels: qLabels, kLabels: kLabels, title: clip(heading, 150),
-      width: Math.max(left + plotW + right, Math.min(maxWidth, width(heading) + 20)),
+      width: Math.max(left + plotW + right, Math.min(maxWidth, titleWidth(clip(heading, 150)) + 20)),
       height: top + Math.max(plotH + bottom, barH + 20),
       qStep: Math.max(1, Math.ceil(14 / cell)), kStep: Math.max(1, Math.ceil((vertical ? 14 : kWidest + 6) / cell)),
       bar: {x: left + plotW + 16, y: top, w: 14, h: barH},
@@ -222,9 +231,10 @@
   }
   function barTicks(L) {
     if (L.scale.row) return [[0, "0"], [1, "row max"]];
-    var count = Math.max(2, Math.floor(L.bar.h / 28));
-    return linearTicks(0, L.scale.top, count, false).filter(function (v) { return v <= L.scale.top * (1 + 1e-9); })
-      .map(function (v) { return [v / L.scale.top, (L.scale.clipped && v === L.scale.top ? "≥ " : "") + fmt(v)]; });
+    var count = Math.max(2, Math.floor(L.bar.h / 40)), gap = 16 / L.bar.h;  // ticks at least 16 px apart
+    var ticks = linearTicks(0, L.scale.top, count, false).filter(function (v) { return v / L.scale.top < 1 - gap; })
+      .map(function (v) { return [v / L.scale.top, fmt(v)]; });
+    return ticks.concat([[1, (L.scale.clipped ? "≥ " : "") + fmt(L.scale.top)]]);  // the top: the cut, named
   }
   function cellImage(L) {  // the cells at one pixel each, as an offscreen canvas
     var map = L.map, c = document.createElement("canvas");
@@ -247,7 +257,7 @@
     ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, L.width, L.height);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(cellImage(L), L.left, L.top, L.plotW, L.plotH);
-    ctx.fillStyle = "#1d232a"; ctx.font = "600 12px system-ui,sans-serif"; ctx.textBaseline = "alphabetic";
+    ctx.fillStyle = "#1d232a"; ctx.font = TITLE_FONT; ctx.textBaseline = "alphabetic";
     ctx.fillText(L.title, 4, 16);
     ctx.font = FONT; ctx.fillStyle = "#3d4750"; ctx.textBaseline = "middle";
     ctx.textAlign = "right";
