@@ -387,7 +387,8 @@ def test_model_without_attention_says_why(tmp_path):
 
 def test_report_stays_small_with_huge_attention_and_figures(tmp_path):
     big = {f"layers.{i}.self_attn": (8, 300, 300) for i in range(3)}
-    run = _fake_run(tmp_path / "run", figures=0, attention=[_sample(f"s{i}", big, seed=i) for i in range(3)])
+    run = _fake_run(tmp_path / "run", figures=0)
+    save_attention(run, [_sample(f"s{i}", big, seed=i) for i in range(3)], budget=10**9)  # all of it, 26 MB
     (run / "figures").mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):  # incompressible noise: ~1 MB PNGs
@@ -398,8 +399,7 @@ def test_report_stays_small_with_huge_attention_and_figures(tmp_path):
     embedded = [m for s in data["attention"]["samples"] for m in s["maps"]]
     assert embedded and all(m["q"] == MAX_SIDE and m["full_shape"] == [300, 300] for m in embedded)
     assert sum(m["heads"] * m["q"] * m["k"] * 4 for m in embedded) <= ATTENTION_BUDGET
-    assert "Not embedded (over the report" in page and "s0 / layers.2.self_attn" in page
-    assert "Not saved by the run (over its attention budget)" in page and "s2 / layers.2.self_attn" in page
+    assert "Not embedded (over the report" in page and "s2 / layers.2.self_attn" in page
     assert f"Large maps show their first queries and keys only (e.g. {MAX_SIDE}×{MAX_SIDE} of 300×300)" in page
     assert 'src="figures/noise3.png"' in page and "linked, not embedded" in page
 
@@ -418,6 +418,9 @@ def test_saved_attention_keeps_a_byte_budget_and_names_what_it_leaves_out(tmp_pa
         q, k = kept.weights.shape[1:]
         assert kept.full_shape == (336, 336) and 200 < q == k < 336 and kept.query_labels == full.query_labels[:q]
         torch.testing.assert_close(kept.weights, full.weights[:, :q, :k], rtol=0, atol=0)
+    run = _fake_run(tmp_path / "run", figures=0, attention=samples)
+    assert "Not saved by the run (over its attention budget): window 1 / encoder.layers.0.self_attn" in \
+        build_report(run).read_text()
     small = [_sample(f"s{i}", {"pool": (1, 1, 6)}, seed=i) for i in range(3)]
     save_attention(tmp_path, small)  # under the budget: everything, uncropped
     assert len(load_attention(tmp_path)) == 3 and json.loads((tmp_path / "attention.json").read_text())["dropped"] == []

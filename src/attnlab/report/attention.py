@@ -48,7 +48,7 @@ ATTENTION_JSON = "attention.json"
 ATTENTION_WEIGHTS = "attention.safetensors"
 ATTENTION_FORMAT = 1
 DEFAULT_LIMIT = 4  # held-out examples a run saves
-ATTENTION_FILE_BUDGET = 3_000_000  # bytes of float32 weights in one run's attention.safetensors
+ATTENTION_FILE_BUDGET = 2_500_000  # bytes of float32 weights in one run's attention.safetensors
 KINDS = ("self", "cross", "pooling")
 ROLE_WORDS = {"self": "self-attention", "cross": "cross-attention", "pooling": "attention pooling"}
 
@@ -320,9 +320,13 @@ def save_attention(
     """
     run_dir = Path(run_dir)
     kept, dropped = fit_budget([_checked(s) for s in samples], budget)
-    if dropped or any(m.full_shape for s in kept for m in s.maps):
-        log.info("attention saved within %.1f MB: %d maps left out, first sample cropped: %s", budget / 1e6,
-                 len(dropped), any(m.full_shape for m in kept[0].maps))
+    cropped = [m for s in kept for m in s.maps if m.full_shape]
+    if dropped or cropped:
+        crop = (f"the first example cropped to {len(cropped[0].query_labels)}×{len(cropped[0].key_labels)} of "
+                f"{cropped[0].full_shape[0]}×{cropped[0].full_shape[1]} queries × keys" if cropped else "")
+        log.info("attention kept under %.1f MB: %s", budget / 1e6, "; ".join(
+            part for part in (crop, f"{len(dropped)} maps of later examples left out, named in {ATTENTION_JSON}"
+                              if dropped else "") if part))
     tensors: dict[str, Tensor] = {}
     entries = []
     for i, sample in enumerate(kept):

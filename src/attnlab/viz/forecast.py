@@ -74,22 +74,23 @@ def plot_forecasts(
     return fig
 
 
-def _edges(centres: np.ndarray) -> np.ndarray:
-    """Cell edges around sorted centres: midpoints, and half a step beyond the first and the last."""
-    if len(centres) == 1:
-        return np.array([centres[0] - 0.5, centres[0] + 0.5])
-    mid = (centres[1:] + centres[:-1]) / 2
-    return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
+def _edges(centres: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Cell edges around sorted centres: the midpoints between them, and ``lo`` and ``hi`` at the ends."""
+    return np.concatenate([[lo], (centres[1:] + centres[:-1]) / 2, [hi]])
 
 
-def _key_centres(times: pd.DatetimeIndex, k: int, key_spans: Sequence[tuple[int, int]] | None) -> np.ndarray | None:
-    """Where the k keys of a map sit on the time axis (matplotlib date numbers): one per input step, or the
-    middle of each patch's span; None when the keys are neither."""
+def _key_cells(times: pd.DatetimeIndex, k: int,
+               key_spans: Sequence[tuple[int, int]] | None) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Where the k keys of a map sit on the time axis (matplotlib date numbers): ``(centres, edges, patches)``
+    for one key per input step, or for the patches of ``key_spans`` (centred on their spans, the cells
+    covering the whole window); None when the keys are neither."""
     numbers = mdates.date2num(times)
     if k == len(times):
-        return numbers
+        step = (numbers[-1] - numbers[0]) / max(1, len(numbers) - 1)
+        return numbers, _edges(numbers, numbers[0] - step / 2, numbers[-1] + step / 2), False
     if key_spans is not None and len(key_spans) == k:
-        return np.array([(numbers[a] + numbers[b - 1]) / 2 for a, b in key_spans])
+        centres = np.array([(numbers[a] + numbers[b - 1]) / 2 for a, b in key_spans])
+        return centres, _edges(centres, numbers[0], numbers[-1]), True
     return None
 
 
@@ -130,46 +131,48 @@ def plot_attention_over_input(
         top.plot(times, values[:, k], lw=0.8, label=name)
     top.set_xlim(times[0], times[-1])
     _time_axis(top, times)
-    top.legend(fontsize=7, ncol=min(4, len(channel_names)), loc="upper left")
-    top.set_title(title or "input window", fontsize=9)
+    top.legend(fontsize=7, ncol=min(4, len(channel_names)), loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
+    top.set_title(title or "input window", fontsize=9, loc="right")  # the legend above the series, on the left
     top.tick_params(labelsize=7)
     for row, amap in enumerate(maps, start=1):
-        centres = _key_centres(times, amap.weights.shape[-1], key_spans)
-        ax = fig.add_subplot(grid[row, 0], sharex=top if centres is not None else None)
-        _draw_map(fig, ax, fig.add_subplot(grid[row, 1]), amap, centres)
-        if centres is not None:
+        cells = _key_cells(times, amap.weights.shape[-1], key_spans)
+        ax = fig.add_subplot(grid[row, 0], sharex=top if cells is not None else None)
+        _draw_map(fig, ax, fig.add_subplot(grid[row, 1]), amap, cells)
+        if cells is not None:
             _time_axis(ax, times)
             ax.set_xlim(times[0], times[-1])
         ax.tick_params(labelsize=7)
     return fig
 
 
-def _draw_map(fig: Figure, ax: plt.Axes, bar: plt.Axes, amap: AttentionMap, centres: np.ndarray | None) -> None:
+def _draw_map(fig: Figure, ax: plt.Axes, bar: plt.Axes, amap: AttentionMap,
+              cells: tuple[np.ndarray, np.ndarray, bool] | None) -> None:
     """One attention map (mean over heads) on ``ax``, its colour bar on ``bar``: see
-    :func:`plot_attention_over_input`."""
+    :func:`plot_attention_over_input` (``cells``: :func:`_key_cells`)."""
     weights = amap.weights.float().mean(dim=0).numpy()  # (Q, K), mean over heads
     q, k = weights.shape
     heads = amap.weights.shape[0]
     ax.set_title(f"{layer_role(amap.layer, amap.kind)}" + (f" (mean of {heads} heads)" if heads > 1 else ""),
                  fontsize=8)
-    if q == 1 and centres is not None:
-        ax.plot(centres, weights[0], color="#21918c", lw=0.9)
+    if q == 1 and cells is not None:
+        ax.plot(cells[0], weights[0], color="#21918c", lw=0.9)
         ax.set_ylabel("weight", fontsize=8)
         bar.axis("off")
         return
     top = max(clip_top(weights), 1e-12)
     cut = f"weight (clipped at {top:.2g}; max {weights.max():.2g})" if top < weights.max() else "weight"
-    if centres is not None:
-        image = ax.pcolormesh(_edges(centres), np.arange(q + 1) - 0.5, weights, cmap=ATTENTION_CMAP, vmin=0,
-                              vmax=top, shading="flat")
+    if cells is not None:
+        image = ax.pcolormesh(cells[1], np.arange(q + 1) - 0.5, weights, cmap=ATTENTION_CMAP, vmin=0, vmax=top,
+                              shading="flat")
         ax.set_ylim(q - 0.5, -0.5)
     else:
         image = ax.imshow(weights, aspect="auto", cmap=ATTENTION_CMAP, vmin=0, vmax=top, interpolation="nearest")
         ticks = np.unique(np.linspace(0, k - 1, min(k, 6)).round().astype(int))
         ax.set_xticks(ticks, labels=[_short(amap.key_labels[t]) for t in ticks], fontsize=6)
+    patches = cells is not None and cells[2]
     rows = np.unique(np.linspace(0, q - 1, min(q, 6)).round().astype(int))
-    ax.set_yticks(rows, labels=[_short(amap.query_labels[r].split(" ")[0] if centres is not None and q != k else
-                                       amap.query_labels[r]) for r in rows], fontsize=6)
-    ax.set_ylabel("query", fontsize=8)
+    labels = [amap.query_labels[r].split(" ")[0] if patches else _short(amap.query_labels[r]) for r in rows]
+    ax.set_yticks(rows, labels=labels, fontsize=6)  # a patch query by its number: its span is on the x axis
+    ax.set_ylabel("query" + (" patch" if patches else ""), fontsize=8)
     fig.colorbar(image, cax=bar).set_label(cut, fontsize=7)
     bar.tick_params(labelsize=6)
