@@ -217,6 +217,11 @@ def _experiment(contents: RunContents) -> type[Experiment] | None:
         return None
 
 
+def _notes(cls: Any) -> dict[str, str]:
+    """The experiment's ``metric_notes`` (test metric -> what it measures), {} when it has none."""
+    return dict(getattr(cls, "metric_notes", None) or {})
+
+
 def _monitor(contents: RunContents) -> tuple[str, str]:
     monitor = (contents.metrics or {}).get("monitor") or contents.config.get("monitor") or ["val_loss", "min"]
     return str(monitor[0]), str(monitor[1] if len(monitor) > 1 else "min")
@@ -253,7 +258,7 @@ def headline_metrics(contents: RunContents) -> list[str]:
     test = (contents.metrics or {}).get("test") or {}
     cls = _experiment(contents)
     first = (cls.headline if cls else None) or _monitor(contents)[0].removeprefix("val_")
-    notes = cls.metric_notes if cls else {}
+    notes = _notes(cls)
     order = [first] + [n for n in notes if n != first] + [n for n in test if n not in notes and n != first]
     shown = [n for n in dict.fromkeys(order) if n in test and (n != "loss" or len(test) == 1)]
     return shown[:HEADLINE_CARDS]
@@ -376,8 +381,7 @@ def _results(contents: RunContents) -> str:
     head = '<section id="results"><h2>Results</h2>'
     if contents.metrics is None:
         return head + _note("No metrics.json: the run did not finish.") + "</section>"
-    cls = _experiment(contents)
-    notes = cls.metric_notes if cls else {}
+    notes = _notes(_experiment(contents))
     cards = "".join(_card(n, contents, notes) for n in headline_metrics(contents))
     return (head + _warnings(contents.metrics) + f'<div class="cards" id="headline">{cards}</div>' + _facts(contents)
             + _metrics_table(contents, notes) + "</section>")

@@ -403,7 +403,6 @@
       var role = document.createElement("div");
       role.className = "role";
       role.title = m.layer;
-      role.innerHTML = "";
       role.appendChild(document.createTextNode(m.role));
       var small = document.createElement("small");
       small.textContent = m.q + "×" + m.k + " · " + m.layer;
