@@ -182,7 +182,7 @@ def test_attention_maps_are_causal_rows_of_weights():
     model = _models()["transformer"].eval()
     weights, titles = attention_maps(model, torch.randn(1, 12, 1))
     assert weights.shape == (2, 2, 12, 12)  # layers, heads, queries, keys
-    assert len(titles) == 4 and titles[0] == "layer 0, head 0"
+    assert len(titles) == 4 and titles[0] == "Encoder self-attention, layer 1, head 1"  # numbered from 1
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 12))
     assert weights.triu(diagonal=1).abs().max() == 0  # no step looks ahead
     assert attention_maps(_models()["gru"], torch.randn(1, 12, 1)) is None

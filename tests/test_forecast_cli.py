@@ -290,7 +290,9 @@ def test_attention_model_on_target_subset(tmp_path):
 
     task = Forecast(result.run.config.experiment_config)
     samples = task.attention_samples(model, task.data(0), limit=2)
-    assert len(samples) == 2 and samples[0].maps[0].key_labels[0] == "2021-03-13 08:00"
+    assert len(samples) == 2 and samples[1].maps[0].key_labels[0] == "2021-03-13 08:00"  # test window 0
+    focus = task.attention_window()  # the attention figure's window comes first: the report opens on it
+    assert samples[0].in_figures and samples[0].title.startswith(f"test window {focus}: ") and focus == 37
     assert list(predict(result.run_dir, csv).columns) == ["date", "b"]
 
 

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import base64
 import csv
+import importlib.util
 import json
 import logging
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from attnlab import registry
 from attnlab.cli import main
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample
+from attnlab.experiments.base import AttentionMap, AttentionSample, write_baselines
 from attnlab.report import (
     build_report,
     load_attention,
@@ -30,11 +35,13 @@ from attnlab.report import (
     save_attention,
     write_demo_index,
 )
-from attnlab.report.attention import infer_kind
+from attnlab.report.attention import ATTENTION_FILE_BUDGET, fit_budget, infer_kind, layer_role
 from attnlab.report.page import ATTENTION_BUDGET, MAX_SIDE, attention_payload
 from attnlab.train import RunResult
 from attnlab.train.config import resolve
 from attnlab.train.weights import build_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -220,15 +227,17 @@ def test_count_attention_is_the_pooling_the_figure_draws_with_digits_as_keys(tor
 
 
 def test_squares_transformer_lists_self_and_cross_attention_per_decoder_step(torch_single_thread):
-    from attnlab.experiments.squares import decoder_alphas
+    from attnlab.experiments.squares import decoder_alphas, figure_squares
 
     task, net, data = _untrained("squares", "transformer")
     sample = task.attention_samples(net, data, limit=1)[0]
+    first = int(figure_squares(data).min())
+    assert sample.in_figures and sample.title.startswith(f"test square {first}: ")
     kinds = {m.layer: m.kind for m in sample.maps}
     assert kinds["decoder.layers.1.cross_attn"] == "cross" and kinds["decoder.layers.0.self_attn"] == "self"
     cross = next(m for m in sample.maps if m.layer == "decoder.layers.1.cross_attn")
     assert [s[:3] for s in cross.query_labels] == ["→c3", "→c4"] and [s[:2] for s in cross.key_labels] == ["c1", "c2"]
-    _, alphas = decoder_alphas(net, data.test[:1][0], steps=2)  # (1, steps, S), mean over heads
+    _, alphas = decoder_alphas(net, data.test[first : first + 1][0], steps=2)  # (1, steps, S), mean over heads
     torch.testing.assert_close(cross.weights.mean(0), alphas[0])
     dec_self = next(m for m in sample.maps if m.layer == "decoder.layers.0.self_attn")
     assert dec_self.weights[:, 0, 1].abs().max() == 0  # step 1 is not visible from step 0 (causal, KV cache)
@@ -257,17 +266,25 @@ def test_kernel_regression_axes_are_query_and_key_x(torch_single_thread):
     assert val.maps[0].kind == "pooling" and len(task.attention_samples(net, data, limit=1)) == 1
 
 
-def test_sine_maps_are_causal_over_time_steps(torch_single_thread):
+def test_sine_maps_are_causal_over_time_steps_and_start_with_the_figures_series(torch_single_thread):
+    from attnlab.experiments.sine import attention_maps, figure_series
+
     task, net, data = _untrained("sine", "transformer")
-    m = task.attention_samples(net, data, limit=1)[0].maps[0]
-    assert m.query_labels[:3] == ["t0", "t1", "t2"] and len(m.query_labels) == min(80, len(data.test[0]) - 1)
+    first, second = task.attention_samples(net, data, limit=2)
+    drawn = figure_series([data.test[i] for i in range(len(data.test))])[0]  # the attention figure's series
+    assert first.in_figures and not second.in_figures and first.title.startswith(f"test series {drawn} ")
+    m = first.maps[0]
+    assert m.query_labels[:3] == ["t0", "t1", "t2"] and len(m.query_labels) == min(80, len(data.test[drawn]) - 1)
     assert torch.triu(m.weights, diagonal=1).abs().max() == 0
+    weights, titles = attention_maps(net, data.test[drawn][:-1][:80].view(1, -1, 1))
+    torch.testing.assert_close(m.weights, weights[0])  # the figure's first layer, every head
+    assert titles[0] == "Encoder self-attention, layer 1, head 1"  # layers and heads from 1, as on the page
 
 
 # ---------------------------------------------------------------------------------------------- the page
 
 
-def test_report_shows_every_section_with_the_run_values(tmp_path):
+def test_report_shows_every_section_results_first_with_the_run_values(tmp_path):
     samples = [_sample("sample A", {"encoder.layers.0.self_attn": (2, 5, 5), "decoder.layers.0.cross_attn": (2, 3, 5)})]
     run = _fake_run(tmp_path / "run", attention=samples)
     with (run / "forecasts.csv").open("w", newline="") as f:
@@ -278,24 +295,68 @@ def test_report_shows_every_section_with_the_run_values(tmp_path):
     path = build_report(run)
     assert path == run / "report.html"
     page = path.read_text()
-    for section in ("config", "metrics", "curves", "figures", "outputs", "attention"):
-        assert f'<section id="{section}">' in page
+    order = [page.index(f'<section id="{s}">') for s in
+             ("results", "figures", "attention", "curves", "outputs", "config")]
+    assert order == sorted(order)  # results first, configuration last
+    assert "<details><summary>Resolved configuration" in page  # collapsed
     assert 'data-missing-count="0"' in page
-    assert "<td>mse</td><td>0.0123457</td><td>0.0234</td>" in page  # test and validation, 6 digits
+    assert "<td>mse</td><td>lower is better</td><td>0.0123457</td><td>0.0234</td>" in page  # test and validation
+    assert '<div class="card" data-metric="mse"' in page and "0.01235" in page  # the monitor's metric as a card
     assert "<td>d_model</td><td>8</td>" in page
     assert page.count("<img src=\"data:image/png;base64,") == 1
     assert "20 of 50 rows" in page and "bleu: 31.5" in page and "hello world &lt;/script&gt;" in page
-    for ident in ("attn-sample", "attn-layer", "attn-head", "attn-heatmap", "attn-readout"):
+    for ident in ("attn-sample", "attn-layer", "attn-head", "attn-scale", "attn-heatmap", "attn-readout",
+                  "model-view", "attn-export-png", "attn-export-svg"):
         assert f'id="{ident}"' in page
+    assert "plotly" not in page.lower() and "<script src" not in page  # no library, nothing fetched
     data = _report_data(page)
-    epochs = data["curves"]["curve-epochs"]["data"]
-    assert {t["name"]: t["y"] for t in epochs} == {"train_loss": [1.0, 0.5, 1 / 3], "val_loss": [2.0, 1.0, 2 / 3],
-                                                   "val_mse": [0.5, 0.25, 0.5 / 3]}
-    assert [t.get("yaxis") for t in epochs] == [None, None, "y2"]  # the monitor metric on its own axis
-    assert data["curves"]["curve-steps"]["data"][0]["y"] == [0.9, 0.7]
+    charts = {c["id"]: c for c in data["charts"]}
+    epochs = charts["curve-epochs"]
+    assert {t["name"]: t["y"] for t in epochs["series"]} == {"train_loss": [1.0, 0.5, 1 / 3],
+                                                             "val_loss": [2.0, 1.0, 2 / 3]}
+    assert epochs["integer_x"] and epochs["log"] is True  # losses over a factor of 6: a log axis
+    assert charts["curve-val_mse"]["series"][0]["y"] == [0.5, 0.25, 0.5 / 3]  # the monitor: its own y-axis
+    assert charts["curve-steps"]["series"][0]["y"] == [0.9, 0.7] and charts["curve-steps"]["title"]
     maps = data["attention"]["samples"][0]["maps"]
     assert [m["kind"] for m in maps] == ["self", "cross"]
+    assert [m["role"] for m in maps] == ["Encoder self-attention, layer 1", "Decoder cross-attention, layer 1"]
     np.testing.assert_array_equal(_decode(maps[1]), samples[0].maps[1].weights.numpy())
+
+
+def test_results_show_warnings_how_training_stopped_notes_and_baselines(tmp_path):
+    run = _fake_run(tmp_path / "run", figures=0, attention=[])
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "experiment": "sine", "monitor": ["val_mse", "min"]}))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(experiment="sine", test={"loss": 6.2e-05, "mse": 6.2e-05}, val={"loss": 7e-05, "mse": 7e-05},
+                   steps=120, stopped_by="time",
+                   warnings=["the time cap max_time_s=40 stopped training after 1 epoch(s): raise max_time_s"])
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_baselines(run, {"repeat the last value": {"mse": 0.0123}})
+    page = build_report(run).read_text()
+    results = page[page.index('<section id="results">'):page.index('<section id="figures">')]
+    assert '<div id="warnings" class="warning">' in results and "the time cap max_time_s=40 stopped" in results
+    assert "stopped by the time cap (max_time_s)" in results and "3 epochs, 120 steps" in results
+    cards = re.findall(r'<div class="card" data-metric="(\w+)"', results)
+    assert cards == ["mse"]  # the loss equals the mse: one card
+    assert "one-step-ahead" in results and "↓ lower is better" in results  # what the number is, its direction
+    assert "repeat the last value 0.0123" in results and "baseline: repeat the last value (test)" in results
+    assert "baselines.json" not in page  # read as baselines, not shown as a task output
+
+
+def test_a_monitor_equal_to_the_loss_is_drawn_once_on_one_axis(tmp_path):
+    run = _fake_run(tmp_path / "run", figures=0, attention=[])
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["history"] = [{"epoch": e, "train_loss": 10.0 / e**3, "val_loss": 1.0 / e**3, "val_mse": 1.0 / e**3}
+                          for e in (1, 2, 3)]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    charts = _report_data(build_report(run).read_text())["charts"]
+    assert [c["id"] for c in charts] == ["curve-epochs", "curve-steps"]
+    assert [s["name"] for s in charts[0]["series"]] == ["train_loss", "val_loss (= val_mse)"]
+    assert charts[0]["log"] is True  # 0.037 to 10: log scale
+    metrics["history"] = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.9 / e} for e in (1, 2)]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert _report_data(build_report(run).read_text())["charts"][0]["log"] is False  # a factor of 2.2: linear
 
 
 def test_curves_come_from_the_history_and_the_logs(tmp_path):
@@ -324,22 +385,105 @@ def test_model_without_attention_says_why(tmp_path):
     assert 'id="attn-heatmap"' not in page and 'data-missing-count="0"' in page
 
 
-def test_report_stays_under_10_mb_with_huge_attention_and_figures(tmp_path):
+def test_report_stays_small_with_huge_attention_and_figures(tmp_path):
     big = {f"layers.{i}.self_attn": (8, 300, 300) for i in range(3)}
-    run = _fake_run(tmp_path / "run", figures=0, attention=[_sample(f"s{i}", big, seed=i) for i in range(3)])
+    run = _fake_run(tmp_path / "run", figures=0)
+    save_attention(run, [_sample(f"s{i}", big, seed=i) for i in range(3)], budget=10**9)  # all of it, 26 MB
     (run / "figures").mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):  # incompressible noise: ~1 MB PNGs
         plt.imsave(run / "figures" / f"noise{i}.png", rng.random((500, 500, 3)))
     page = build_report(run).read_text()
-    assert len(page.encode()) < 10_000_000
+    assert len(page.encode()) < 3_500_000  # 1.5 MB of figures and 1.2 MB of weights, base64
     data = _report_data(page)
     embedded = [m for s in data["attention"]["samples"] for m in s["maps"]]
     assert embedded and all(m["q"] == MAX_SIDE and m["full_shape"] == [300, 300] for m in embedded)
     assert sum(m["heads"] * m["q"] * m["k"] * 4 for m in embedded) <= ATTENTION_BUDGET
-    assert "Not embedded (over the" in page and "s2 / layers.2.self_attn" in page
-    assert f"cropped to their first {MAX_SIDE}" in page
+    assert "Not embedded (over the report" in page and "s2 / layers.2.self_attn" in page
+    assert f"Large maps show their first queries and keys only (e.g. {MAX_SIDE}×{MAX_SIDE} of 300×300)" in page
     assert 'src="figures/noise3.png"' in page and "linked, not embedded" in page
+
+
+def test_saved_attention_keeps_a_byte_budget_and_names_what_it_leaves_out(tmp_path):
+    big = {f"encoder.layers.{i}.self_attn": (4, 336, 336) for i in range(2)}  # 3.6 MB per example
+    samples = [_sample(f"window {i}", big, seed=i) for i in range(3)]
+    samples[0].in_figures = True
+    save_attention(tmp_path, samples)
+    assert (tmp_path / "attention.safetensors").stat().st_size <= ATTENTION_FILE_BUDGET + 10_000
+    meta = json.loads((tmp_path / "attention.json").read_text())
+    assert meta["dropped"] == [f"window {i} / encoder.layers.{j}.self_attn" for i in (1, 2) for j in (0, 1)]
+    loaded = load_attention(tmp_path)
+    assert len(loaded) == 1 and loaded[0].in_figures  # the first example is always kept, cropped
+    for kept, full in zip(loaded[0].maps, samples[0].maps, strict=True):
+        q, k = kept.weights.shape[1:]
+        assert kept.full_shape == (336, 336) and 200 < q == k < 336 and kept.query_labels == full.query_labels[:q]
+        torch.testing.assert_close(kept.weights, full.weights[:, :q, :k], rtol=0, atol=0)
+    run = _fake_run(tmp_path / "run", figures=0, attention=samples)
+    assert "Not saved by the run (over its attention budget): window 1 / encoder.layers.0.self_attn" in \
+        build_report(run).read_text()
+    small = [_sample(f"s{i}", {"pool": (1, 1, 6)}, seed=i) for i in range(3)]
+    save_attention(tmp_path, small)  # under the budget: everything, uncropped
+    assert len(load_attention(tmp_path)) == 3 and json.loads((tmp_path / "attention.json").read_text())["dropped"] == []
+
+
+def test_fit_budget_keeps_the_maps_of_a_later_sample_that_fit():
+    samples = [_sample("a", {"x.0.self_attn": (1, 10, 10)}), _sample("b", {"x.0.self_attn": (1, 10, 10),
+                                                                          "x.1.self_attn": (1, 20, 20)})]
+    kept, dropped = fit_budget(samples, budget=4 * 200)
+    assert [s.title for s in kept] == ["a", "b"] and [m.layer for m in kept[1].maps] == ["x.0.self_attn"]
+    assert dropped == ["b / x.1.self_attn"]
+
+
+@pytest.mark.parametrize(("layer", "kind", "role"), [
+    ("encoder.layers.0.self_attn", "self", "Encoder self-attention, layer 1"),
+    ("decoder.layers.1.cross_attn", "cross", "Decoder cross-attention, layer 2"),
+    ("decoder.layers.0.self_attn", "self", "Decoder self-attention, layer 1"),
+    ("cross_attn.mha", "cross", "Decoder cross-attention"),
+    ("pool", "pooling", "Attention pooling"),
+    ("encoder.layers.2.self_attn [OT]", "self", "Encoder self-attention, layer 3, channel OT"),
+    ("attention", "self", "Self-attention"),
+])
+def test_layers_are_named_by_role_and_numbered_from_1(layer, kind, role):
+    assert layer_role(layer, kind) == role
+
+
+def test_report_reads_only_regular_files_inside_the_run_folder(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET-ROW\n")
+    run = _fake_run(tmp_path / "run", attention=[_sample("a", {"pool": (1, 1, 3)})])
+    (run / "leak.csv").symlink_to(secret)  # a task output that is a link
+    (run / "figures" / "leak.png").symlink_to(secret)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "metrics.csv").write_text("epoch,step,train_loss_step\n0,1,SECRET-ROW\n")
+    (run / "logs" / "version_1").symlink_to(outside, target_is_directory=True)
+    page = build_report(run).read_text()
+    assert "SECRET-ROW" not in page and "root:x" not in page
+    for name in ("leak.csv", "figures/leak.png", "logs/version_1/metrics.csv"):
+        assert f"<li>{name}: a symbolic link or a path leading outside the run folder, not read</li>" in page
+    (run / "config.json").rename(run / "real-config.json")
+    (run / "config.json").symlink_to(run / "real-config.json")
+    with pytest.raises(UserError, match="config.json is a symbolic link"):
+        read_run(run)
+
+
+def test_json_outputs_that_are_not_tables_are_outlined_not_dumped(tmp_path):
+    run = _fake_run(tmp_path / "run", figures=0, attention=[])
+    tokens = [f"tok{i}" for i in range(5000)]
+    (run / "vocab.json").write_text(json.dumps({"format": 1, "options": {"lower": True},
+                                                "source": {"specials": ["<pad>"], "tokens": tokens}}))
+    page = build_report(run).read_text()
+    assert "tok4999" not in page and "tok1" not in page
+    assert "format: 1\noptions:\n  lower: True\nsource:\n  specials: list of 1 strings\n" \
+           "  tokens: list of 5,000 strings" in page
+
+
+def test_the_explorer_opens_on_the_first_sample_the_figures_draw():
+    samples = [_sample(f"s{i}", {"pool": (1, 1, 3)}, seed=i) for i in range(3)]
+    assert attention_payload(samples)[0]["default_sample"] == 0
+    samples[1].in_figures = samples[2].in_figures = True
+    payload, _ = attention_payload(samples)
+    assert payload["default_sample"] == 1 and [s["in_figures"] for s in payload["samples"]] == [False, True, True]
 
 
 def test_attention_payload_keeps_exact_float32_weights():
@@ -429,18 +573,145 @@ def test_fit_saves_attention_and_report_and_survives_a_failing_report(tmp_path, 
     assert not (tmp_path / "c" / "report.html").exists() and (tmp_path / "c" / "attention.json").is_file()
 
 
-def test_demo_index_links_each_report_with_the_summary_table(tmp_path):
+def test_demo_index_says_what_each_task_tests_and_links_each_report(tmp_path):
     (tmp_path / "count-gru").mkdir()
     (tmp_path / "count-gru" / "report.html").write_text("<html></html>")
 
-    def result(model: str, accuracy: float) -> RunResult:
-        return RunResult(run_dir=tmp_path / f"count-{model}", experiment="count", model=model,
-                         metrics={"accuracy": accuracy}, val_metrics={}, params=1234, train_seconds=2.5, epochs=3)
+    def result(experiment: str, model: str, **metrics: float) -> RunResult:
+        return RunResult(run_dir=tmp_path / f"{experiment}-{model}", experiment=experiment, model=model,
+                         metrics=metrics, val_metrics={}, params=1234, train_seconds=2.5, epochs=3,
+                         monitor=registry.get_experiment(experiment).monitor)
 
-    results = {("count", "gru"): result("gru", 0.75), ("count", "transformer"): result("transformer", math.nan)}
+    results = {("count", "gru"): result("count", "gru", accuracy=0.75, loss=0.5, bce=0.5),
+               ("count", "transformer"): result("count", "transformer", accuracy=math.nan, mass_on_2_4=0.9),
+               ("squares", "transformer"): result("squares", "transformer", mse=0.02, loss=0.02, mse_clean=0.01)}
     path = write_demo_index(tmp_path, results, [("PASS", "count: works", "accuracy 1.0")], seconds=12.0)
     page = path.read_text()
     assert path == tmp_path / "index.html"
-    assert '<a href="count-gru/report.html">report</a>' in page and "<td>0.75</td>" in page
-    assert "<td>transformer</td><td>accuracy</td><td>nan</td>" in page and "no report" in page
+    count = page[page.index('id="task-count"'):page.index('id="task-squares"')]
+    assert registry.get_experiment("count").summary in count  # what the task tests
+    assert "test accuracy <span class=\"better\">↑ higher is better</span>" in count
+    assert '<a href="count-gru/report.html">report</a>' in count and '<td class="num">0.75</td>' in count
+    assert "<td>loss ↓ 0.5, bce ↓ 0.5</td>" in count  # every other held-out metric, with its direction
+    assert "<td>transformer</td><td class=\"num\">nan</td><td>mass_on_2_4 ↑ 0.9</td>" in count
+    assert "no report" in count
+    squares = page[page.index('id="task-squares"'):]
+    assert "test mse <span class=\"better\">↓ lower is better</span>" in squares
+    assert "<td>mse_clean ↓ 0.01</td>" in squares  # the loss equals the headline mse: left out
     assert '<span class="PASS">PASS</span> count: works: accuracy 1.0' in page and "1,234" in page
+    assert "targets: 1 of 1 met" in page and ".card{" in page  # the run reports' stylesheet
+
+
+# ---------------------------------------------------------------------------------------------- attnlab attention
+
+
+def _export_run(tmp_path: Path) -> tuple[Path, list[AttentionSample]]:
+    samples = [_sample("first", {"encoder.layers.0.self_attn": (2, 3, 3), "decoder.layers.1.cross_attn": (2, 2, 3)}),
+               _sample("second", {"encoder.layers.0.self_attn": (2, 2, 2)}, seed=1)]
+    return _fake_run(tmp_path / "run", figures=0, attention=samples), samples
+
+
+def test_attention_command_writes_the_tidy_table_numbered_like_the_page(tmp_path, capsys):
+    run, samples = _export_run(tmp_path)
+    out = tmp_path / "weights.csv"
+    code, err, printed = _cli(["attention", str(run), "--out", str(out)], capsys)
+    assert code == 0 and err == [] and printed.strip().splitlines()[-1] == str(out)  # the path printed last
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["sample", "sample_title", "layer", "layer_name", "kind", "head", "query",
+                             "query_label", "key", "key_label", "weight"]
+    assert len(rows) == 2 * 3 * 3 + 2 * 2 * 3 + 2 * 2 * 2
+    for row in rows:
+        m = samples[int(row["sample"]) - 1].maps[0 if row["layer_name"].startswith("encoder") else 1]
+        h, q, k = int(row["head"]) - 1, int(row["query"]), int(row["key"])  # heads from 1, positions from 0
+        assert np.float32(row["weight"]) == m.weights[h, q, k].item()  # exact float32
+        assert (row["query_label"], row["key_label"]) == (m.query_labels[q], m.key_labels[k])
+    cross = next(r for r in rows if r["kind"] == "cross")
+    assert cross["layer"] == "Decoder cross-attention, layer 2" and cross["sample_title"] == "first"
+    assert _cli(["attention", str(run), "--out", str(out)], capsys)[0] == 0  # a previous export is replaced
+
+
+def test_attention_command_parquet_needs_pyarrow(tmp_path, capsys, monkeypatch):
+    run, _ = _export_run(tmp_path)
+    out = tmp_path / "weights.parquet"
+    if importlib.util.find_spec("pyarrow") is not None:
+        assert _cli(["attention", str(run), "--out", str(out)], capsys)[0] == 0
+        assert len(pd.read_parquet(out)) == 34
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else True)
+    code, err, _ = _cli(["attention", str(run), "--out", str(tmp_path / "other.parquet")], capsys)
+    assert code == 2 and len(err) == 1 and "pip install pyarrow" in err[0]
+
+
+@pytest.mark.parametrize("case", ["not a run", "no attention", "no attention layers", "user file", "folder",
+                                  "suffix"])
+def test_attention_command_errors_are_one_line_and_never_overwrite(tmp_path, capsys, case):
+    run, _ = _export_run(tmp_path)
+    out = tmp_path / "weights.csv"
+    expected = {"not a run": "is not a run folder (no config.json)", "no attention": "has no saved attention",
+                "no attention layers": "saved no attention to export: GRU has no attention layers",
+                "user file": "exists and is not an attention table written by `attnlab attention`",
+                "folder": "is a folder; give a file name", "suffix": "written as .csv or .parquet"}[case]
+    if case == "not a run":
+        run = tmp_path
+    elif case == "no attention":
+        (run / "attention.json").unlink()
+    elif case == "no attention layers":
+        save_attention(run, [], note="GRU has no attention layers")
+    elif case == "user file":
+        out.write_text("my,own,data\n1,2,3\n")
+    elif case == "folder":
+        out.mkdir()
+    else:
+        out = tmp_path / "weights.xlsx"
+    code, err, _ = _cli(["attention", str(run), "--out", str(out)], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("attnlab: error: ") and expected in err[0]
+    if case == "user file":
+        assert out.read_text() == "my,own,data\n1,2,3\n"
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_report_commands_import_without_torch():
+    code = ("import sys, attnlab.report.command as c, argparse; c.register(argparse.ArgumentParser()"
+            ".add_subparsers()); heavy = {'torch', 'numpy', 'pandas', 'safetensors', 'matplotlib'} & set(sys.modules);"
+            " assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def test_forecast_attention_shares_the_series_time_axis_with_dates_at_the_data_frequency():
+    from attnlab.experiments.forecast import DATE_FORMAT, label_format
+    from attnlab.viz.forecast import plot_attention_over_input
+
+    times = pd.date_range("2020-01-05", periods=40, freq="W")  # weekly, every stamp at midnight
+    assert label_format(times) == DATE_FORMAT
+    assert label_format(pd.date_range("2020", periods=3, freq="h")) != DATE_FORMAT
+    steps = AttentionMap("encoder.layers.0.self_attn", "self", torch.rand(2, 40, 40).softmax(-1),
+                         [str(t.date()) for t in times], [str(t.date()) for t in times])
+    spans = [(i * 4, i * 4 + 8) for i in range(9)]  # 9 patches of 8 steps, stride 4
+    patches = AttentionMap("encoder.layers.1.self_attn [OT]", "self", torch.rand(4, 9, 9).softmax(-1),
+                           [f"p{i} …" for i in range(9)], [f"p{i} …" for i in range(9)])
+    fig = plot_attention_over_input(times, np.random.default_rng(0).random((40, 1)), ["OT"], [steps, patches],
+                                    key_spans=spans)
+    fig.canvas.draw()
+    series, first, second = (ax for ax in fig.axes if ax.get_title() != "" or ax.lines)
+    for ax in (first, second):
+        assert ax.get_shared_x_axes().joined(series, ax) and ax.get_xlim() == series.get_xlim()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and not any(":" in label for label in labels)  # no "00:00" on weekly data
+    assert [first.get_title(), second.get_title()] == ["Encoder self-attention, layer 1 (mean of 2 heads)",
+                                                       "Encoder self-attention, layer 2, channel OT (mean of 4 heads)"]
+    plt.close(fig)
+
+
+def test_count_loss_panel_has_whole_epoch_ticks():
+    from attnlab.viz.count import plot_loss_only
+
+    fig = plot_loss_only([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1, 2, 3]
+    assert len([t for t in ax.get_yticklabels() if t.get_text()]) >= 2  # more than one label on the log axis
+    plt.close(fig)

@@ -6,9 +6,11 @@ when it is missing, because the CI installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -53,7 +55,7 @@ def page(browser, run_dir):
     problems: list[str] = []
 
     def block(route):
-        if route.request.url.startswith(("file:", "data:")):
+        if route.request.url.startswith(("file:", "data:", "blob:")):
             route.continue_()
         else:
             problems.append(f"network request: {route.request.url}")
@@ -74,6 +76,10 @@ def page(browser, run_dir):
 def _select(page, selector: str, value: str) -> None:
     """Choose ``value`` in a selector and wait until the heatmap shows the new choice."""
     page.select_option(selector, value)
+    _wait_rendered(page)
+
+
+def _wait_rendered(page) -> None:
     key = page.evaluate("['attn-sample', 'attn-layer', 'attn-head']"
                         ".map(i => document.getElementById(i).value).join('/')")
     page.wait_for_function(f"document.getElementById('attn-heatmap').dataset.rendered === '{key}'")
@@ -83,54 +89,136 @@ def _layer_value(page, layer: str) -> str:
     return page.eval_on_selector(f"#attn-layer option[data-layer='{layer}']", "o => o.value")
 
 
-def test_report_opens_offline_without_errors_and_lists_self_and_cross_attention(page):
+def _map(run_dir: Path, sample: int, layer: str):
+    return next(m for m in load_attention(run_dir)[sample].maps if m.layer == layer)
+
+
+def test_report_opens_offline_without_errors_and_lists_layers_by_role(page):
     assert page.problems == []
-    for section in ("config", "metrics", "curves", "figures", "attention"):
+    for section in ("results", "figures", "attention", "curves", "config"):
         assert page.locator(f"section#{section}").is_visible()
-    kinds = page.eval_on_selector_all("#attn-layer option", "os => os.map(o => o.dataset.kind + ' ' + o.dataset.layer)")
-    assert "cross decoder.layers.1.cross_attn" in kinds and "self decoder.layers.0.self_attn" in kinds
-    assert "self encoder.layers.0.self_attn" in kinds
-    heads = page.eval_on_selector_all("#attn-head option", "os => os.map(o => o.value)")
-    assert heads == ["mean", "0", "1", "2", "3"]
-    assert page.locator("#curve-epochs .main-svg").count() > 0 and page.locator("#attn-heatmap .main-svg").count() > 0
+    options = page.eval_on_selector_all(
+        "#attn-layer option", "os => os.map(o => [o.dataset.kind, o.dataset.layer, o.dataset.role])")
+    assert ["cross", "decoder.layers.1.cross_attn", "Decoder cross-attention, layer 2"] in options
+    assert ["self", "decoder.layers.0.self_attn", "Decoder self-attention, layer 1"] in options
+    assert ["self", "encoder.layers.0.self_attn", "Encoder self-attention, layer 1"] in options
+    heads = page.eval_on_selector_all("#attn-head option", "os => os.map(o => o.value + ' ' + o.textContent)")
+    assert heads == ["mean mean of 4 heads", "1 head 1", "2 head 2", "3 head 3", "4 head 4"]  # heads from 1
+    assert page.locator("#curve-epochs svg polyline").count() == 2  # train and validation loss
+    assert page.locator("#curve-steps svg polyline").count() == 1
+    assert page.eval_on_selector("#attn-heatmap canvas", "c => c.width * c.height") > 0
+
+
+def test_first_screen_holds_the_headline_metric(page, run_dir):
+    mse = json.loads((run_dir / "metrics.json").read_text())["test"]["mse"]
+    card = page.locator("#headline .card[data-metric='mse']")
+    box = card.bounding_box()
+    assert card.is_visible() and box["y"] + box["height"] <= 900  # inside the 1200x900 viewport, no scrolling
+    assert card.locator(".value").inner_text() == f"{mse:.4g}" and "lower is better" in card.inner_text()
+
+
+def test_explorer_opens_on_the_example_the_figures_draw(page, run_dir):
+    saved = json.loads((run_dir / "attention.json").read_text())["samples"]
+    drawn = next(i for i, s in enumerate(saved) if s["in_figures"])
+    assert page.eval_on_selector("#attn-sample", "s => s.value") == str(drawn)
+    shown = page.eval_on_selector("#attn-sample", "s => s.selectedOptions[0].text")
+    assert saved[drawn]["title"] in shown and "(drawn in the figures)" in shown
+    figures = page.locator("figure[data-name='squares_alphas.png']")
+    assert figures.count() == 1  # the figure whose first panels are these squares
 
 
 def test_switching_head_changes_the_heatmap(page, run_dir):
-    stored = load_attention(run_dir)[0].maps
+    cross = _map(run_dir, 0, "decoder.layers.1.cross_attn")
+    _select(page, "#attn-sample", "0")
     _select(page, "#attn-layer", _layer_value(page, "decoder.layers.1.cross_attn"))
-    _select(page, "#attn-head", "0")
-    z0 = page.evaluate("document.getElementById('attn-heatmap').data[0].z")
-    shot0 = page.locator("#attn-heatmap").screenshot()
     _select(page, "#attn-head", "1")
-    z1 = page.evaluate("document.getElementById('attn-heatmap').data[0].z")
-    shot1 = page.locator("#attn-heatmap").screenshot()
-    cross = next(m for m in stored if m.layer == "decoder.layers.1.cross_attn")
-    assert z0 == cross.weights[0].tolist() and z1 == cross.weights[1].tolist()
-    assert z0 != z1 and shot0 != shot1  # the data and the pixels both change
+    z1 = page.evaluate(f"attnlabReport.matrix(0, {_layer_value(page, cross.layer)}, 1)")
+    shot1 = page.locator("#attn-heatmap canvas").screenshot()
+    _select(page, "#attn-head", "2")
+    z2 = page.evaluate(f"attnlabReport.matrix(0, {_layer_value(page, cross.layer)}, 2)")
+    shot2 = page.locator("#attn-heatmap canvas").screenshot()
+    assert z1 == cross.weights[0].flatten().tolist() and z2 == cross.weights[1].flatten().tolist()  # head 1 = [0]
+    assert z1 != z2 and shot1 != shot2  # the data and the pixels both change
     assert page.problems == []
 
 
 def test_hovered_cell_shows_the_weight_stored_in_the_run_folder(page, run_dir):
-    sample = load_attention(run_dir)[1]
+    cross = _map(run_dir, 1, "decoder.layers.0.cross_attn")
     _select(page, "#attn-sample", "1")
-    _select(page, "#attn-layer", _layer_value(page, "decoder.layers.0.cross_attn"))
-    _select(page, "#attn-head", "2")
-    cross = next(m for m in sample.maps if m.layer == "decoder.layers.0.cross_attn")
-    n_queries, n_keys = cross.weights.shape[1:]
+    _select(page, "#attn-layer", _layer_value(page, cross.layer))
+    _select(page, "#attn-head", "3")
     page.locator("#attn-heatmap").scroll_into_view_if_needed()  # the mouse only reaches the viewport
-    box = page.locator("#attn-heatmap .nsewdrag").bounding_box()  # the plot area: heatmap cells fill it
     for q, k in ((1, 0), (0, 1)):
-        x = box["x"] + (k + 0.5) / n_keys * box["width"]
-        y = box["y"] + (q + 0.5) / n_queries * box["height"]  # queries top to bottom
-        page.mouse.move(x, y)
+        at = page.evaluate(f"attnlabReport.cellCenter({q}, {k})")
+        page.mouse.move(at["x"], at["y"])
         page.wait_for_function(f"document.getElementById('attn-readout').dataset.queryIndex === '{q}' && "
                                f"document.getElementById('attn-readout').dataset.keyIndex === '{k}'")
         readout = page.eval_on_selector("#attn-readout", "e => Object.assign({text: e.textContent}, e.dataset)")
         assert float(readout["weight"]) == float(cross.weights[2, q, k])  # exact: float32 kept in the page
         assert readout["query"] == cross.query_labels[q] and readout["key"] == cross.key_labels[k]
-        assert cross.query_labels[q] in readout["text"] and "head 2" in readout["text"]
-        assert page.locator(".hoverlayer .hovertext").count() == 1  # plotly's own tooltip too
+        assert cross.query_labels[q] in readout["text"] and "head 3" in readout["text"]
+        assert page.locator("#attn-heatmap .tooltip").is_visible()
     assert page.problems == []
+
+
+def test_model_view_shows_every_layer_and_head_and_opens_one_in_the_explorer(page, run_dir):
+    sample = load_attention(run_dir)[0]
+    _select(page, "#attn-sample", "0")
+    thumbs = page.eval_on_selector_all("#model-view .thumb", "ts => ts.map(t => t.dataset.map + '/' + t.dataset.head)")
+    expected = [f"{i}/{h}" for i, m in enumerate(sample.maps)
+                for h in [str(h + 1) for h in range(m.weights.shape[0])] + (["mean"] if m.weights.shape[0] > 1 else [])]
+    assert thumbs == expected  # every layer x head, plus the mean
+    index = next(i for i, m in enumerate(sample.maps) if m.layer == "decoder.layers.1.cross_attn")
+    page.click(f"#model-view .thumb[data-map='{index}'][data-head='3']")
+    _wait_rendered(page)
+    layer = page.eval_on_selector("#attn-layer", "s => s.selectedOptions[0].dataset.layer")
+    assert layer == "decoder.layers.1.cross_attn"
+    assert page.eval_on_selector("#attn-head", "s => s.value") == "3"
+    assert page.locator(f"#model-view .thumb.current[data-map='{index}'][data-head='3']").count() == 1
+    assert page.problems == []
+
+
+def _download(page, button: str, tmp_path: Path) -> Path:
+    with page.expect_download() as info:
+        page.click(button)
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
+
+
+def test_png_export_is_the_current_map_at_its_size(page, run_dir, tmp_path):
+    from PIL import Image
+
+    cross = _map(run_dir, 0, "decoder.layers.1.cross_attn")
+    _select(page, "#attn-sample", "0")
+    _select(page, "#attn-layer", _layer_value(page, cross.layer))
+    _select(page, "#attn-head", "2")
+    path = _download(page, "#attn-export-png", tmp_path)
+    info = page.evaluate("attnlabReport.lastExport")
+    image = Image.open(path).convert("RGB")
+    assert path.suffix == ".png" and "head2" in path.name and image.size == (info["width"], info["height"])
+    vmax = float(page.eval_on_selector("#attn-heatmap", "e => e.dataset.vmax"))
+    for q in range(cross.weights.shape[1]):
+        for k in range(cross.weights.shape[2]):
+            x = int((info["left"] + (k + 0.5) * info["cell"]) * info["ratio"])
+            y = int((info["top"] + (q + 0.5) * info["cell"]) * info["ratio"])
+            expected = page.evaluate(f"attnlabReport.colour({float(cross.weights[1, q, k])} / {vmax})")
+            assert max(abs(a - b) for a, b in zip(image.getpixel((x, y)), expected, strict=True)) <= 2
+    assert page.problems == []
+
+
+def test_svg_export_holds_every_weight(page, run_dir, tmp_path):
+    enc = _map(run_dir, 0, "encoder.layers.1.self_attn")
+    _select(page, "#attn-sample", "0")
+    _select(page, "#attn-layer", _layer_value(page, enc.layer))
+    _select(page, "#attn-head", "4")
+    path = _download(page, "#attn-export-svg", tmp_path)
+    root = ElementTree.parse(path).getroot()
+    cells = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if "data-weight" in r.attrib]
+    assert len(cells) == enc.weights.shape[1] * enc.weights.shape[2]
+    for r in cells:
+        assert float(r.attrib["data-weight"]) == float(enc.weights[3, int(r.attrib["data-q"]), int(r.attrib["data-k"])])
+    assert any("Encoder self-attention, layer 2, head 4" in (t.text or "") for t in root.iter("{http://www.w3.org/2000/svg}text"))
 
 
 def test_screenshot_of_the_report(page, tmp_path):

@@ -105,6 +105,8 @@ class ExperimentSpec:
         train_defaults: TrainConfig field values that suit this task (budget, lr, …).
         monitor: the validation metric that picks the best epoch and stops early, and its mode.
         headline: the test metric that tables show first (default: the monitor's).
+        metric_notes: test metric -> one phrase saying what it measures and on which scale (standardised or
+            original units, one-step or free-running, …); the run report prints it beside the value.
         in_demo: whether ``attnlab demo`` trains it (tasks that read a user's file set False).
         description: one sentence on what the task tests (the demo's index shows it).
     """
@@ -118,6 +120,7 @@ class ExperimentSpec:
     train_defaults: dict[str, Any] = field(default_factory=dict)
     monitor: tuple[str, str] = ("val_loss", "min")
     headline: str | None = None
+    metric_notes: dict[str, str] = field(default_factory=dict)
     in_demo: bool = True
     description: str = ""
 

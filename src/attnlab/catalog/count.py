@@ -84,6 +84,9 @@ SPEC = register_experiment(ExperimentSpec(
                                  train_overrides={"lr": 1e-3, "max_epochs": 15}),
         "gru": ModelSpec("attnlab.models.count:count_gru", CountGRUConfig, "embedding, GRU, Linear on the last state"),
     },
+    metric_notes={"accuracy": "share of test sequences classified right (threshold 0.5)",
+                  "mass_on_2_4": "mean attention weight the pooling query puts on the 2s and 4s (1 = all of it)",
+                  "bce": "binary cross-entropy of the predicted probability, without the entropy penalty"},
     default_model="attention_pooling",
     monitor=("val_loss", "min"),  # accuracy saturates at 1.0 within an epoch; the loss keeps improving
     headline="accuracy",

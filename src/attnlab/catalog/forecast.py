@@ -244,6 +244,13 @@ SPEC = register_experiment(ExperimentSpec(
     task="attnlab.experiments.forecast:Forecast",
     Config=ForecastConfig,
     models=MODELS,
+    metric_notes={
+        "mse": "standardised scale (train-split mean and std), the published tables' scale; every test window "
+               "and target value",
+        "mae": "mean absolute error, standardised scale",
+        "mse_orig": "mean squared error in the CSV's original units",
+        "mae_orig": "mean absolute error in the CSV's original units",
+    },
     default_model="linear",
     in_demo=False,  # needs the user's CSV: `attnlab forecast`
     monitor=("val_mse", "min"),

@@ -72,6 +72,8 @@ SPEC = register_experiment(ExperimentSpec(
             "kernel width learned by leave-one-out gradient descent", {"max_epochs": 200, "lr": 0.05},
         ),
     },
+    metric_notes={"mse": "squared error of the model's pooled prediction at held-out x (leave-one-out keys)",
+                  "sigma": "the kernel width the model ends with (learned or fixed); not a score"},
     default_model="nadaraya_watson_learned",
     monitor=("val_mse", "min"),
     # One batch holds the whole training set: full-batch gradient descent, as in d2l.

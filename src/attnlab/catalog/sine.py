@@ -100,6 +100,8 @@ SPEC = register_experiment(ExperimentSpec(
                                    "GRU attending causally over its own past hidden states, Linear head",
                                    train_overrides={"batch_size": 32, "max_epochs": 4}),
     },
+    metric_notes={"mse": "one-step-ahead: each next value predicted from the true past (the rollout figure's "
+                         "free-running errors compound and are far larger); all test steps"},
     default_model="transformer",
     monitor=("val_mse", "min"),
     # Precision needs optimiser steps more than big batches: batches of 8 give the transformer ~1500 steps in

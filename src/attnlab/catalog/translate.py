@@ -146,6 +146,13 @@ SPEC = register_experiment(ExperimentSpec(
             train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
         ),
     },
+    metric_notes={
+        "bleu": "sacreBLEU corpus BLEU (0-100) of the decoded test sources against all their references "
+                "(normalised text)",
+        "chrf": "chrF (0-100): character n-gram F-score, same hypotheses and references",
+        "token_acc": "teacher-forced next-token accuracy over the test pairs",
+        "loss": "cross-entropy per target token (label-smoothed as in training), teacher-forced",
+    },
     default_model="transformer",
     in_demo=False,  # needs the user's corpus: `attnlab translate fit`
     monitor=("val_bleu", "max"),

@@ -40,7 +40,7 @@ from torch.utils.data import TensorDataset
 
 from attnlab.catalog.count import SPEC
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
 from attnlab.report.attention import collect_attention
 from attnlab.viz.count import plot_count_attention, plot_loss_only
 from attnlab.viz.heatmaps import save_figure
@@ -149,9 +149,16 @@ class Count(Experiment):
         fig = plot_count_attention(X, weights.cpu(), values, history, labels)
         return [save_figure(fig, out_dir / "count_attention.png")]
 
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``baselines.json``: the test accuracy of always answering the training set's majority label."""
+        train_y, test_y = data.train[:][1], data.test[:][1]
+        majority = float(train_y.mean() >= 0.5)
+        write_baselines(run_dir, {"the majority label": {"accuracy": float((test_y == majority).float().mean())}})
+
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """The first ``limit`` test sequences: the pooling query over the digits (``pool``) and, for the
-        Transformer, each encoder layer's digits × digits self-attention. Axis labels are the digits."""
+        """The first ``limit`` test sequences (the first rows of the figure): the pooling query over the digits
+        (``pool``) and, for the Transformer, each encoder layer's digits × digits self-attention. Axis labels
+        are the digits."""
         X, y = data.test[: min(limit, len(data.test))]  # (n, L), (n, 1)
         X = X.to(model_device(model))
         with torch.no_grad():
@@ -163,4 +170,7 @@ class Count(Experiment):
         def labels(i: int, layer: str, kind: str) -> tuple[list[str], list[int]]:
             return (["query"] if kind == "pooling" else digits[i]), digits[i]
 
-        return collect_attention(model, lambda: model(X), titles, labels)
+        samples = collect_attention(model, lambda: model(X), titles, labels)
+        for i, sample in enumerate(samples):
+            sample.in_figures = i < self.config.figure_rows
+        return samples

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from attnlab.catalog.digits_vit import SPEC
 from attnlab.data.digits import NUM_CLASSES, RandomAffine, digit_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
 from attnlab.models.vit import ViT, class_token_attention
 from attnlab.report.attention import collect_attention
 from attnlab.viz.digits_vit import plot_class_token_attention, plot_confusion
@@ -76,9 +76,16 @@ class DigitsViT(Experiment):
             paths.append(save_figure(fig, out_dir / "digits_cls_attention.png"))
         return paths
 
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``baselines.json``: the test accuracy of always answering the training set's most common digit."""
+        majority = int(torch.bincount(data.train.labels, minlength=NUM_CLASSES).argmax())
+        accuracy = float((data.test.labels == majority).float().mean())
+        write_baselines(run_dir, {"the most common digit": {"accuracy": accuracy}})
+
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """For the ViT, one test image of each of the first ``limit`` classes: every block's self-attention
-        over the class token (``cls``) and the patches (``p5 (r1,c1)``: patch 5, grid row 1, column 1)."""
+        """For the ViT, one test image of each of the first ``limit`` classes (the figure's first digits): every
+        block's self-attention over the class token (``cls``) and the patches (``p5 (r1,c1)``: patch 5, grid
+        row 1, column 1)."""
         if not isinstance(model, ViT):
             return []
         test = data.test
@@ -91,4 +98,7 @@ class DigitsViT(Experiment):
         tokens = ["cls"] + [f"p{n} (r{n // g},c{n % g})" for n in range(g * g)]
         titles = [f"test image {i}: label {int(test.labels[i])} → predicted {p}"
                   for i, p in zip(picks, predicted, strict=True)]
-        return collect_attention(model, lambda: model(images), titles, lambda *_: (tokens, tokens))
+        samples = collect_attention(model, lambda: model(images), titles, lambda *_: (tokens, tokens))
+        for sample in samples:
+            sample.in_figures = True  # the class-token figure draws one test image of every class
+        return samples

@@ -13,9 +13,10 @@ The model sizes (``seq_len``, ``pred_len``, ``n_channels``) are filled into the 
 by :meth:`Forecast.complete_model_config`; setting one to another value is a UserError.
 
 After training, the run folder also gets ``scaler.json`` (train statistics, targets, frequency: what
-``attnlab predict`` needs besides the weights) and ``forecasts.csv`` (every test window's forecast in original
-units). Use it through :func:`attnlab.forecast.forecast` / ``attnlab forecast``; ``attnlab fit forecast
-csv=FILE ...`` trains the same way.
+``attnlab predict`` needs besides the weights), ``forecasts.csv`` (every test window's forecast in original
+units) and ``baselines.json`` (the test metrics of repeating the last input value and of predicting the
+training mean, for the report). Use it through :func:`attnlab.forecast.forecast` / ``attnlab forecast``;
+``attnlab fit forecast csv=FILE ...`` trains the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from torch import Tensor, nn
 from attnlab.catalog.forecast import SPEC, ForecastSizes
 from attnlab.data.timeseries import ForecastData, load_forecast_data
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import (
+    AttentionMap,
+    AttentionSample,
+    DataSplits,
+    Experiment,
+    model_device,
+    write_baselines,
+)
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import MultiHeadAttention
 from attnlab.nn.record import record_attention
@@ -44,6 +52,7 @@ from attnlab.nn.record import record_attention
 log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+DATE_FORMAT = "%Y-%m-%d"  # labels of daily, weekly, … data: every stamp at midnight, no time of day to show
 SCALER_FILE = "scaler.json"
 FORECASTS_FILE = "forecasts.csv"
 
@@ -140,9 +149,14 @@ def resolve_window(index: int, n: int, key: str) -> int:
     return index % n
 
 
-def format_times(stamps: Any) -> list[str]:
-    """Time stamps as short text labels."""
-    return [t.strftime(TIME_FORMAT) for t in stamps]
+def format_times(stamps: Any, fmt: str = TIME_FORMAT) -> list[str]:
+    """Time stamps as short text labels (``fmt``: :data:`TIME_FORMAT`, or :func:`label_format` of the data)."""
+    return [t.strftime(fmt) for t in stamps]
+
+
+def label_format(timestamps: pd.DatetimeIndex) -> str:
+    """:data:`DATE_FORMAT` when every stamp is at midnight (daily or coarser data), else :data:`TIME_FORMAT`."""
+    return DATE_FORMAT if bool((timestamps == timestamps.normalize()).all()) else TIME_FORMAT
 
 
 def _labels(model: nn.Module, method: str, n: int, timestamps: list[str]) -> list[str]:
@@ -223,6 +237,10 @@ class Forecast(Experiment):
                                      freq=c.freq, decimal=c.decimal)
         return self._data
 
+    def labels(self, stamps: pd.DatetimeIndex) -> list[str]:
+        """Text labels of time stamps of this CSV, at its resolution (no "00:00" on daily or weekly data)."""
+        return format_times(stamps, label_format(self.series.table.timestamps))
+
     def complete_model_config(self, model_config: Any) -> Any:
         """Fill ``seq_len``, ``pred_len`` and ``n_channels`` from the data; a UserError if the user set one
         to a different value."""
@@ -255,7 +273,7 @@ class Forecast(Experiment):
                  ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
         if hasattr(model, "memory_labels"):
             first = d.window_rows("train", 0)[1] - 1  # last input row of training window 0
-            model.memory_labels = format_times(d.table.timestamps[first : first + d.windows("train")])
+            model.memory_labels = self.labels(d.table.timestamps[first : first + d.windows("train")])
 
     def data(self, seed: int) -> DataSplits:
         """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
@@ -327,21 +345,43 @@ class Forecast(Experiment):
         write_scaler(Path(run_dir) / SCALER_FILE, self.series)
         if self.config.forecast_windows != 0:
             write_forecasts(model, self.series, Path(run_dir) / FORECASTS_FILE, self.config.forecast_windows)
+        write_baselines(run_dir, self.baselines())
+
+    def baselines(self, chunk: int = 512) -> dict[str, dict[str, float]]:
+        """Test metrics (same names and scales as :meth:`evaluate`) of two forecasts that learn nothing:
+        repeating each window's last input value over the horizon, and the training mean (0 on the
+        standardised scale)."""
+        d = self.series
+        std = torch.as_tensor(d.scaler.std[list(d.target_index)], dtype=torch.float64)
+        sums = {name: torch.zeros(4, dtype=torch.float64) for name in ("repeat the last value", "the training mean")}
+        n = d.windows("test")
+        for start in range(0, n, chunk):
+            x, y = d.dataset("test").batch(range(start, min(n, start + chunk)))  # (B, L, C), (B, H, C)
+            guesses = {"repeat the last value": x[:, -1:].expand_as(y), "the training mean": torch.zeros_like(y)}
+            for name, guess in guesses.items():
+                error = torch.sub(*self._targets(guess, y)).double()  # (B, H, T)
+                sums[name] += torch.stack([error.pow(2).sum(), error.abs().sum(), (error * std).pow(2).sum(),
+                                           (error * std).abs().sum()])
+        count = n * d.horizon * len(d.target_index)
+        return {name: dict(zip(("mse", "mae", "mse_orig", "mae_orig"), (total / count).tolist(), strict=True))
+                for name, total in sums.items()}
 
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """Attention of ``limit`` test windows spread over the test split, axes labelled with the input
+        """Attention of ``limit`` test windows: the attention figure's window first (``attention_window``, by
+        default the middle drawn window), then windows spread over the test split; axes labelled with the input
         time stamps (or the model's token labels, e.g. patch spans); [] for models without attention."""
         d = self.series
-        chosen = [] if self.config.attention_window is None else [self.attention_window()]
+        focus = self.attention_window()
+        chosen = [] if focus is None else [focus]
         samples = []
         for i in list(dict.fromkeys(chosen + spread(d.windows("test"), limit)))[:limit]:
             a, b, _ = d.window_rows("test", i)
             x, _ = d.dataset("test").batch([i])  # (1, L, C)
-            maps = attention_maps(model, x.to(model_device(model)), format_times(d.table.timestamps[a:b]), d.columns)
+            maps = attention_maps(model, x.to(model_device(model)), self.labels(d.table.timestamps[a:b]), d.columns)
             if not maps:
                 return []
-            first, last = format_times(d.table.timestamps[[a, b - 1]])
-            samples.append(AttentionSample(f"test window {i}: input {first} .. {last}", maps))
+            first, last = self.labels(d.table.timestamps[[a, b - 1]])
+            samples.append(AttentionSample(f"test window {i}: input {first} .. {last}", maps, in_figures=i == focus))
         return samples
 
     def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
@@ -372,12 +412,13 @@ class Forecast(Experiment):
             return paths
         a, b, _ = d.window_rows("test", focus)
         x, _ = d.dataset("test").batch([focus])  # (1, L, C)
-        maps = attention_maps(model, x.to(model_device(model)), format_times(d.table.timestamps[a:b]), d.columns)
+        maps = attention_maps(model, x.to(model_device(model)), self.labels(d.table.timestamps[a:b]), d.columns)
         maps = maps_of_channels(maps, d.columns, names)
         if maps:
+            spans = model.patch_spans() if hasattr(model, "patch_spans") else None
             fig = plot_attention_over_input(
                 d.table.timestamps[a:b], d.table.values[a:b][:, channels], names, maps,
-                title=f"attention on test window {focus}",
+                title=f"attention on test window {focus}", key_spans=spans,
             )
             paths.append(save_figure(fig, out_dir / "forecast_attention.png"))
         return paths

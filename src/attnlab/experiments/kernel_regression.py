@@ -138,6 +138,8 @@ class KernelRegression(Experiment):
             title = f"{name}: {len(x)} queries × {len(key_labels)} training keys ({_describe(model)})"
             query_labels = [f"{q:.2f}" for q in x.tolist()]
             samples += samples_from_maps(maps, [title], lambda *_, q=query_labels: (q, key_labels))
+        if samples:
+            samples[0].in_figures = True  # kernel_model_attention.png draws the validation grid
         return samples
 
 

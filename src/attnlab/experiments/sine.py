@@ -14,8 +14,10 @@ the test series, every step counting once. The first step of a series cannot be 
 this alone puts a floor of about 3·10⁻⁵ under ``mse``.
 
 Figures: ``sine_rollout.png`` (free-running forecasts: the model sees the start of a test series,
-then feeds back its own predictions) and, for the attention models, ``sine_attention.png``
-(causal attention weights over one test series, per layer and head).
+then feeds back its own predictions, so its errors compound and are far larger than the one-step ``mse``)
+and, for the attention models, ``sine_attention.png`` (causal attention weights over the first series of
+the rollout figure, per layer and head, numbered from 1). The report's attention explorer opens on the same
+series. ``baselines.json`` holds the one-step MSE of repeating the last value and of extrapolating a line.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from torch import Tensor, nn
 
 from attnlab.catalog.sine import SPEC
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
 from attnlab.nn import record_attention
 from attnlab.nn.attention import Attention
 from attnlab.nn.masking import sequence_mask
 from attnlab.nn.mha import MultiHeadAttention
-from attnlab.report.attention import has_attention, record_maps, samples_from_maps
+from attnlab.report.attention import has_attention, layer_role, record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.sine import plot_rollouts
 
@@ -91,9 +93,30 @@ def attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, list[str]] | No
         if weights.dim() == 2:
             weights = weights.unsqueeze(0)
         rows.append(weights)
-        layer = name.removeprefix("encoder.").removesuffix(".self_attn").replace("layers.", "layer ")
-        titles += [f"{layer}, head {h}" if weights.shape[0] > 1 else layer for h in range(weights.shape[0])]
+        layer = layer_role(name, "self")
+        titles += [f"{layer}, head {h + 1}" if weights.shape[0] > 1 else layer for h in range(weights.shape[0])]
     return torch.stack(rows), titles  # (layers, heads, L, L)
+
+
+def one_step_baselines(series: list[Tensor]) -> dict[str, dict[str, float]]:
+    """Next-step MSE over every step of ``series`` (each (L_i + 1,)) of two predictors that learn nothing:
+    repeating the last value, and extrapolating the line through the last two values (the first step of a
+    series repeats its value)."""
+    squared = {"repeat the last value": 0.0, "extrapolate a line": 0.0}
+    count = 0
+    for s in series:
+        inputs, targets = s[:-1].double(), s[1:].double()
+        previous = torch.cat([inputs[:1], inputs[:-1]])
+        squared["repeat the last value"] += float((targets - inputs).pow(2).sum())
+        squared["extrapolate a line"] += float((targets - (2 * inputs - previous)).pow(2).sum())
+        count += len(targets)
+    return {name: {"mse": total / max(count, 1)} for name, total in squared.items()}
+
+
+def figure_series(series: list[Tensor], n: int = 4) -> list[int]:
+    """Indices of the ``n`` longest test series (ties in test order): the rollout figure's series, the first of
+    which the attention figure and the report's explorer show."""
+    return sorted(range(len(series)), key=lambda i: -len(series[i]))[:n]
 
 
 class Sine(Experiment):
@@ -136,8 +159,7 @@ class Sine(Experiment):
         model.eval()
         device = model_device(model)
         series = [data.test[i] for i in range(len(data.test))]  # (L_i + 1,) each
-        # The longest test series show the most of the forecast; ties keep the test order.
-        order = sorted(range(len(series)), key=lambda i: -len(series[i]))[:4]
+        order = figure_series(series)  # the longest test series show the most of the forecast
         picked = [series[i] for i in order]
         total = min(len(s) for s in picked)
         context_len = min(c.rollout_context, total - 1)
@@ -148,28 +170,36 @@ class Sine(Experiment):
         titles = [f"test series {i}" for i in order]
         paths = [save_figure(plot_rollouts(truth, forecast, context_len, titles), out_dir / "sine_rollout.png")]
 
-        first = series[order[0]][: min(len(series[order[0]]) - 1, 80)]  # one series, ≤ 80 steps
+        first = series[order[0]][:-1][:80]  # the model's inputs of one series, ≤ 80 steps
         maps = attention_maps(model, first.view(1, -1, 1).to(device))
         if maps is not None:
             weights, panel_titles = maps
             rows, cols = weights.shape[:2]
             fig = show_heatmaps(weights, xlabel="key step (past)", ylabel="query step", titles=panel_titles,
-                                figsize=(3.6 * cols + 1.0, 3.4 * rows))
+                                figsize=(3.6 * cols + 1.0, 3.4 * rows), clip=0.99)
             fig.suptitle(f"causal attention on test series {order[0]} (first {len(first)} steps)", y=1.02)
             paths.append(save_figure(fig, out_dir / "sine_attention.png"))
         return paths
 
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``baselines.json``: the one-step test MSE of repeating the last value and of a line."""
+        write_baselines(run_dir, one_step_baselines([data.test[i] for i in range(len(data.test))]))
+
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """The first ``limit`` test series, first 80 steps each (the report's heatmaps stay readable):
-        causal self-attention of every layer, time step × time step (labels ``t0``, ``t1``, …)."""
+        """The series the attention figure draws (the longest test series), then the first test series, first
+        80 steps each (the report's heatmaps stay readable): causal self-attention of every layer, time step ×
+        time step (labels ``t0``, ``t1``, …)."""
         if not has_attention(model):
             return []
         device = model_device(model)
+        series = [data.test[i] for i in range(len(data.test))]
+        drawn = figure_series(series)[0]
         samples: list[AttentionSample] = []
-        for i in range(min(limit, len(data.test))):
-            inputs = data.test[i][:-1][:80]  # (L,) the model's inputs; the last value is only a target
+        for i in list(dict.fromkeys([drawn, *range(len(series))]))[:limit]:
+            inputs = series[i][:-1][:80]  # (L,) the model's inputs; the last value is only a target
             steps = [f"t{t}" for t in range(len(inputs))]
             _, maps = record_maps(model, lambda x=inputs: model(x.view(1, -1, 1).to(device)))
             samples += samples_from_maps(maps, [f"test series {i} (first {len(inputs)} steps)"],
                                          lambda *_, s=steps: (s, s), kind=lambda _: "self")
+            samples[-1].in_figures = i == drawn
         return samples

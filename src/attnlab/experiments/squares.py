@@ -4,7 +4,9 @@ The sequence-to-sequence toy of *Deep Learning with PyTorch Step-by-Step*: a GRU
 the same decoder attending over the encoder states (one head, then several), and a Transformer.
 The metric is the held-out (test) MSE of free-running predictions: at evaluation every model
 feeds back its own predicted corners, never the true ones. The figures show predicted corners and
-the decoder's attention (decoder step × encoder step) for a few test squares.
+the decoder's attention (decoder step × encoder step) for eight test squares, four in each direction; the
+attention saved for the report is that of the first of them, by test index. ``baselines.json`` holds the
+MSE of repeating the last given corner.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 from attnlab.catalog.squares import SPEC
 from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
 from attnlab.nn import Attention, MultiHeadAttention, record_attention
 from attnlab.report.attention import record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure
@@ -48,6 +50,13 @@ def decoder_alphas(model: nn.Module, source: Tensor, steps: int) -> tuple[Tensor
             weights = weights.mean(dim=1)  # (B, H, Q, S) -> (B, Q, S)
         rows.append(weights[:, -1:])  # (B, 1, S): the newest decoder step
     return prediction, torch.cat(rows, dim=1)  # (B, steps, S)
+
+
+def figure_squares(data: DataSplits) -> Tensor:
+    """Test indices of the squares the figures draw: the first four clockwise, then the first four
+    counter-clockwise ones, among the first 512."""
+    direction = data.test[:512][2]
+    return torch.cat([(direction == CLOCKWISE).nonzero()[:4, 0], (direction != CLOCKWISE).nonzero()[:4, 0]])
 
 
 class Squares(Experiment):
@@ -81,11 +90,9 @@ class Squares(Experiment):
     def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
         """``squares_predictions.png`` (test squares with true and predicted corners) and, for models
         with attention, ``squares_alphas.png`` (decoder step × encoder step weights)."""
-        source, target, direction, _ = data.test[:512]
-        # Four clockwise and four counter-clockwise squares.
-        picks = torch.cat([(direction == CLOCKWISE).nonzero()[:4, 0], (direction != CLOCKWISE).nonzero()[:4, 0]])
-        source, target, direction = source[picks], target[picks], direction[picks]
-        titles = [DIRECTION_NAMES[int(d)] for d in direction]
+        picks = figure_squares(data)
+        source, target, direction, _ = data.test[picks]
+        titles = [f"test square {i}\n{DIRECTION_NAMES[int(d)]}" for i, d in zip(picks.tolist(), direction, strict=True)]
         model.eval()
         prediction, alphas = decoder_alphas(model, source.to(model_device(model)), steps=target.shape[1])
         paths = [save_figure(plot_squares(source, target, prediction, titles), out_dir / "squares_predictions.png")]
@@ -94,12 +101,20 @@ class Squares(Experiment):
             paths.append(save_figure(show_alphas(alphas, titles, suptitle=note), out_dir / "squares_alphas.png"))
         return paths
 
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Write ``baselines.json``: the test MSE of repeating the last given corner for both missing corners."""
+        source, target, _, clean = data.test[:]
+        guess = source[:, -1:].expand_as(target)
+        write_baselines(run_dir, {"repeat the last given corner": {
+            "mse": float(F.mse_loss(guess, target)), "mse_clean": float(F.mse_loss(guess, clean))}})
+
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
-        """The first ``limit`` test squares, decoded free-running. Encoder points are the given corners
-        (``c1 (x, y)``, ``c2 (x, y)``); decoder steps are named by the corner they predict, with the
-        prediction (``→c3 (x, y)``). Cross-attention is decoder step × encoder point; the Transformer
-        adds encoder and (causal, KV-cached) decoder self-attention."""
-        source, target, direction, _ = data.test[: min(limit, len(data.test))]
+        """``limit`` of the test squares the figures draw, in test order, decoded free-running. Encoder
+        points are the given corners (``c1 (x, y)``, ``c2 (x, y)``); decoder steps are named by the corner
+        they predict, with the prediction (``→c3 (x, y)``). Cross-attention is decoder step × encoder point;
+        the Transformer adds encoder and (causal, KV-cached) decoder self-attention."""
+        picks = figure_squares(data).sort().values[:limit]
+        source, target, direction, _ = data.test[picks]
         steps = target.shape[1]
         prediction, maps = record_maps(model, lambda: model(source.to(model_device(model)), steps=steps))
         if not maps:
@@ -107,11 +122,14 @@ class Squares(Experiment):
         given = [[f"c{j + 1} ({x:+.2f}, {y:+.2f})" for j, (x, y) in enumerate(points)] for points in source.tolist()]
         predicted = [[f"→c{source.shape[1] + t + 1} ({x:+.2f}, {y:+.2f})" for t, (x, y) in enumerate(points)]
                      for points in prediction.cpu().tolist()]
-        titles = [f"test square {i}: {DIRECTION_NAMES[int(d)]}" for i, d in enumerate(direction)]
+        titles = [f"test square {i}: {DIRECTION_NAMES[int(d)]}" for i, d in zip(picks.tolist(), direction, strict=True)]
 
         def labels(i: int, layer: str, kind: str) -> tuple[list[str], list[str]]:
             if kind == "cross":
                 return predicted[i], given[i]
             return (given[i], given[i]) if layer.startswith("encoder") else (predicted[i], predicted[i])
 
-        return samples_from_maps(maps, titles, labels)
+        samples = samples_from_maps(maps, titles, labels)
+        for sample in samples:
+            sample.in_figures = True
+        return samples

@@ -17,8 +17,10 @@ its references. Each held-out set is evaluated as one item, so its metrics are c
 Scores are on the normalised text (lower-cased and punctuation-spaced by default, on both sides).
 
 Besides the usual run files, the run folder gets ``vocab.json`` (both vocabularies and the normalisation
-options, so ``attnlab translate --run RUN`` needs nothing else) and ``translations.json`` (a sample of test
-sources with hypotheses, references and sentence BLEU).
+options, so ``attnlab translate --run RUN`` needs nothing else), ``translations.json`` (a sample of test
+sources with hypotheses, references and sentence BLEU), ``baselines.json`` (the scores of copying the source
+sentence) and, for the attention models, ``figures/translate_attention.png``: the cross-attention of the first
+test sentence, per layer and head, which the report's explorer opens on.
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ from attnlab.data.text import (
 )
 from attnlab.decode import greedy_with_attention, translate_ids
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import (
+    AttentionMap,
+    AttentionSample,
+    DataSplits,
+    Experiment,
+    model_device,
+    write_baselines,
+)
 from attnlab.nn import Attention, MultiHeadAttention
 
 log = logging.getLogger(__name__)
@@ -311,6 +320,22 @@ class Translate(Experiment):
             (run_dir / TRANSLATIONS_FILE).write_text(
                 json.dumps({"beam": held.beam, "translations": rows}, ensure_ascii=False, indent=1) + "\n",
                 encoding="utf-8")
+        write_baselines(run_dir, {"copy the source sentence": corpus_scores(held.sources, held.references)})
+
+    def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
+        """``translate_attention.png`` for the attention models: the cross-attention of the first test sentence
+        (greedy decoding), per layer and head; the same sentence ``attnlab translate --run`` would draw."""
+        from attnlab.viz.heatmaps import save_figure
+        from attnlab.viz.translate import plot_cross_attention
+
+        samples = self.attention_samples(model, data, limit=1)
+        cross = [m for m in samples[0].maps if m.kind == "cross"] if samples else []
+        if not cross:
+            return []
+        maps = {m.layer: m.weights for m in cross}
+        fig = plot_cross_attention(maps, cross[0].key_labels, cross[0].query_labels,
+                                   f"cross-attention on test sentence 0 (greedy): {samples[0].title}")
+        return [save_figure(fig, out_dir / "translate_attention.png")]
 
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
         """Cross-attention (generated token × source token) of the first ``limit`` test sentences, plus the
@@ -336,7 +361,8 @@ class Translate(Experiment):
                     maps.append(AttentionMap(name, kind, weights, out_tokens, source_tokens))
                 else:
                     maps.append(AttentionMap(name, kind, weights, out_tokens, in_tokens))
-            samples.append(AttentionSample(f"{held.sources[i]} → {detokenize(out_tokens[:-1])}", maps))
+            title = f"{held.sources[i]} → {detokenize(out_tokens[:-1])}"
+            samples.append(AttentionSample(title, maps, in_figures=i == 0))  # the figure draws sentence 0
         return samples
 
 

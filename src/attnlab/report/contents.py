@@ -15,7 +15,12 @@ no ``figures/*.png``                     missing part
 no ``attention.json``                    missing part (``attnlab report`` then exits non-zero, see
                                          :mod:`attnlab.report.command`)
 ``attention.json`` with no samples       not missing: the model has no attention, the page says so
+a symbolic link (any file or folder)     never followed: ``config.json``, ``metrics.json`` or an
+                                         attention file -> UserError; anything else is skipped and
+                                         named on the page
 =======================================  ==============================================================
+
+The report reads only regular files inside the run folder (:mod:`attnlab.report.files`).
 """
 
 from __future__ import annotations
@@ -29,17 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample
+from attnlab.experiments.base import BASELINES_FILE, AttentionSample
 from attnlab.report.attention import ATTENTION_JSON, read_attention
+from attnlab.report.files import checked_path, is_inside, regular_file
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
-KNOWN_FILES = {CONFIG_FILE, METRICS_FILE, ATTENTION_JSON}
+KNOWN_FILES = {CONFIG_FILE, METRICS_FILE, ATTENTION_JSON, BASELINES_FILE}
 OUTPUT_ROWS = 20  # rows of a task output shown as a sample table
 OUTPUT_COLUMNS = 12
 OUTPUT_CELL_CHARS = 120
-OUTPUT_TEXT_CHARS = 4000
 OUTPUT_MAX_BYTES = 20_000_000  # JSON outputs larger than this are named, not parsed
 
 
@@ -76,7 +81,10 @@ class RunContents:
         outputs: samples of task output files at the top of the folder.
         attention: the saved attention samples, or None if nothing was saved.
         attention_note: why the saved attention is empty (a model without attention).
+        attention_dropped: maps the run left out of its saved attention (byte budget).
+        baselines: ``baselines.json``: baseline description -> {test metric -> value}.
         missing: the missing parts, one phrase each (shown on the page).
+        skipped: symbolic links (or paths leading outside the folder) the report did not follow.
     """
 
     run_dir: Path
@@ -88,7 +96,10 @@ class RunContents:
     outputs: list[TaskOutput] = field(default_factory=list)
     attention: list[AttentionSample] | None = None
     attention_note: str = ""
+    attention_dropped: list[str] = field(default_factory=list)
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -99,7 +110,7 @@ def read_run(run_dir: str | Path) -> RunContents:
     """Read a run folder; see the module docstring for what is an error and what is a missing part.
 
     Raises:
-        UserError: not a run folder, or a damaged ``config.json``, ``metrics.json`` or attention file.
+        UserError: not a run folder, or a damaged (or linked) ``config.json``, ``metrics.json`` or attention file.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -109,7 +120,7 @@ def read_run(run_dir: str | Path) -> RunContents:
     if contents.metrics is None:
         contents.missing.append(f"{METRICS_FILE}: the run did not finish (no test metrics)")
 
-    rows = _read_logs(run_dir)
+    rows = _read_logs(run_dir, contents.skipped)
     if rows is None:
         contents.missing.append("training logs (logs/*/metrics.csv)")
         rows = []
@@ -119,14 +130,18 @@ def read_run(run_dir: str | Path) -> RunContents:
     if not contents.epoch_curves and not contents.step_curve:
         contents.missing.append("loss curves (no history in the logs or in metrics.json)")
 
-    contents.figures = _figures(run_dir, contents.metrics)
+    contents.figures = _figures(run_dir, contents.metrics, contents.skipped)
     if not contents.figures:
         contents.missing.append("figures (figures/*.png)")
-    contents.outputs = [_read_output(p) for p in sorted(run_dir.iterdir())
-                        if p.is_file() and p.suffix in (".csv", ".json") and p.name not in KNOWN_FILES]
+    outputs = [p for p in sorted(run_dir.iterdir()) if p.suffix in (".csv", ".json") and p.name not in KNOWN_FILES]
+    contents.skipped += [p.name for p in outputs if not is_inside(run_dir, p)]
+    contents.outputs = [_read_output(p) for p in outputs if regular_file(run_dir, p)]
+    contents.baselines = _read_baselines(run_dir)
 
-    if (run_dir / ATTENTION_JSON).is_file():
-        contents.attention, contents.attention_note = read_attention(run_dir)
+    if checked_path(run_dir, ATTENTION_JSON).is_file():
+        saved = read_attention(run_dir)
+        contents.attention, contents.attention_note = saved.samples, saved.note
+        contents.attention_dropped = saved.dropped
     else:
         contents.missing.append(f"attention ({ATTENTION_JSON} not saved)")
     return contents
@@ -140,7 +155,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
+    path = checked_path(run_dir, CONFIG_FILE)
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass a folder written by `attnlab fit`")
     data = _read_json(path, "run folder")
@@ -150,7 +165,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / METRICS_FILE
+    path = checked_path(run_dir, METRICS_FILE)
     if not path.is_file():
         return None
     data = _read_json(path, "run folder")
@@ -174,10 +189,25 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _read_logs(run_dir: Path) -> list[dict[str, str]] | None:
-    """Rows of every ``logs/version_<n>/metrics.csv`` in version order (resumes append versions)."""
-    files = sorted(run_dir.glob("logs/*/metrics.csv"),
+def _read_baselines(run_dir: Path) -> dict[str, dict[str, float]]:
+    """``baselines.json`` (see :func:`attnlab.experiments.base.write_baselines`); {} if absent or unreadable."""
+    path = run_dir / BASELINES_FILE
+    if not regular_file(run_dir, path):
+        return {}
+    try:
+        data = json.loads(path.read_text())["baselines"]
+        return {str(name): {str(k): float(v) for k, v in metrics.items()} for name, metrics in data.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return {}  # an extra of the report: a damaged file only loses the baselines column
+
+
+def _read_logs(run_dir: Path, skipped: list[str]) -> list[dict[str, str]] | None:
+    """Rows of every ``logs/version_<n>/metrics.csv`` in version order (resumes append versions); links are
+    added to ``skipped``, not read."""
+    found = sorted(run_dir.glob("logs/*/metrics.csv"),
                    key=lambda p: (int(m.group(1)) if (m := re.search(r"(\d+)$", p.parent.name)) else -1, str(p)))
+    skipped += [p.relative_to(run_dir).as_posix() for p in found if not is_inside(run_dir, p)]
+    files = [p for p in found if regular_file(run_dir, p)]
     if not files:
         return None
     rows: list[dict[str, str]] = []
@@ -221,10 +251,12 @@ def _epoch_curves(
     return {name: points for name, points in curves.items() if points}
 
 
-def _figures(run_dir: Path, metrics: dict[str, Any] | None) -> list[Path]:
+def _figures(run_dir: Path, metrics: dict[str, Any] | None, skipped: list[str]) -> list[Path]:
+    """PNG files under ``figures/``: those ``metrics.json`` lists first, in its order; links go to ``skipped``."""
     found = sorted((run_dir / "figures").glob("*.png"))
-    listed = [run_dir / p for p in (metrics or {}).get("figures", []) if (run_dir / p).is_file()]
-    return listed + [p for p in found if p not in listed]
+    listed = [run_dir / str(p) for p in (metrics or {}).get("figures", [])]
+    skipped += [p.relative_to(run_dir).as_posix() for p in found if not is_inside(run_dir, p)]
+    return [p for p in dict.fromkeys(listed + found) if regular_file(run_dir, p)]
 
 
 def _cell(value: Any) -> str:
@@ -282,5 +314,30 @@ def _read_json_output(path: Path) -> TaskOutput:
                 scalars = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}
                 table.text = ", ".join(f"{k}: {_cell(v)}" for k, v in scalars.items())
                 return table
-    text = json.dumps(data, indent=1, ensure_ascii=False)
-    return TaskOutput(path.name, text=text if len(text) <= OUTPUT_TEXT_CHARS else text[:OUTPUT_TEXT_CHARS] + "\n…")
+    return TaskOutput(path.name, text="\n".join(_outline(data)))
+
+
+def _outline(data: Any, indent: str = "", depth: int = 0) -> list[str]:
+    """What a JSON value holds, not its contents: a key per line with its scalar value, "list of N items" or
+    nested keys (two levels): a vocabulary file shows its sizes and options, not thousands of tokens."""
+    if not isinstance(data, dict):
+        return [indent + _summary(data)]
+    lines = []
+    for key, value in list(data.items())[:OUTPUT_COLUMNS]:
+        if isinstance(value, dict) and depth < 1 and value:
+            lines += [f"{indent}{key}:"] + _outline(value, indent + "  ", depth + 1)
+        else:
+            lines.append(f"{indent}{key}: {_summary(value)}")
+    if len(data) > OUTPUT_COLUMNS:
+        lines.append(f"{indent}… {len(data) - OUTPUT_COLUMNS} more keys")
+    return lines
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"list of {len(value):,} " + ("items" if len(kinds) != 1 else {"str": "strings", "dict": "objects"}
+                                              .get(kinds[0], kinds[0] + "s"))
+    if isinstance(value, dict):
+        return f"object with {len(value):,} keys"
+    return _cell(value)

@@ -1,19 +1,28 @@
 """Render a run's contents as one self-contained HTML page (no network needed to view it).
 
-Everything is inline: styles, the data, the page's script and plotly.js (the offline bundle shipped
-with the ``plotly`` Python package). Plotly draws the loss curves and the attention heatmap (hover,
-zoom, colour bar, thinned tick labels); PNG figures are embedded as base64.
+The page reads as people read a run: results first (headline metrics with their direction, scale and
+baselines; the run's warnings; how training stopped), then the task's figures, the attention (a model view
+of every layer and head, and an explorer of one map), the loss curves, the task's outputs, and the
+configuration last, collapsed.
 
-Size caps keep a report near or under 10 MB however large the run: plotly.js (≈ 4.8 MB), attention
-weights up to ``ATTENTION_BUDGET`` bytes of float32 (maps cropped to ``MAX_SIDE`` queries and keys;
-maps beyond the budget are named, not embedded), PNG figures up to ``FIGURE_BUDGET`` bytes (larger
-ones are linked relatively, ``figures/NAME.png``), task outputs as samples of ``OUTPUT_ROWS`` rows.
+Everything is inline: the stylesheet and the script are package files (``static/report.css``,
+``static/report.js``: SVG line charts, canvas heatmaps, PNG and SVG export, no library), the data is one
+JSON block, PNG figures are base64.
 
-Stable DOM for tests and scripts: sections ``#config``, ``#metrics``, ``#curves``, ``#figures``,
-``#outputs``, ``#attention``, ``#missing``; selectors ``#attn-sample``, ``#attn-layer``, ``#attn-head``;
-the heatmap ``#attn-heatmap`` (``data-rendered="<sample>/<layer>/<head>"`` once drawn) and the hover
-readout ``#attn-readout`` (``data-query-index``, ``data-key-index``, ``data-query``, ``data-key``,
-``data-weight``). ``window.attnlabReport.ready`` is true once every plot is drawn.
+Size caps keep a report small however large the run: attention weights up to ``ATTENTION_BUDGET`` bytes
+of float32 (maps cropped to ``MAX_SIDE`` queries and keys; maps beyond the budget are named, not
+embedded), PNG figures up to ``FIGURE_BUDGET`` bytes (larger ones are linked relatively,
+``figures/NAME.png``), task outputs as samples of ``OUTPUT_ROWS`` rows.
+
+Stable DOM for tests and scripts: sections ``#results``, ``#figures``, ``#attention``, ``#curves``,
+``#outputs``, ``#config``, ``#missing``; the headline ``#headline`` (cards ``.card[data-metric]``) and
+``#warnings``; selectors ``#attn-sample``, ``#attn-layer`` (options carry ``data-layer``, ``data-kind``,
+``data-role``), ``#attn-head`` (``mean``, ``1``, ``2``, …: heads from 1), ``#attn-scale``; the model view
+``#model-view`` (buttons ``.thumb[data-map][data-head]``); the heatmap ``#attn-heatmap``
+(``data-rendered="<sample>/<layer>/<head>"`` once drawn); the hover readout ``#attn-readout``
+(``data-query-index``, ``data-key-index``, ``data-query``, ``data-key``, ``data-weight``); export buttons
+``#attn-export-png`` and ``#attn-export-svg``. ``window.attnlabReport.ready`` is true once everything is
+drawn.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import datetime
 import html
 import json
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +40,24 @@ import numpy as np
 
 from attnlab import registry
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample
+from attnlab.experiments.base import AttentionSample, Experiment
+from attnlab.report.attention import layer_roles
 from attnlab.report.contents import REPORT_FILE, RunContents, TaskOutput, read_run
 
-ATTENTION_BUDGET = 2_000_000  # bytes of float32 attention weights embedded in one report
+ATTENTION_BUDGET = 1_200_000  # bytes of float32 attention weights embedded in one report (base64: x 4/3)
 FIGURE_BUDGET = 1_500_000  # bytes of PNG figures embedded in one report
-MAX_SIDE = 160  # queries and keys of one embedded attention map (cells stay >= 3 px on a screen)
+MAX_SIDE = 160  # queries and keys of one embedded attention map
+HEADLINE_CARDS = 4  # metrics shown as cards at the top
+HIGHER_IS_BETTER = ("acc", "bleu", "chrf", "mass", "f1", "r2")  # name fragments of metrics to maximise
+LOWER_IS_BETTER = ("mse", "mae", "loss", "bce", "err", "nll", "ppl")  # name fragments of errors
+BETTER = {"max": "↑ higher is better", "min": "↓ lower is better", "": ""}
+STOPPED_BY = {
+    "max_epochs": "reached max_epochs",
+    "max_steps": "reached max_steps",
+    "early_stopping": "early stopping (the monitored metric stopped improving)",
+    "time": "the time cap (max_time_s)",
+    "no_training": "nothing to train (closed form or no trainable parameters)",
+}
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -57,37 +79,40 @@ def write_report(contents: RunContents) -> Path:
     return path
 
 
+def static_text(name: str) -> str:
+    """A file of the report's static assets (``report.css``, ``report.js``), read from the installed package."""
+    return resources.files("attnlab.report").joinpath("static", name).read_text(encoding="utf-8")
+
+
 def render(contents: RunContents) -> str:
     """The report page of a run as one HTML string."""
-    from plotly.offline import get_plotlyjs, get_plotlyjs_version
-
     attention, skipped = attention_payload(contents.attention or [])
-    data = {"curves": _curves(contents), "attention": attention}
+    charts = chart_specs(contents)
+    data = {"run": contents.run_dir.name, "charts": charts, "attention": attention}
     sections = [
         _header(contents),
         _missing(contents),
-        _config(contents.config),
-        _metrics(contents.metrics),
-        _curves_section(contents, data["curves"]),
+        _results(contents),
         _figures(contents),
-        _outputs(contents.outputs),
         _attention_section(contents, attention, skipped),
+        _curves_section(contents, charts),
+        _outputs(contents.outputs),
+        _config(contents.config),
     ]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     footer = (f"<footer>attnlab report of <code>{_e(contents.run_dir.name)}</code>, built {stamp}. "
-              f"Works offline: plotly.js {_e(get_plotlyjs_version())} and all data are inside this file.</footer>")
+              "One file, works offline: its script, styles and data are inside it.</footer>")
     return "\n".join([
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<link rel="icon" href="data:,">',
         f"<title>{_e(contents.title)} — attnlab report</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{static_text('report.css')}</style></head><body>",
         *sections,
         footer,
-        f"<script>{get_plotlyjs()}</script>",
         f'<script type="application/json" id="report-data">{_json(data)}</script>',
-        f"<script>{_JS}</script>",
+        f"<script>{static_text('report.js')}</script>",
         "</body></html>",
     ])
 
@@ -96,17 +121,18 @@ def render(contents: RunContents) -> str:
 
 
 def attention_payload(samples: list[AttentionSample]) -> tuple[dict[str, Any], list[str]]:
-    """What the explorer embeds: per sample and map, labels and base64 little-endian float32 weights
+    """What the explorer embeds: per sample and map, its role, labels and base64 little-endian float32 weights
     (H, Q, K), cropped to ``MAX_SIDE`` queries and keys, within ``ATTENTION_BUDGET`` bytes in order.
 
     Returns:
-        ``(payload, skipped)``: the JSON-able payload and the ``"sample / layer"`` names left out.
+        ``(payload, skipped)``: the JSON-able payload (``samples``, and ``default_sample``: the first sample the
+        figures draw, else 0) and the ``"sample / layer"`` names left out.
     """
     budget = ATTENTION_BUDGET
     out, skipped = [], []
     for index, sample in enumerate(samples):
         maps = []
-        for m in sample.maps:
+        for m, role in zip(sample.maps, layer_roles(sample.maps), strict=True):
             w = m.weights.detach().float().cpu()
             w = (w.unsqueeze(0) if w.dim() == 2 else w)[:, :MAX_SIDE, :MAX_SIDE]  # (H, Q, K)
             if w.numel() * 4 > budget:
@@ -115,45 +141,127 @@ def attention_payload(samples: list[AttentionSample]) -> tuple[dict[str, Any], l
             budget -= w.numel() * 4
             heads, q, k = w.shape
             maps.append({
-                "layer": m.layer, "kind": m.kind, "heads": heads, "q": q, "k": k,
+                "layer": m.layer, "role": role, "kind": m.kind, "heads": heads, "q": q, "k": k,
                 "query_labels": m.query_labels[:q], "key_labels": m.key_labels[:k],
-                "full_shape": [len(m.query_labels), len(m.key_labels)],
+                "full_shape": list(m.full_shape or (len(m.query_labels), len(m.key_labels))),
                 "b64": base64.b64encode(np.ascontiguousarray(w.numpy(), dtype="<f4").tobytes()).decode("ascii"),
             })
         if maps:
-            out.append({"title": sample.title, "index": index, "maps": maps})
-    return {"samples": out}, skipped
+            out.append({"title": sample.title, "index": index, "in_figures": sample.in_figures, "maps": maps})
+    default = next((i for i, s in enumerate(out) if s["in_figures"]), 0)
+    return {"samples": out, "default_sample": default}, skipped
 
 
-def _curve_figure(curves: dict[str, list[tuple[float, float]]], xtitle: str, monitor: str | None) -> dict[str, Any]:
-    traces, secondary = [], False
-    for name, points in curves.items():
-        trace = {"type": "scatter", "mode": "lines+markers" if len(points) < 60 else "lines", "name": name,
-                 "x": [p[0] for p in points], "y": [p[1] for p in points]}
-        if name == monitor and "loss" not in name:
-            trace["yaxis"] = "y2"
-            secondary = True
-        traces.append(trace)
-    losses = [y for t in traces if t.get("yaxis") != "y2" for y in t["y"]]
-    layout: dict[str, Any] = {
-        "height": 320, "margin": {"l": 60, "r": 60 if secondary else 20, "t": 30, "b": 45},
-        "xaxis": {"title": {"text": xtitle}},
-        "yaxis": {"title": {"text": "loss"}, **({"type": "log", "dtick": "D2"} if losses and min(losses) > 0 else {})},
-        "legend": {"orientation": "h", "y": 1.12}, "hovermode": "x unified",
-    }
-    if secondary:
-        layout["yaxis2"] = {"title": {"text": monitor}, "overlaying": "y", "side": "right"}
-    return {"data": traces, "layout": layout}
+def _same_values(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    """True if two curves have the same epochs and (to 1e-9) the same values."""
+    if len(a) != len(b):
+        return False
+    return all(x[0] == y[0] and math.isclose(x[1], y[1], rel_tol=1e-9) for x, y in zip(a, b, strict=True))
 
 
-def _curves(contents: RunContents) -> dict[str, Any]:
-    monitor = ((contents.metrics or {}).get("monitor") or contents.config.get("monitor") or [None])[0]
-    figures: dict[str, Any] = {}
-    if contents.epoch_curves:
-        figures["curve-epochs"] = _curve_figure(contents.epoch_curves, "epoch", monitor)
+def _chart(ident: str, title: str, x_label: str, y_label: str, series: list[dict[str, Any]], log: bool,
+           integer_x: bool) -> dict[str, Any]:
+    return {"id": ident, "title": title, "x_label": x_label, "y_label": y_label, "series": series, "log": log,
+            "integer_x": integer_x}
+
+
+def _wants_log(values: list[float]) -> bool:
+    """A log axis for positive values spanning more than a factor of 4 (losses that fall fast)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 4
+
+
+def chart_specs(contents: RunContents) -> list[dict[str, Any]]:
+    """The page's line charts, one y-axis per quantity: the loss per epoch (training and validation), the
+    monitored validation metric when it is not the loss (a metric equal to ``val_loss`` at every epoch is drawn
+    once, named in the legend), and the training loss per logged step.
+
+    Returns:
+        Chart specs for ``report.js``: id, title, axis labels, series (name, x, y, dash), log, integer_x.
+    """
+    curves, charts = contents.epoch_curves, []
+    same = [n for n in curves if n not in ("train_loss", "val_loss") and "val_loss" in curves
+            and _same_values(curves[n], curves["val_loss"])]
+    losses = []
+    for name in ("train_loss", "val_loss"):
+        if name in curves:
+            label = name + "".join(f" (= {n})" for n in same) if name == "val_loss" else name
+            losses.append({"name": label, "x": [p[0] for p in curves[name]], "y": [p[1] for p in curves[name]],
+                           "dash": name == "val_loss"})
+    if losses:
+        charts.append(_chart("curve-epochs", "Loss per epoch", "epoch", "loss (training objective)", losses,
+                             _wants_log([y for s in losses for y in s["y"]]), True))
+    for name in curves:
+        if name in ("train_loss", "val_loss") or name in same:
+            continue
+        ys = [p[1] for p in curves[name]]
+        better = direction(name.removeprefix("val_"), contents)
+        title = f"{name} per epoch" + (f" ({BETTER[better][2:]})" if better else "")
+        charts.append(_chart(f"curve-{name}", title, "epoch", name,
+                             [{"name": name, "x": [p[0] for p in curves[name]], "y": ys}],
+                             better == "min" and _wants_log(ys), True))
     if contents.step_curve:
-        figures["curve-steps"] = _curve_figure({"train_loss_step": contents.step_curve}, "step", None)
-    return figures
+        ys = [p[1] for p in contents.step_curve]
+        charts.append(_chart("curve-steps", "Training loss per logged step", "optimiser step", "training loss",
+                             [{"name": "train_loss_step", "x": [p[0] for p in contents.step_curve], "y": ys}],
+                             _wants_log(ys), True))
+    return charts
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def _experiment(contents: RunContents) -> type[Experiment] | None:
+    try:
+        return registry.get_experiment(str(contents.config["experiment"]))
+    except UserError:  # a run of an experiment this installation does not register
+        return None
+
+
+def _notes(cls: Any) -> dict[str, str]:
+    """The experiment's ``metric_notes`` (test metric -> what it measures), {} when it has none."""
+    return dict(getattr(cls, "metric_notes", None) or {})
+
+
+def _monitor(contents: RunContents) -> tuple[str, str]:
+    monitor = (contents.metrics or {}).get("monitor") or contents.config.get("monitor") or ["val_loss", "min"]
+    return str(monitor[0]), str(monitor[1] if len(monitor) > 1 else "min")
+
+
+def metric_direction(metric: str, monitor: tuple[str, str] = ("val_loss", "min")) -> str:
+    """Whether a test metric is better high or low.
+
+    Args:
+        metric: its name (``mse``, ``accuracy``, ``mass_on_2_4``, …).
+        monitor: the run's ``(validation metric, mode)``; its metric takes the mode.
+
+    Returns:
+        ``"max"`` for accuracy-like names (``HIGHER_IS_BETTER``), ``"min"`` for errors and losses
+        (``LOWER_IS_BETTER``), ``""`` for anything else (a fitted width, a count).
+    """
+    if metric == monitor[0].removeprefix("val_"):
+        return monitor[1]
+    name = metric.lower()
+    if any(part in name for part in HIGHER_IS_BETTER):
+        return "max"
+    return "min" if any(part in name for part in LOWER_IS_BETTER) else ""
+
+
+def direction(metric: str, contents: RunContents) -> str:
+    """:func:`metric_direction` of a metric of this run."""
+    return metric_direction(metric, _monitor(contents))
+
+
+def headline_metrics(contents: RunContents) -> list[str]:
+    """The test metrics shown as cards: the experiment's headline (else the monitor's), then the metrics the
+    experiment describes, then the others; the ``loss`` (often the same number as the headline ``mse``) only
+    when it is the only metric. At most ``HEADLINE_CARDS``."""
+    test = (contents.metrics or {}).get("test") or {}
+    cls = _experiment(contents)
+    first = (cls.headline if cls else None) or _monitor(contents)[0].removeprefix("val_")
+    notes = _notes(cls)
+    order = [first] + [n for n in notes if n != first] + [n for n in test if n not in notes and n != first]
+    shown = [n for n in dict.fromkeys(order) if n in test and (n != "loss" or len(test) == 1)]
+    return shown[:HEADLINE_CARDS]
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -178,6 +286,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _short(value: Any) -> str:
+    """A metric value for a card: 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else _fmt(value)
+
+
 def _table(rows: list[list[str]], header: list[str] | None = None, table_id: str = "") -> str:
     head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -190,27 +303,88 @@ def _note(text: str) -> str:
 
 
 def _header(contents: RunContents) -> str:
-    metrics = contents.metrics or {}
-    monitor = (metrics.get("monitor") or contents.config.get("monitor") or ["val_loss"])[0]
-    headline, name = "", str(monitor).removeprefix("val_")
-    try:  # the experiment's headline metric if it is registered here, else the monitor's
-        name = registry.get_experiment(str(contents.config["experiment"])).headline or name
-    except UserError:
-        pass
-    if name in metrics.get("test", {}):
-        headline = f" · test {_e(name)} <b>{_e(_fmt(metrics['test'][name]))}</b>"
-    sections = ["config", "metrics", "curves", "figures"] + (["outputs"] if contents.outputs else []) + ["attention"]
+    sections = ["results", "figures", "attention", "curves"] + (["outputs"] if contents.outputs else []) + ["config"]
     nav = " ".join(f'<a href="#{s}">{s}</a>' for s in sections)
-    return (f"<header><h1>{_e(contents.title)}</h1>"
-            f'<p class="sub">run <code>{_e(contents.run_dir.name)}</code>{headline}</p><nav>{nav}</nav></header>')
+    cls = _experiment(contents)
+    about = f'<p class="sub">{_e(cls.summary)}</p>' if cls else ""
+    return (f"<header><h1>{_e(contents.title)}</h1>{about}"
+            f'<p class="sub">run <code>{_e(contents.run_dir.name)}</code></p><nav>{nav}</nav></header>')
 
 
 def _missing(contents: RunContents) -> str:
-    if not contents.missing:
+    parts = list(contents.missing)
+    parts += [f"{name}: a symbolic link or a path leading outside the run folder, not read"
+              for name in contents.skipped]
+    if not parts:
         return '<div id="missing" data-missing-count="0" hidden></div>'
-    items = "".join(f"<li>{_e(m)}</li>" for m in contents.missing)
+    items = "".join(f"<li>{_e(m)}</li>" for m in parts)
     return (f'<div id="missing" class="warning" data-missing-count="{len(contents.missing)}">'
             f"<b>Partial run.</b> Missing from the run folder:<ul>{items}</ul></div>")
+
+
+def _card(name: str, contents: RunContents, notes: dict[str, str]) -> str:
+    metrics = contents.metrics or {}
+    value = metrics["test"][name]
+    val = (metrics.get("val") or {}).get(name)
+    lines = [f'<div class="name">test {_e(name)}</div><div class="value">{_e(_short(value))}</div>',
+             f'<div class="better">{BETTER[direction(name, contents)]}</div>']
+    if name in notes:
+        lines.append(f'<div class="what">{_e(notes[name])}</div>')
+    base = [f"{_e(b)} {_e(_short(m[name]))}" for b, m in contents.baselines.items() if name in m]
+    if val is not None:
+        base.insert(0, f"validation {_e(_short(val))}")
+    if base:
+        lines.append(f'<div class="base">{" · ".join(base)}</div>')
+    return f'<div class="card" data-metric="{_e(name)}" data-value="{_e(repr(value))}">{"".join(lines)}</div>'
+
+
+def _facts(contents: RunContents) -> str:
+    metrics = contents.metrics or {}
+    facts = []
+    if "epochs" in metrics:
+        epochs, steps = int(metrics["epochs"]), metrics.get("steps")
+        facts.append(f"{epochs} epoch{'s' * (epochs != 1)}" + (f", {int(steps):,} steps" if steps is not None else ""))
+    if "train_seconds" in metrics:
+        facts.append(f"{_fmt(round(float(metrics['train_seconds']), 1))} s of training")
+    stop = metrics.get("stopped_by")
+    if stop:
+        facts.append(f"stopped by {_e(STOPPED_BY.get(stop, stop))}")
+    if "params" in metrics:
+        facts.append(f"{int(metrics['params']):,} parameters")
+    name, mode = _monitor(contents)
+    facts.append(f"best checkpoint by {_e(name)} ({'lowest' if mode == 'min' else 'highest'})")
+    return f'<p class="facts" id="run-facts">{" · ".join(facts)}</p>'
+
+
+def _warnings(metrics: dict[str, Any]) -> str:
+    warnings = [str(w) for w in metrics.get("warnings") or []]
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+    return f'<div id="warnings" class="warning"><b>Warnings about this run:</b><ul>{items}</ul></div>'
+
+
+def _metrics_table(contents: RunContents, notes: dict[str, str]) -> str:
+    metrics = contents.metrics or {}
+    test, val = metrics.get("test", {}), metrics.get("val", {})
+    baselines = list(contents.baselines)
+    header = ["metric", "better", "test", "validation", *[f"baseline: {b} (test)" for b in baselines], "what it is"]
+    rows = []
+    for name in list(test) + [k for k in val if k not in test]:
+        row = [name, BETTER[direction(name, contents)][2:], _fmt(test.get(name, "")), _fmt(val.get(name, ""))]
+        row += [_fmt(contents.baselines[b].get(name, "")) for b in baselines]
+        rows.append(row + [notes.get(name, "")])
+    return _table(rows, header, "metrics-table")
+
+
+def _results(contents: RunContents) -> str:
+    head = '<section id="results"><h2>Results</h2>'
+    if contents.metrics is None:
+        return head + _note("No metrics.json: the run did not finish.") + "</section>"
+    notes = _notes(_experiment(contents))
+    cards = "".join(_card(n, contents, notes) for n in headline_metrics(contents))
+    return (head + _warnings(contents.metrics) + f'<div class="cards" id="headline">{cards}</div>' + _facts(contents)
+            + _metrics_table(contents, notes) + "</section>")
 
 
 def _config(config: dict[str, Any]) -> str:
@@ -219,31 +393,17 @@ def _config(config: dict[str, Any]) -> str:
     for key, value in config.items():
         if isinstance(value, dict):
             parts.append(_table([[k, _fmt(v)] for k, v in value.items()], [key, ""]))
-    return f'<section id="config"><h2>Resolved configuration</h2><div class="tables">{"".join(parts)}</div></section>'
+    return (f'<section id="config"><h2>Configuration</h2><details><summary>Resolved configuration (every setting '
+            f'of the run)</summary><div class="tables">{"".join(parts)}</div></details></section>')
 
 
-def _metrics(metrics: dict[str, Any] | None) -> str:
-    if metrics is None:
-        note = _note("No metrics.json: the run did not finish.")
-        return f'<section id="metrics"><h2>Metrics</h2>{note}</section>'
-    test, val = metrics.get("test", {}), metrics.get("val", {})
-    names = list(test) + [k for k in val if k not in test]
-    rows = [[name, _fmt(test.get(name, "")), _fmt(val.get(name, ""))] for name in names]
-    facts = [[label, _fmt(metrics[key])] for key, label in (
-        ("params", "parameters"), ("trainable_params", "trainable parameters"), ("epochs", "epochs"),
-        ("train_seconds", "train seconds"), ("monitor", "best checkpoint by")) if key in metrics]
-    return ('<section id="metrics"><h2>Metrics</h2><div class="tables">'
-            f'{_table(rows, ["metric", "test", "validation"], "metrics-table")}{_table(facts, ["run", ""])}'
-            "</div></section>")
-
-
-def _curves_section(contents: RunContents, figures: dict[str, Any]) -> str:
-    body = "".join(f'<div id="{key}" class="plot"></div>' for key in figures)
-    if not figures:
+def _curves_section(contents: RunContents, charts: list[dict[str, Any]]) -> str:
+    body = '<div class="charts">' + "".join(f'<div id="{c["id"]}" class="chart"></div>' for c in charts) + "</div>"
+    if not charts:
         body = _note("No loss history: no logs/*/metrics.csv and no history in metrics.json.")
     elif not contents.step_curve:
         body += _note("No per-step training loss (logs/*/metrics.csv missing): per-epoch curves from metrics.json.")
-    return f'<section id="curves"><h2>Training and validation loss</h2>{body}</section>'
+    return f'<section id="curves"><h2>Training curves</h2>{body}</section>'
 
 
 def _figures(contents: RunContents) -> str:
@@ -261,7 +421,7 @@ def _figures(contents: RunContents) -> str:
             src = _e(relative)
             caption = f"{_e(path.name)} (linked, not embedded: over the report's size cap; needs the run folder)"
         parts.append(f'<figure data-name="{_e(path.name)}"><img src="{src}" alt="{_e(path.name)}" loading="lazy">'
-                      f"<figcaption>{caption}</figcaption></figure>")
+                     f"<figcaption>{caption}</figcaption></figure>")
     return f'<section id="figures"><h2>Figures</h2>{"".join(parts)}</section>'
 
 
@@ -282,8 +442,23 @@ def _outputs(outputs: list[TaskOutput]) -> str:
     return f'<section id="outputs"><h2>Task outputs</h2>{"".join(_output(o) for o in outputs)}</section>'
 
 
+def _attention_notes(contents: RunContents, payload: dict[str, Any], skipped: list[str]) -> str:
+    notes = ""
+    if contents.attention_dropped:
+        notes += _note("Not saved by the run (over its attention budget): " + "; ".join(contents.attention_dropped))
+    if skipped:
+        notes += _note(f"Not embedded (over the report's {ATTENTION_BUDGET / 1e6:.1f} MB of weights): "
+                       + "; ".join(skipped))
+    cropped = [m for s in payload["samples"] for m in s["maps"] if m["full_shape"] != [m["q"], m["k"]]]
+    if cropped:
+        m = cropped[0]
+        notes += _note(f"Large maps show their first queries and keys only (e.g. {m['q']}×{m['k']} of "
+                       f"{m['full_shape'][0]}×{m['full_shape'][1]}); rows of a cropped map need not sum to 1.")
+    return notes
+
+
 def _attention_section(contents: RunContents, payload: dict[str, Any], skipped: list[str]) -> str:
-    head = '<section id="attention"><h2>Attention explorer</h2>'
+    head = '<section id="attention"><h2>Attention</h2>'
     if contents.attention is None:
         return head + _note("No attention saved in this run (attention.json missing).") + "</section>"
     if not payload["samples"]:
@@ -291,171 +466,22 @@ def _attention_section(contents: RunContents, payload: dict[str, Any], skipped: 
         if contents.attention and skipped:
             reason = "every map is over the report's size cap"
         return head + f'<p class="note" id="attn-note">No attention to show: {_e(reason)}.</p></section>'
-    notes = ""
-    if skipped:
-        notes = _note(f"Not embedded (over the {ATTENTION_BUDGET / 1e6:.0f} MB size cap): " + "; ".join(skipped))
-    if any(m["full_shape"] != [m["q"], m["k"]] for s in payload["samples"] for m in s["maps"]):
-        notes += _note(f"Large maps are cropped to their first {MAX_SIDE} queries and keys.")
+    intro = ('<p class="sub">Held-out examples; layers are named by their role and, like heads and examples, '
+             "numbered from 1. Rows are queries, columns keys; each row of a map sums to 1.</p>")
+    sample = '<div class="controls"><label>example <select id="attn-sample"></select></label></div>'
+    model_view = ('<h3>Model view: every layer and head of this example</h3>'
+                  '<p class="sub">Click a map to open it in the explorer below.</p><div id="model-view"></div>')
     controls = (
         '<div class="controls">'
-        '<label>sample <select id="attn-sample"></select></label>'
         '<label>layer <select id="attn-layer"></select></label>'
-        '<label>head <select id="attn-head"></select></label></div>'
+        '<label>head <select id="attn-head"></select></label>'
+        '<label>colour <select id="attn-scale"></select></label>'
+        '<span>export <button type="button" id="attn-export-png">PNG</button> '
+        '<button type="button" id="attn-export-svg">SVG</button></span></div>'
     )
-    return (head + '<p class="sub">Rows are queries, columns keys; each row sums to 1. Hover a cell to read it.</p>'
-            + controls + '<div id="attn-heatmap" class="plot"></div>'
-            + '<div id="attn-readout" class="readout">hover a cell</div>' + notes + "</section>")
-
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
-padding:0 18px 40px;color:#1d232a;background:#fff}
-header{border-bottom:1px solid #dde2e7;margin-bottom:12px}h1{font-size:22px;margin:18px 0 2px}
-h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid #eef1f4;padding-bottom:3px}
-h3{font-size:14px;margin:14px 0 4px}
-nav a{margin-right:12px;color:#2a62a8;text-decoration:none}.sub{color:#5b6670;margin:2px 0 8px}
-code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
-pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:320px}
-.tables{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #dde2e7;padding:3px 8px;text-align:left}
-th{background:#f3f5f7}td{font-variant-numeric:tabular-nums}
-.output table{display:block;overflow-x:auto;max-width:100%}
-figure{margin:10px 0 18px}figure img{max-width:100%;height:auto;border:1px solid #eef1f4}
-figcaption{color:#5b6670;font-size:12px}
-.warning{background:#fff6e0;border:1px solid #f0c36d;padding:8px 12px;border-radius:4px}.warning ul{margin:4px 0}
-.missing-note{color:#8a5a00;font-style:italic}.note{color:#5b6670}
-.controls{display:flex;flex-wrap:wrap;gap:14px;margin:6px 0}.controls select{margin-left:4px;max-width:420px}
-.readout{font-family:ui-monospace,monospace;font-size:13px;background:#f6f8fa;padding:6px 10px;min-height:1.5em}
-.plot{width:100%}footer{margin-top:30px;color:#8a949d;font-size:12px}
-"""
-
-_JS = r"""
-(function () {
-  "use strict";
-  var DATA = JSON.parse(document.getElementById("report-data").textContent);
-  var CONFIG = {displaylogo: false, responsive: true, showLink: false, showSendToCloud: false,
-                showEditInChartStudio: false};
-  var report = window.attnlabReport = {ready: false, data: DATA};
-  var drawn = [];
-  Object.keys(DATA.curves).forEach(function (id) {
-    var fig = DATA.curves[id];
-    drawn.push(Plotly.newPlot(document.getElementById(id), fig.data, fig.layout, CONFIG));
-  });
-
-  var samples = DATA.attention.samples;
-  var $ = function (id) { return document.getElementById(id); };
-  var sampleSel = $("attn-sample"), layerSel = $("attn-layer"), headSel = $("attn-head");
-  var plot = $("attn-heatmap"), readout = $("attn-readout");
-
-  function weights(map) {  // (H, Q, K) float32, row-major, decoded once
-    if (!map.w) {
-      var bin = atob(map.b64), bytes = new Uint8Array(bin.length);
-      for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-      map.w = new Float32Array(bytes.buffer);
-    }
-    return map.w;
-  }
-  function matrix(map, head) {  // (Q, K) of one head, or the mean over heads
-    var w = weights(map), Q = map.q, K = map.k, H = map.heads, z = [];
-    for (var q = 0; q < Q; q++) {
-      var row = new Array(K);
-      for (var k = 0; k < K; k++) {
-        if (head === "mean") {
-          var s = 0;
-          for (var h = 0; h < H; h++) s += w[(h * Q + q) * K + k];
-          row[k] = s / H;
-        } else {
-          row[k] = w[(head * Q + q) * K + k];
-        }
-      }
-      z.push(row);
-    }
-    return z;
-  }
-  function ticks(labels) {  // at most ~40 tick labels per axis
-    var step = Math.max(1, Math.ceil(labels.length / 40)), vals = [], text = [];
-    for (var i = 0; i < labels.length; i += step) { vals.push(i); text.push(labels[i]); }
-    return {tickvals: vals, ticktext: text, tickmode: "array"};
-  }
-  function range(n) { var r = []; for (var i = 0; i < n; i++) r.push(i); return r; }
-  function longest(labels) { return labels.reduce(function (m, s) { return Math.max(m, s.length); }, 0); }
-  function option(value, text) {
-    var o = document.createElement("option");
-    o.value = value; o.textContent = text;
-    return o;
-  }
-  var KIND = {self: "self-attention", cross: "cross-attention", pooling: "attention pooling"};
-
-  function current() {
-    var s = samples[+sampleSel.value], m = s.maps[+layerSel.value];
-    return {sample: s, map: m, head: headSel.value === "mean" ? "mean" : +headSel.value};
-  }
-  function fillLayers() {
-    var previous = layerSel.selectedIndex >= 0 ? layerSel.options[layerSel.selectedIndex].dataset.layer : null;
-    layerSel.innerHTML = "";
-    samples[+sampleSel.value].maps.forEach(function (m, i) {
-      var size = " (" + m.heads + (m.heads > 1 ? " heads, " : " head, ") + m.q + "×" + m.k + ")";
-      var o = option(i, m.layer + " — " + (KIND[m.kind] || m.kind) + size);
-      o.dataset.layer = m.layer; o.dataset.kind = m.kind;
-      layerSel.appendChild(o);
-      if (m.layer === previous) layerSel.value = String(i);
-    });
-    fillHeads();
-  }
-  function fillHeads() {
-    var previous = headSel.value, m = samples[+sampleSel.value].maps[+layerSel.value];
-    headSel.innerHTML = "";
-    if (m.heads > 1) headSel.appendChild(option("mean", "mean of " + m.heads + " heads"));
-    for (var h = 0; h < m.heads; h++) headSel.appendChild(option(String(h), "head " + h));
-    if (previous && Array.prototype.some.call(headSel.options, function (o) { return o.value === previous; })) {
-      headSel.value = previous;
-    }
-  }
-  function render() {
-    var c = current(), m = c.map, z = matrix(m, c.head), text = [], top = 0;
-    z.forEach(function (row) { row.forEach(function (v) { if (v > top) top = v; }); });
-    for (var q = 0; q < m.q; q++) {
-      var row = new Array(m.k);
-      for (var k = 0; k < m.k; k++) row[k] = m.query_labels[q] + " → " + m.key_labels[k];
-      text.push(row);
-    }
-    var xt = ticks(m.key_labels), yt = ticks(m.query_labels);
-    var left = Math.min(240, 20 + 7 * longest(yt.ticktext)), bottom = Math.min(200, 30 + 6 * longest(xt.ticktext));
-    var trace = {type: "heatmap", z: z, x: range(m.k), y: range(m.q), text: text, colorscale: "Viridis",
-                 zmin: 0, zmax: top || 1, colorbar: {title: {text: "weight"}},
-                 hovertemplate: "%{text}<br>weight %{z:.4g}<extra></extra>"};
-    var layout = {
-      height: Math.max(260, Math.min(760, 120 + bottom + 16 * m.q)),
-      margin: {l: left + 40, r: 20, t: 40, b: bottom + 30},
-      title: {text: c.sample.title, font: {size: 13}},
-      xaxis: Object.assign({title: {text: m.kind === "cross" ? "keys (encoder)" : "keys"}, tickangle: -45}, xt),
-      yaxis: Object.assign({title: {text: m.kind === "cross" ? "queries (decoder)" : "queries"},
-                            autorange: "reversed"}, yt)
-    };
-    var key = sampleSel.value + "/" + layerSel.value + "/" + headSel.value;
-    plot.dataset.rendered = "";
-    return Plotly.react(plot, [trace], layout, CONFIG).then(function () {
-      plot.dataset.sample = sampleSel.value; plot.dataset.layer = m.layer; plot.dataset.head = headSel.value;
-      plot.dataset.rendered = key;
-    });
-  }
-  function hover(event) {
-    var p = event.points[0], c = current(), q = p.y, k = p.x, m = c.map;
-    var d = readout.dataset;
-    d.sample = sampleSel.value; d.layer = m.layer; d.head = headSel.value;
-    d.queryIndex = q; d.keyIndex = k; d.query = m.query_labels[q]; d.key = m.key_labels[k]; d.weight = String(p.z);
-    readout.textContent = "query #" + q + " “" + m.query_labels[q] + "” → key #" + k + " “" + m.key_labels[k]
-      + "”: weight " + p.z.toPrecision(6) + " (" + (c.head === "mean" ? "mean of heads" : "head " + c.head) + ")";
-  }
-
-  if (samples.length && sampleSel) {
-    samples.forEach(function (s, i) { sampleSel.appendChild(option(i, s.title)); });
-    fillLayers();
-    sampleSel.addEventListener("change", function () { fillLayers(); render(); });
-    layerSel.addEventListener("change", function () { fillHeads(); render(); });
-    headSel.addEventListener("change", render);
-    drawn.push(render().then(function () { plot.on("plotly_hover", hover); }));
-  }
-  Promise.all(drawn).then(function () { report.ready = true; document.body.dataset.ready = "true"; });
-})();
-"""
+    explorer = ('<h3>Explorer</h3>' + controls
+                + '<div id="attn-heatmap" class="heatmap"><canvas></canvas><div class="cell-box"></div>'
+                '<div class="tooltip"></div></div><p class="note" id="attn-scale-note"></p>'
+                '<div id="attn-readout" class="readout">hover a cell to read its weight</div>')
+    return (head + intro + sample + model_view + explorer + _attention_notes(contents, payload, skipped)
+            + "</section>")

@@ -14,6 +14,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+from attnlab.viz.heatmaps import ATTENTION_CMAP  # noqa: E402
 
 HIGHLIGHT = (2, 4)  # digits written in red
 
@@ -39,8 +42,11 @@ def plot_loss_history(ax: Axes, history: Sequence[dict[str, float]]) -> None:
             ax.plot(*zip(*points, strict=True), style, marker="o", ms=3, label=key.replace("_", " "))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (training objective)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if any("train_loss" in h or "val_loss" in h for h in history):
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # readable even within one decade
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
@@ -74,7 +80,7 @@ def plot_count_attention(digits: torch.Tensor | np.ndarray, weights: torch.Tenso
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * n + 2.0), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     ax_w, ax_v, ax_loss = axes
 
-    image = ax_w.imshow(weights, cmap="Blues", vmin=0.0, vmax=max(float(weights.max()), 1e-12), aspect="auto")
+    image = ax_w.imshow(weights, cmap=ATTENTION_CMAP, vmin=0.0, vmax=max(float(weights.max()), 1e-12), aspect="auto")
     _write_digits(ax_w, digits)
     fig.colorbar(image, ax=ax_w, shrink=0.8)
     ax_w.set_title("attention of the pooling query", fontsize=10)

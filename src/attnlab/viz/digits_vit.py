@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from attnlab.viz.heatmaps import ATTENTION_CMAP
+
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().float().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
@@ -41,7 +43,7 @@ def plot_class_token_attention(images, attention, titles: Sequence[str], pairs_p
             continue
         ax_img.imshow(images[i], cmap="gray_r", vmin=0, vmax=1)
         ax_img.set_title(titles[i], fontsize=8)
-        image = ax_att.imshow(attention[i], cmap="Reds", vmin=0)
+        image = ax_att.imshow(attention[i], cmap=ATTENTION_CMAP, vmin=0)
         ax_att.set_title("class-token attention", fontsize=7)
         fig.colorbar(image, ax=ax_att, fraction=0.046, pad=0.02)
     fig.tight_layout()

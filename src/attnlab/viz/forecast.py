@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -15,12 +16,22 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from attnlab.experiments.base import AttentionMap  # noqa: E402
+from attnlab.report.attention import layer_role  # noqa: E402
+from attnlab.viz.heatmaps import ATTENTION_CMAP, clip_top  # noqa: E402
 
 
-def _time_axis(ax: plt.Axes) -> None:
-    locator = mdates.AutoDateLocator()
+def _time_axis(ax: plt.Axes, times: pd.DatetimeIndex) -> None:
+    """Date ticks at the data's resolution: no time of day for daily or coarser data (every stamp at midnight),
+    day ticks for a few weeks of it, concise labels (the year or month once, in the offset) otherwise."""
+    at_midnight = bool((times == times.normalize()).all())
+    days = (times[-1] - times[0]) / pd.Timedelta(days=1)
+    if at_midnight and days <= 60:
+        locator: mdates.DateLocator = mdates.DayLocator(interval=max(1, math.ceil(days / 6)))
+    else:
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    formats = ["%Y", "%b", "%d", "%d %b", "%d %b", "%d %b"] if at_midnight else None
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, formats=formats))
 
 
 def plot_forecasts(
@@ -52,7 +63,7 @@ def plot_forecasts(
             ax.plot(t[input_len:], actual[j][input_len:, i], color="black", lw=0.9, label="actual")
             ax.plot(t[input_len:], forecast[j][:, i], color="tab:red", lw=1.1, label="forecast")
             ax.axvline(t[input_len], color="0.3", ls="--", lw=0.7)
-            _time_axis(ax)
+            _time_axis(ax, t)
             ax.tick_params(labelsize=7)
             if j == 0:
                 ax.set_ylabel(channel_names[i])
@@ -63,6 +74,30 @@ def plot_forecasts(
     return fig
 
 
+def _edges(centres: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Cell edges around sorted centres: the midpoints between them, and ``lo`` and ``hi`` at the ends."""
+    return np.concatenate([[lo], (centres[1:] + centres[:-1]) / 2, [hi]])
+
+
+def _key_cells(times: pd.DatetimeIndex, k: int,
+               key_spans: Sequence[tuple[int, int]] | None) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Where the k keys of a map sit on the time axis (matplotlib date numbers): ``(centres, edges, patches)``
+    for one key per input step, or for the patches of ``key_spans`` (centred on their spans, the cells
+    covering the whole window); None when the keys are neither."""
+    numbers = mdates.date2num(times)
+    if k == len(times):
+        step = (numbers[-1] - numbers[0]) / max(1, len(numbers) - 1)
+        return numbers, _edges(numbers, numbers[0] - step / 2, numbers[-1] + step / 2), False
+    if key_spans is not None and len(key_spans) == k:
+        centres = np.array([(numbers[a] + numbers[b - 1]) / 2 for a, b in key_spans])
+        return centres, _edges(centres, numbers[0], numbers[-1]), True
+    return None
+
+
+def _short(label: str, n: int = 18) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
 def plot_attention_over_input(
     times: pd.DatetimeIndex,
     values: np.ndarray,
@@ -70,12 +105,15 @@ def plot_attention_over_input(
     maps: Sequence[AttentionMap],
     title: str = "",
     max_maps: int = 6,
+    key_spans: Sequence[tuple[int, int]] | None = None,
 ) -> Figure:
-    """The input window on top, then one panel per attention map (heads averaged).
+    """The input window on top, then one panel per attention map (heads averaged), all on the series' time axis.
 
-    A map whose keys are the L input steps is drawn against their time stamps: one query (a pooling
-    layer) as a curve of its weights, several queries as a heatmap (queries × time). Maps over other
-    tokens (patches) are heatmaps labelled with the map's own key labels.
+    A map whose keys are the L input steps, or patches with known spans (``key_spans``), is drawn against the
+    same time axis as the series: one query (a pooling layer) as a curve of its weights, several queries as a
+    heatmap (queries × time, each patch as wide as its stride). Maps over other tokens are heatmaps labelled
+    with the map's own key labels. Layers are named by their role (:func:`attnlab.report.attention.layer_role`),
+    colours are viridis, clipped at the 99th percentile so that a few large weights do not wash out the rest.
 
     Args:
         times: the L input time stamps.
@@ -83,42 +121,58 @@ def plot_attention_over_input(
         channel_names: their names.
         maps: attention maps of this window (at most ``max_maps`` drawn).
         title: figure title.
+        key_spans: the [start, end) input steps of each key of a patch model (``PatchTransformer.patch_spans``).
     """
     maps = list(maps)[:max_maps]
-    fig, axes = plt.subplots(1 + len(maps), 1, figsize=(9.0, 2.0 + 2.4 * len(maps)), squeeze=False)
-    ax = axes[0, 0]
+    fig = plt.figure(figsize=(10.0, 2.4 + 2.6 * len(maps)))
+    grid = fig.add_gridspec(1 + len(maps), 2, width_ratios=[1, 0.02], wspace=0.02, hspace=0.6)
+    top = fig.add_subplot(grid[0, 0])
     for k, name in enumerate(channel_names):
-        ax.plot(times, values[:, k], lw=0.8, label=name)
-    ax.set_xlim(times[0], times[-1])
-    _time_axis(ax)
-    ax.legend(fontsize=7, ncol=min(4, len(channel_names)), loc="upper left")
-    ax.set_title(title or "input window", fontsize=9)
-    for m, amap in enumerate(maps, start=1):
-        ax = axes[m, 0]
-        weights = amap.weights.float().mean(dim=0).numpy()  # (Q, K), mean over heads
-        q, k = weights.shape
-        heads = amap.weights.shape[0]
-        label = f"{amap.layer} ({amap.kind}{f', mean of {heads} heads' if heads > 1 else ''})"
-        on_time = k == len(times)
-        if q == 1 and on_time:
-            ax.plot(times, weights[0], color="tab:red", lw=0.9)
+        top.plot(times, values[:, k], lw=0.8, label=name)
+    top.set_xlim(times[0], times[-1])
+    _time_axis(top, times)
+    top.legend(fontsize=7, ncol=min(4, len(channel_names)), loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
+    top.set_title(title or "input window", fontsize=9, loc="right")  # the legend above the series, on the left
+    top.tick_params(labelsize=7)
+    for row, amap in enumerate(maps, start=1):
+        cells = _key_cells(times, amap.weights.shape[-1], key_spans)
+        ax = fig.add_subplot(grid[row, 0], sharex=top if cells is not None else None)
+        _draw_map(fig, ax, fig.add_subplot(grid[row, 1]), amap, cells)
+        if cells is not None:
+            _time_axis(ax, times)
             ax.set_xlim(times[0], times[-1])
-            _time_axis(ax)
-            ax.set_ylabel("weight")
-        else:
-            if on_time:
-                x0, x1 = mdates.date2num(times[0]), mdates.date2num(times[-1])
-                ax.imshow(weights, aspect="auto", cmap="Reds", extent=(x0, x1, q - 0.5, -0.5), interpolation="nearest")
-                ax.xaxis_date()
-                _time_axis(ax)
-            else:
-                ax.imshow(weights, aspect="auto", cmap="Reds", interpolation="nearest")
-                ticks = np.unique(np.linspace(0, k - 1, min(k, 8)).round().astype(int))
-                ax.set_xticks(ticks, labels=[amap.key_labels[t] for t in ticks], rotation=20, fontsize=6, ha="right")
-            if q <= 12:
-                ax.set_yticks(range(q), labels=amap.query_labels, fontsize=6)
-            ax.set_ylabel("query")
         ax.tick_params(labelsize=7)
-        ax.set_title(label, fontsize=8)
-    fig.tight_layout()
     return fig
+
+
+def _draw_map(fig: Figure, ax: plt.Axes, bar: plt.Axes, amap: AttentionMap,
+              cells: tuple[np.ndarray, np.ndarray, bool] | None) -> None:
+    """One attention map (mean over heads) on ``ax``, its colour bar on ``bar``: see
+    :func:`plot_attention_over_input` (``cells``: :func:`_key_cells`)."""
+    weights = amap.weights.float().mean(dim=0).numpy()  # (Q, K), mean over heads
+    q, k = weights.shape
+    heads = amap.weights.shape[0]
+    ax.set_title(f"{layer_role(amap.layer, amap.kind)}" + (f" (mean of {heads} heads)" if heads > 1 else ""),
+                 fontsize=8)
+    if q == 1 and cells is not None:
+        ax.plot(cells[0], weights[0], color="#21918c", lw=0.9)
+        ax.set_ylabel("weight", fontsize=8)
+        bar.axis("off")
+        return
+    top = max(clip_top(weights), 1e-12)
+    cut = f"weight (clipped at {top:.2g}; max {weights.max():.2g})" if top < weights.max() else "weight"
+    if cells is not None:
+        image = ax.pcolormesh(cells[1], np.arange(q + 1) - 0.5, weights, cmap=ATTENTION_CMAP, vmin=0, vmax=top,
+                              shading="flat")
+        ax.set_ylim(q - 0.5, -0.5)
+    else:
+        image = ax.imshow(weights, aspect="auto", cmap=ATTENTION_CMAP, vmin=0, vmax=top, interpolation="nearest")
+        ticks = np.unique(np.linspace(0, k - 1, min(k, 6)).round().astype(int))
+        ax.set_xticks(ticks, labels=[_short(amap.key_labels[t]) for t in ticks], fontsize=6)
+    patches = cells is not None and cells[2]
+    rows = np.unique(np.linspace(0, q - 1, min(q, 6)).round().astype(int))
+    labels = [amap.query_labels[r].split(" ")[0] if patches else _short(amap.query_labels[r]) for r in rows]
+    ax.set_yticks(rows, labels=labels, fontsize=6)  # a patch query by its number: its span is on the x axis
+    ax.set_ylabel("query" + (" patch" if patches else ""), fontsize=8)
+    fig.colorbar(image, cax=bar).set_label(cut, fontsize=7)
+    bar.tick_params(labelsize=6)

@@ -45,9 +45,11 @@ def plot_rollouts(truth: torch.Tensor | np.ndarray, forecast: torch.Tensor | np.
         ax.axvline(context_len - 0.5, color="k", lw=0.8, ls=":")
         mse = float(np.mean((forecast[i] - truth[i, context_len:]) ** 2))
         title = titles[i] if titles is not None and i < len(titles) else f"series {i}"
-        ax.set_title(f"{title}: forecast MSE over {steps} steps {mse:.2e}", fontsize=9)
+        ax.set_title(f"{title}: free-running MSE over {steps} steps {mse:.3g}", fontsize=9)
         ax.set_ylabel("value")
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("step")
+    fig.suptitle("free-running rollout: after the dotted line the model feeds back its own predictions, so errors "
+                 "compound\n(the run's headline mse is one-step-ahead, from the true past)", fontsize=9)
     fig.tight_layout()
     return fig

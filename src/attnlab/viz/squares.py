@@ -76,7 +76,6 @@ def show_alphas(alphas, titles: Sequence[str], cols: int = 4, suptitle: str | No
         xticklabels=[f"c{j + 1}" for j in range(source_len)],
         yticklabels=[f"c{source_len + i + 1}" for i in range(steps)],
         annotate=True,
-        cmap="Blues",
     )
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
