@@ -153,3 +153,25 @@ def test_a_model_too_large_for_memory_is_refused_before_it_is_built(tmp_path):
     with pytest.raises(UserError, match=expected):
         fit("toy", "mlp", ["model.hidden=1000000000"], run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["fit", "sine", "--model", "transformer", "model.d_model=30", "num_heads=4"],
+     "model.d_model=30 is not divisible by model.num_heads=4: each head gets d_model / num_heads features; set "
+     "model.d_model to a multiple of 4 (e.g. 32) or change model.num_heads"),
+    (["fit", "sine", "--model", "transformer", "dropout=1.5"],
+     "model.dropout=1.5 is out of range; it must be in [0, 1)"),
+    (["fit", "count", "--model", "attention_pooling", "embed_dim=0"],
+     "model.embed_dim=0 is out of range; it must be at least 1"),
+    (["translate", "fit", "--corpus", "{corpus}", "beam=0"], "beam=0 is out of range; it must be at least 1"),
+    (["bench", "dropout", "--budget-s", "-1"],
+     "--budget-s -1 is out of range; it must be a positive number of seconds"),
+])
+def test_errors_name_the_users_keys_and_the_valid_range(tmp_path, capsys, argv, message):
+    from attnlab import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a .\tb .\n")
+    code = cli.main([a.format(corpus=corpus) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err

@@ -17,6 +17,7 @@ fraction of elements and the mean of the input.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     rows, cols = _parse_shape(args.shape)
     if not 0.0 < args.p < 1.0:
         raise UserError(f"--p must be between 0 and 1 (exclusive), got {args.p}")
-    if args.repeats < 1 or args.budget_s <= 0:
-        raise UserError("--repeats must be at least 1 and --budget-s positive")
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats} is out of range; it must be at least 1")
+    if not args.budget_s > 0 or not math.isfinite(args.budget_s):
+        raise UserError(f"--budget-s {args.budget_s:g} is out of range; it must be a positive number of seconds")
     torch.manual_seed(0)
     x = torch.randn(rows, cols, requires_grad=True)  # (N, D)
     layers = {"torch": nn.Dropout(args.p), "attnlab": Dropout(args.p)}

@@ -274,6 +274,14 @@ class Translate(Experiment):
         return total / count.clamp_min(1)
 
     @torch.no_grad()
+    def result_warnings(self, val_metrics: dict[str, float]) -> list[str]:
+        """A validation BLEU below 1 means the model has not learned to translate yet."""
+        bleu = val_metrics.get("bleu")
+        if bleu is not None and bleu < 1:
+            return [f"validation BLEU is {bleu:.2f}: the model has not learned to translate yet; raise max_epochs "
+                    "(the Transformer needs several epochs past its learning-rate warm-up)"]
+        return []
+
     def evaluate(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         """Corpus-level metrics of a whole held-out set: ``loss`` and ``token_acc`` over its pairs,
         ``bleu`` and ``chrf`` of its decoded sources against all references."""

@@ -346,6 +346,7 @@ def resolve(
             raise UserError(f"invalid {group} config: {err}") from None
     train, experiment_config, model_config = built["train"], built["experiment"], built["model"]
     check_train_config(train)
+    check_model_config(model_config)
     return RunConfig(experiment.name, model_name, train, experiment_config, model_config)
 
 
@@ -387,6 +388,30 @@ def _convert_or_raise(key: str, value: Any, tp: Any, error: type[Exception]) -> 
         raise error(f"bad value for {key}: {err}; give a finite number{optional}") from None
     except ValueError:
         raise error(f"bad value for {key}: {not_a(value, tp)}") from None
+
+
+# Model keys checked by name in every model config (the model's own checks run when it is built).
+_SIZE_KEYS = ("d_model", "num_heads", "num_layers", "hidden_dim", "embed_dim", "d_ff", "patch_len", "stride",
+              "patch_size")
+
+
+def check_model_config(model_config: Any) -> None:
+    """Reject impossible model sizes before anything is built, naming the user's keys (``model.d_model``):
+    ``d_model`` not divisible by ``num_heads``, a size below 1, a dropout outside [0, 1)."""
+    values = {f.name: getattr(model_config, f.name) for f in dataclasses.fields(model_config)}
+    for key in _SIZE_KEYS:
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise UserError(f"model.{key}={value} is out of range; it must be at least 1")
+    for key, value in values.items():
+        if "dropout" in key and isinstance(value, float) and not 0.0 <= value < 1.0:
+            raise UserError(f"model.{key}={value:g} is out of range; it must be in [0, 1)")
+    d_model, heads = values.get("d_model"), values.get("num_heads")
+    if isinstance(d_model, int) and isinstance(heads, int) and d_model % heads:
+        nearest = heads * max(1, round(d_model / heads))
+        raise UserError(f"model.d_model={d_model} is not divisible by model.num_heads={heads}: each head gets "
+                        f"d_model / num_heads features; set model.d_model to a multiple of {heads} (e.g. {nearest}) "
+                        "or change model.num_heads")
 
 
 def check_train_config(train: TrainConfig) -> None:
