@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from attnlab.bench.translate import probe_batches
+from attnlab.bench.translate import _budgets
 
 
-def test_probe_batches_span_every_length_bucket():
-    # 558 length-ordered buckets, one per batch: from the first (shortest) to the last (longest), evenly
-    assert probe_batches(558, 1, 8) == [[0], [80], [159], [239], [318], [398], [477], [557]]
-    # two buckets a batch: consecutive items, the last batch ends on the last item
-    assert probe_batches(9, 2, 3) == [[0, 1], [4, 5], [7, 8]]
+def test_epoch_budgets_per_model():
+    models = ["transformer", "bahdanau", "seq2seq"]
+    assert _budgets([], models) == {"transformer": 10, "bahdanau": 3, "seq2seq": 2}
+    assert _budgets(["4", "transformer=12"], models) == {"transformer": 12, "bahdanau": 4, "seq2seq": 4}
 
 
-@pytest.mark.parametrize(("n_items", "batch_size", "steps"), [(1, 1, 8), (3, 5, 4), (100, 7, 1)])
-def test_probe_batches_stay_in_range(n_items, batch_size, steps):
-    batches = probe_batches(n_items, batch_size, steps)
-    assert len(batches) == steps and all(len(b) == batch_size for b in batches)
-    assert all(0 <= i < n_items for b in batches for i in b)
-
-
-def test_bad_minutes_is_a_one_line_error(cli_error, tmp_path):
+@pytest.mark.parametrize(("value", "message"), [
+    ("rnn=5", "--epochs 'rnn=5': 'rnn' is not one of the benchmarked models"),
+    ("0", "--epochs '0' is out of range; it must be at least 1"),
+    ("two", "--epochs 'two' is not N or MODEL=N"),
+])
+def test_bad_epochs_is_a_one_line_error(cli_error, tmp_path, value, message):
     corpus = tmp_path / "pairs.txt"
     corpus.write_text("hello .\tbonjour .\n", encoding="utf-8")
-    err = cli_error(["bench", "translate", "--corpus", str(corpus), "--minutes", "rnn=5"])
-    assert "--minutes 'rnn=5': 'rnn' is not one of the benchmarked models" in err
+    err = cli_error(["bench", "translate", "--corpus", str(corpus), "--epochs", value])
+    assert message in err
 
 
 def test_bad_corpus_is_a_one_line_error_naming_the_override(cli_error, tmp_path):
