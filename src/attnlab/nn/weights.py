@@ -43,7 +43,10 @@ from attnlab.nn.masking import additive_mask, causal_mask
 QuerySelector = None | str | int | slice | Sequence[int]
 
 LOG2E = 1.0 / math.log(2.0)  # exp(x) = exp2(x·log2 e); torch's exp2 is about twice as fast as exp on CPU
-BLOCK_ELEMENTS = 1 << 16  # weights computed per step: 256 KiB of float32, in the core's L2 cache
+# Weights computed per step: 4 MiB of float32, which stays in the L3 cache between the product and the exp2.
+# Smaller steps make more, smaller products and cost more (docs/notes/attention-recording.md).
+BLOCK_ELEMENTS = 1 << 20
+CAUSAL_ROWS = 64  # causal layers take at least Q / 8 rows (and this many) per step: the skipped future keys
 _LSE_DTYPES = {"cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
                "cuda": (torch.float32, torch.bfloat16, torch.float16)}
 CPU_FLASH = "_scaled_dot_product_flash_attention_for_cpu"
@@ -292,7 +295,7 @@ def weights_from_lse(
     shift = math.log2(H) if average else 0.0  # exp2(x − log2 H) = exp2(x) / H: the mean for free
     bias = -(lse.to(work).masked_fill(torch.isneginf(lse), 0.0) * LOG2E + shift)  # (B, H, Q)
     qw, kt = q.to(work), k.to(work).transpose(-2, -1)  # (B, H, Q, D), (B, H, D, S)
-    heads_per_step, rows_per_step = _block_shape(H, Q, S)
+    heads_per_step, rows_per_step = _block_shape(H, Q, S, is_causal)
     kk = None if top_k is None else min(top_k, S)
     lead = (B, Q) if average else (B, H, Q)
     if kk is None:
@@ -331,13 +334,17 @@ def weights_from_lse(
     return result
 
 
-def _block_shape(heads: int, queries: int, keys: int) -> tuple[int, int]:
+def _block_shape(heads: int, queries: int, keys: int, causal: bool) -> tuple[int, int]:
     """(heads, rows) per step so that one step's weights are about BLOCK_ELEMENTS: whole heads at a time
-    when a head's (Q, S) weights are small, else a block of rows of one head."""
+    when a head's (Q, S) weights are small, else a block of rows of one head. Causal layers go by blocks
+    of rows (about Q / 8), so that the keys after a block's last row are neither multiplied nor exponentiated."""
     per_head = max(1, queries * keys)
-    if per_head <= BLOCK_ELEMENTS:
+    if per_head <= BLOCK_ELEMENTS and not causal:
         return max(1, min(heads, BLOCK_ELEMENTS // per_head)), max(1, queries)
-    return 1, max(1, min(queries, BLOCK_ELEMENTS // max(1, keys)))
+    rows = min(queries, BLOCK_ELEMENTS // max(1, keys))
+    if causal:
+        rows = min(rows, max(CAUSAL_ROWS, queries // 8))
+    return 1, max(1, rows)
 
 
 def _mask_block(mask: Tensor, b: int, h0: int, h1: int, i0: int, i1: int) -> Tensor:
