@@ -537,11 +537,13 @@ def test_fused_weights_in_other_dtypes(dtype, flash_spy):
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4).to(dtype).eval()
     x = torch.randn(2, 6, 16, dtype=dtype)
-    with torch.no_grad():
-        out, w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=False)
-        with use_reference_attention():
-            ref_out, ref_w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=False)
-    assert len(flash_spy) == 1 and w.dtype == dtype
     tol = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {"atol": 1e-12, "rtol": 1e-10}
-    torch.testing.assert_close(w, ref_w, **tol)
-    torch.testing.assert_close(out, ref_out, **tol)
+    for average in (False, True):
+        with torch.no_grad():
+            out, w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=average)
+            with use_reference_attention():
+                ref_out, ref_w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=average)
+        assert w.dtype == dtype and w.shape == ref_w.shape
+        torch.testing.assert_close(w, ref_w, **tol)
+        torch.testing.assert_close(out, ref_out, **tol)
+    assert len(flash_spy) == 2

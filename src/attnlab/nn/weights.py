@@ -291,47 +291,78 @@ def weights_from_lse(
     B, H, Q, D = q.shape
     S = k.shape[2]
     work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype  # accumulate in fp32
-    alpha = LOG2E / math.sqrt(D)
     shift = math.log2(H) if average else 0.0  # exp2(x − log2 H) = exp2(x) / H: the mean for free
-    bias = -(lse.to(work).masked_fill(torch.isneginf(lse), 0.0) * LOG2E + shift)  # (B, H, Q)
-    qw, kt = q.to(work), k.to(work).transpose(-2, -1)  # (B, H, Q, D), (B, H, D, S)
+    bias = -(lse.to(work).masked_fill(torch.isneginf(lse), 0.0) * LOG2E + shift)  # (B, H, Q), log2 units
+    scores = _Scores(q.to(work), k.to(work).transpose(-2, -1), bias, mask, LOG2E / math.sqrt(D), is_causal)
     heads_per_step, rows_per_step = _block_shape(H, Q, S, is_causal)
-    kk = None if top_k is None else min(top_k, S)
+    k_kept = None if top_k is None else min(top_k, S)
     lead = (B, Q) if average else (B, H, Q)
-    if kk is None:
+    if k_kept is None:
         result = _empty_for_writing((*lead, S), q.dtype, q.device)  # (B, [H,] Q, S)
     else:
-        result = TopKWeights(q.new_empty((*lead, kk)), torch.empty((*lead, kk), dtype=torch.long, device=q.device))
-    direct = kk is None and work == q.dtype  # write blocks straight into the result
+        result = TopKWeights(q.new_empty((*lead, k_kept)),
+                             torch.empty((*lead, k_kept), dtype=torch.long, device=q.device))
+    direct = k_kept is None and work == q.dtype  # blocks written straight into the result
     scratch = None if direct and not average else q.new_empty((heads_per_step, rows_per_step, S), dtype=work)
-    total = None if not average or direct else q.new_empty((rows_per_step, S), dtype=work)
-
-    for b in range(B):
-        for i0 in range(0, Q, rows_per_step):
-            i1 = min(Q, i0 + rows_per_step)
-            acc = result[b, i0:i1] if average and direct else (None if total is None else total[: i1 - i0])  # (r, S)
-            for h0 in range(0, H, heads_per_step):
-                h1 = min(H, h0 + heads_per_step)
-                if direct and not average:
-                    block = result[b, h0:h1, i0:i1]  # (g, r, S)
-                elif average and h0 == 0 and h1 - h0 == 1 and direct:
-                    block = acc.unsqueeze(0)  # the first head goes straight into the sum
-                else:
-                    block = scratch[: h1 - h0, : i1 - i0]  # type: ignore[index]
-                m = None if mask is None else _mask_block(mask, b, h0, h1, i0, i1)
-                _exp_scores(block, qw[b, h0:h1, i0:i1], kt[b, h0:h1], bias[b, h0:h1, i0:i1, None], m, alpha,
-                            i0 if is_causal else None)
-                if average:
-                    _accumulate(acc, block, first=h0 == 0)  # type: ignore[arg-type]
-                elif kk is not None:
-                    _store_top_k(result, (b, slice(h0, h1), slice(i0, i1)), block, kk)  # type: ignore[arg-type]
-                elif not direct:
-                    result[b, h0:h1, i0:i1] = block  # type: ignore[index]
-            if average and kk is not None:
-                _store_top_k(result, (b, slice(i0, i1)), acc, kk)  # type: ignore[arg-type]
-            elif average and not direct:
-                result[b, i0:i1] = acc  # type: ignore[index]
+    steps = [(b, i0, min(Q, i0 + rows_per_step)) for b in range(B) for i0 in range(0, Q, rows_per_step)]
+    heads = [(h0, min(H, h0 + heads_per_step)) for h0 in range(0, H, heads_per_step)]
+    if average:
+        _average_heads(scores, result, scratch, steps, heads, direct)
+    else:
+        _per_head(scores, result, scratch, steps, heads)
     return result
+
+
+class _Scores:
+    """Forms blocks of ``exp2(alpha·q kᵀ + bias + mask·log2 e)``; the inputs are (B, H, ·, ·) as in
+    :func:`weights_from_lse`, in the working dtype."""
+
+    def __init__(self, q: Tensor, kt: Tensor, bias: Tensor, mask: Tensor | None, alpha: float, causal: bool):
+        self.q, self.kt, self.bias, self.mask, self.alpha, self.causal = q, kt, bias, mask, alpha, causal
+
+    def into(self, block: Tensor, b: int, h0: int, h1: int, i0: int, i1: int) -> None:
+        """Fill ``block`` (h1 − h0, i1 − i0, S) with the weights of batch b, heads h0:h1, query rows i0:i1."""
+        m = None if self.mask is None else _mask_block(self.mask, b, h0, h1, i0, i1)
+        _exp_scores(block, self.q[b, h0:h1, i0:i1], self.kt[b, h0:h1], self.bias[b, h0:h1, i0:i1, None], m,
+                    self.alpha, i0 if self.causal else None)
+
+
+def _per_head(scores: _Scores, result: Tensor | TopKWeights, scratch: Tensor | None, steps: list, heads: list) -> None:
+    """Per-head weights (B, H, Q, S) or their top k: each block straight into the result, or via ``scratch``."""
+    for b, i0, i1 in steps:
+        for h0, h1 in heads:
+            where = (b, slice(h0, h1), slice(i0, i1))
+            block = result[where] if scratch is None else scratch[: h1 - h0, : i1 - i0]  # (g, r, S)
+            scores.into(block, b, h0, h1, i0, i1)
+            if isinstance(result, TopKWeights):
+                _store_top_k(result, where, block)
+            elif scratch is not None:
+                result[where] = block  # into the result's dtype
+
+
+def _average_heads(scores: _Scores, result: Tensor | TopKWeights, scratch: Tensor, steps: list, heads: list,
+                   direct: bool) -> None:
+    """Head-averaged weights (B, Q, S) or their top k: the heads of each block of rows summed in a (r, S) buffer
+    (the result itself when ``direct``); nothing of size (B, H, Q, S) exists."""
+    total = None if direct else scratch.new_empty(scratch.shape[1:])  # (rows, S)
+    for b, i0, i1 in steps:
+        acc = result[b, i0:i1] if direct else total[: i1 - i0]  # type: ignore[index]  # (r, S)
+        for h0, h1 in heads:
+            if h0 == 0 and h1 == 1:
+                block = acc.unsqueeze(0)  # the first head is the start of the sum
+                scores.into(block, b, h0, h1, i0, i1)
+                continue
+            block = scratch[: h1 - h0, : i1 - i0]  # (g, r, S)
+            scores.into(block, b, h0, h1, i0, i1)
+            heads_sum = block[0] if h1 - h0 == 1 else block.sum(dim=0)  # (r, S)
+            if h0 == 0:
+                acc.copy_(heads_sum)
+            else:
+                acc.add_(heads_sum)
+        if isinstance(result, TopKWeights):
+            _store_top_k(result, (b, slice(i0, i1)), acc)
+        elif not direct:
+            result[b, i0:i1] = acc  # into the result's dtype
 
 
 def _block_shape(heads: int, queries: int, keys: int, causal: bool) -> tuple[int, int]:
@@ -376,20 +407,9 @@ def _exp_scores(
         block[..., causal_row0:].tril_()  # the diagonal square: zero above it
 
 
-def _accumulate(acc: Tensor, block: Tensor, first: bool) -> None:
-    """Add a (g, r, S) block's heads into the (r, S) sum, or start the sum with them."""
-    if first and acc.data_ptr() == block.data_ptr():
-        return  # the block was written into the sum itself
-    heads = block[0] if block.shape[0] == 1 else block.sum(dim=0)  # (r, S)
-    if first:
-        acc.copy_(heads)
-    else:
-        acc.add_(heads)
-
-
-def _store_top_k(result: TopKWeights, where: tuple, block: Tensor, k: int) -> None:
-    """Write the top k of each row of ``block`` into ``result`` at index ``where``."""
-    values, indices = block.topk(k, dim=-1)
+def _store_top_k(result: TopKWeights, where: tuple, block: Tensor) -> None:
+    """Write the top k (k = result's last size) of each row of ``block`` into ``result`` at index ``where``."""
+    values, indices = block.topk(result.values.shape[-1], dim=-1)
     result.values[where] = values
     result.indices[where] = indices
 
