@@ -16,8 +16,8 @@ For each sequence length L and mode (forward, forward+backward) it times self-at
   speed of the core's matrix products alone at these shapes;
 * ``core-sdpa`` / ``core-naive``: the attention core alone, ``F.scaled_dot_product_attention`` on
   (B, H, L, D) and bmm-softmax-bmm on (B·H, L, D);
-* ``write-weights`` (forward only): a fresh (B, H, L, L) buffer allocated as the recorded layer allocates
-  its weights and filled with one value: not attention, but what writing the per-head weights alone costs.
+* ``write-weights`` (forward only): a fresh (B, H, L, L) buffer filled with one value: not attention, but
+  what writing the per-head weights alone costs.
 
 Each time is compared with a matrix product (``torch.mm`` of two N×N matrices) measured in the same
 run, the machine's practical GEMM rate. A KV-cache decoding section times one token at a time.
@@ -44,7 +44,6 @@ from torch import Tensor, nn
 from attnlab.bench.measure import GIB, Target, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
 from attnlab.errors import UserError
 from attnlab.nn import KVCache, MultiHeadAttention, record_attention, use_reference_attention
-from attnlab.nn.weights import _empty_for_writing
 
 HELP = "time attnlab's multi-head attention against torch's, a naive one and a matrix product"
 
@@ -285,7 +284,7 @@ class _Subjects:
             "core-sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
             "core-naive": lambda: naive_attention(*(t.flatten(0, 1) for t in (q, k, v))),  # (B·H, L, D)
             "core-gemm": lambda: core_matmuls(*(t.flatten(0, 1) for t in (q, k, v)), self.buffers),  # (B·H, L, D)
-            "write-weights": lambda: _empty_for_writing((*q.shape[:3], q.shape[2]), q.dtype, q.device).fill_(1.0),
+            "write-weights": lambda: q.new_empty(*q.shape[:3], q.shape[2]).fill_(1.0),  # (B, H, L, L)
         }[impl]
 
     def step(self, impl: str, mode: str) -> Callable[[], None]:

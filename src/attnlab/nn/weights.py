@@ -26,9 +26,7 @@ buffer; nothing of size (B, H, Q, S) is built.
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -298,7 +296,7 @@ def weights_from_lse(
     k_kept = None if top_k is None else min(top_k, S)
     lead = (B, Q) if average else (B, H, Q)
     if k_kept is None:
-        result = _empty_for_writing((*lead, S), q.dtype, q.device)  # (B, [H,] Q, S)
+        result = q.new_empty((*lead, S))  # (B, [H,] Q, S)
     else:
         result = TopKWeights(q.new_empty((*lead, k_kept)),
                              torch.empty((*lead, k_kept), dtype=torch.long, device=q.device))
@@ -412,42 +410,3 @@ def _store_top_k(result: TopKWeights, where: tuple, block: Tensor) -> None:
     values, indices = block.topk(result.values.shape[-1], dim=-1)
     result.values[where] = values
     result.indices[where] = indices
-
-
-# ---------------------------------------------------------------------------------------------- memory
-_HUGE_PAGE = 2 << 20
-_HUGE_MIN_BYTES = 8 << 20
-_MADV_HUGEPAGE = 14
-
-
-def _madvise() -> Callable[[int, int, int], int] | None:
-    """libc's madvise on Linux, else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_MADVISE = _madvise()
-
-
-def _empty_for_writing(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``torch.empty``; on Linux a large CPU buffer is marked for 2 MiB pages (``MADV_HUGEPAGE``) first.
-
-    A fresh buffer of B·H·L·S weights is paged in as it is written; with 4 KiB pages that is one page fault
-    per 1024 floats, which costs as much as computing them on a virtual machine. Advice only: where the
-    kernel has no transparent huge pages, nothing changes.
-    """
-    out = torch.empty(shape, dtype=dtype, device=device)
-    nbytes = out.numel() * out.element_size()
-    if _MADVISE is not None and out.device.type == "cpu" and nbytes >= _HUGE_MIN_BYTES:
-        start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
-        end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-        if end > start:
-            _MADVISE(start, end - start, _MADV_HUGEPAGE)
-    return out
