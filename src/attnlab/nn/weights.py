@@ -44,7 +44,7 @@ LOG2E = 1.0 / math.log(2.0)  # exp(x) = exp2(x·log2 e); torch's exp2 is about t
 # Weights computed per step: 4 MiB of float32, which stays in the L3 cache between the product and the exp2.
 # Smaller steps make more, smaller products and cost more (docs/notes/attention-recording.md).
 BLOCK_ELEMENTS = 1 << 20
-CAUSAL_ROWS = 64  # causal layers take at least Q / 8 rows (and this many) per step: the skipped future keys
+CAUSAL_ROWS = 64  # causal layers step by at most max(CAUSAL_ROWS, Q / 8) rows: the keys past a step are skipped
 _LSE_DTYPES = {"cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
                "cuda": (torch.float32, torch.bfloat16, torch.float16)}
 CPU_FLASH = "_scaled_dot_product_flash_attention_for_cpu"
