@@ -20,11 +20,15 @@ from attnlab.bench.attention import (
     attention_flops,
     config_from_args,
     core_matmuls,
+    estimate_bytes,
     evaluate_targets,
     format_report,
     measure_kvcache,
     naive_attention,
     naive_mha,
+    recorded,
+    recording_targets,
+    reference,
     run_attention_bench,
 )
 from attnlab.bench.command import benchmark_parser
@@ -63,9 +67,13 @@ def test_every_cell_is_timed_with_consistent_gflops(tiny_result):
     assert res.matmul_gflops > 0 and math.isclose(res.matmul_gflops, 2 * 64**3 / res.matmul_ms / 1e6, rel_tol=1e-9)
     assert len(res.matmul_gflops_runs) == 2 and res.matmul_gflops == pytest.approx(max(res.matmul_gflops_runs))
     cells = {(r.length, r.mode, r.impl) for r in res.rows}
-    assert cells == {(L, m, i) for L in (32, 64) for m in ("fwd", "fwdbwd") for i in IMPLS}
+    assert cells == {(L, m, i) for L in (32, 64) for m in ("fwd", "fwdbwd") for i in IMPLS if m in IMPLS[i].modes}
+    assert ("fwdbwd", "write-weights") not in {(r.mode, r.impl) for r in res.rows}  # a buffer fill has no backward
     for r in res.rows:
         assert r.note == "" and r.ms is not None and r.ms > 0 and r.repeats >= 1
+        if r.impl == "write-weights":  # no arithmetic: no GFLOP/s
+            assert r.flops == 0 and r.gflops is None and r.x_matmul is None
+            continue
         assert math.isclose(r.gflops, r.flops / (r.ms * 1e-3) / 1e9, rel_tol=1e-9)
         assert math.isclose(r.x_matmul, r.gflops / res.matmul_gflops, rel_tol=1e-9)
         assert (r.peak_mib is not None) == res.peak_memory_supported
@@ -78,13 +86,14 @@ def test_flop_conventions():
     E = H * D
     core = 4 * B * H * L * L * D
     assert attention_flops("core", B, H, L, D, "fwd") == core
+    assert attention_flops("memory", B, H, L, D, "fwd") == 0
     assert attention_flops("mha", B, H, L, D, "fwd") == core + 8 * B * L * E * E
     assert attention_flops("mha", B, H, L, D, "fwdbwd") == 3 * (core + 8 * B * L * E * E)
 
 
 def test_tiny_memory_limit_skips_only_materialising_impls():
     res = run_attention_bench(tiny_config(lengths=(32,), max_memory_gb=1e-9))
-    assert len(res.rows) == 2 * len(IMPLS)
+    assert len(res.rows) == sum(len(impl.modes) for impl in IMPLS.values())
     for r in res.rows:
         if not IMPLS[r.impl].materialises(r.mode):
             assert r.ms is not None and r.ms > 0 and r.note == ""
@@ -131,20 +140,64 @@ def _row(length: int, impl: str, ms: float, peak: float | None = None, mode: str
 def test_targets_pass_fail_and_not_measured():
     res = AttentionBenchResult(AttentionBenchConfig(), "x", 2, 16.0, True, matmul_ms=1.0, matmul_gflops=100.0,
                                matmul_gflops_runs=[100.0, 90.0])
-    assert [t.status for t in evaluate_targets(res)] == ["not measured"] * 4
+    assert [t.status for t in evaluate_targets(res)] == ["not measured"] * 7
     res.rows = [
         _row(4096, "attnlab-fast", 100.0), _row(4096, "torch-noweights", 110.0), _row(4096, "torch-default", 200.0),
         _row(1024, "core-sdpa", 10.0),  # 100 GFLOP/s = 1.0x matmul
         _row(16384, "attnlab-fast", 1000.0, peak=2100.0),
     ]
     res.kvcache = KVCacheResult(512, 8, {20: 0.1, 200: 0.12}, 1.2, 200, 1.0)
-    assert [t.status for t in evaluate_targets(res)] == ["FAIL", "PASS", "FAIL", "PASS"]  # 2.0x < 2.5x torch default
+    assert [t.status for t in evaluate_targets(res)][:4] == ["FAIL", "PASS", "FAIL", "PASS"]  # 2.0x < 2.5x default
     res.rows[2].ms = 300.0
     res.rows[4].peak_mib = 300.0
-    assert [t.status for t in evaluate_targets(res)] == ["PASS"] * 4
+    assert [t.status for t in evaluate_targets(res)][:4] == ["PASS"] * 4
     res.rows.append(_row(1024, "core-gemm", 12.5))  # 80 GFLOP/s: the matmuls alone, shown beside the core
     detail = evaluate_targets(res)[1].detail
     assert detail.endswith("= 1.00x; its two matmuls alone, without softmax (core-gemm): 0.80x")
+
+
+def test_recording_targets_pass_fail_and_not_measured():
+    res = AttentionBenchResult(AttentionBenchConfig(), "x", 2, 16.0, True, matmul_ms=1.0, matmul_gflops=100.0,
+                               matmul_gflops_runs=[100.0, 90.0])
+    assert [t.status for t in recording_targets(res)] == ["not measured"] * 3
+    res.rows = [
+        _row(4096, "attnlab-fast", 100.0, peak=257.0), _row(4096, "attnlab-recorded", 131.0),
+        _row(4096, "write-weights", 40.0), _row(4096, "attnlab-recorded-avg", 120.0, peak=565.0),
+        *(_row(L, impl, ms) for L in (1024, 256)
+          for impl, ms in (("attnlab-fast", 10.0), ("attnlab-recorded", 15.0), ("attnlab-recorded-avg", 14.0))),
+    ]
+    # B*L*S*4 bytes at B=4, L=S=4096: 256 MiB; limit 1.2 * 256 + 257 = 564 MiB
+    targets = recording_targets(res)
+    assert [t.status for t in targets] == ["FAIL", "FAIL", "PASS"]
+    assert targets[0].detail == "1.31x (writing the weights alone, write-weights: 0.40x)"
+    assert targets[1].detail == "565 MiB; limit 1.2 x 256 + 257 = 564 MiB"
+    assert targets[2].detail == ("L=1024 recorded 1.50x, L=1024 recorded-avg 1.40x, L=256 recorded 1.50x, "
+                                 "L=256 recorded-avg 1.40x")
+    res.rows[1].ms, res.rows[3].peak_mib, res.rows[-2].ms = 130.0, 564.0, 15.1
+    assert [t.status for t in recording_targets(res)] == ["PASS", "PASS", "FAIL"]
+    assert evaluate_targets(res)[4:] == recording_targets(res)
+
+
+def test_recorded_and_reference_helpers_run_their_paths(monkeypatch):
+    """The recorded rows run the fused kernel and record; the reference row runs the textbook path."""
+    import attnlab.nn.mha as mha_module
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 7, 16)
+    calls = []
+    real = mha_module.reference_attention
+    monkeypatch.setattr(mha_module, "reference_attention", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        fast = mha(x, x, x)[0]
+        for average in (False, True):
+            torch.testing.assert_close(recorded(mha, x, average_heads=average), fast, atol=0, rtol=0)
+        assert calls == []
+        torch.testing.assert_close(reference(mha, x), fast, atol=1e-5, rtol=1e-5)
+        assert calls == [1]
+    per_head, averaged = IMPLS["attnlab-recorded"], IMPLS["attnlab-recorded-avg"]
+    assert estimate_bytes(per_head, "fwd", 4, 8, 4096, 64, 4) - estimate_bytes(averaged, "fwd", 4, 8, 4096, 64, 4) \
+        == 4 * 7 * 4096**2 * 4  # averaged weights: (B, L, L), not (B, H, L, L)
 
 
 def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
@@ -155,7 +208,7 @@ def test_cli_tiny_run_prints_table_and_writes_json(capsys, tmp_path):
     assert "FLOPs: attention core forward = 4*B*H*L^2*D" in out.out
     assert f"[1/{len(IMPLS)}] L=32" in out.err.replace("[ ", "[")  # progress, one line per cell
     data = json.loads(out_file.read_text())
-    assert [r["impl"] for r in data["rows"]] == list(IMPLS) and len(data["targets"]) == 4
+    assert [r["impl"] for r in data["rows"]] == list(IMPLS) and len(data["targets"]) == 7
     if peak_rss_supported():
         assert all(r["peak_mib"] is not None for r in data["rows"])
 

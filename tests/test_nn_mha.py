@@ -425,3 +425,125 @@ def test_gradcheck_mha_causal():
     x = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
     for need_weights in (False, True):
         assert gradcheck(lambda x, nw=need_weights: mha(x, x, x, is_causal=True, need_weights=nw)[0], (x,))
+
+
+# ---------------------------------------------------------------- weights from the fused kernel
+@pytest.fixture
+def flash_spy(monkeypatch: pytest.MonkeyPatch):
+    """Count calls of the CPU flash kernel that returns the log-sum-exp (it still runs)."""
+    import attnlab.nn.weights as weights_module
+
+    real = weights_module._aten
+    calls = []
+
+    def spying(name):
+        op = real(name)
+        if name != weights_module.CPU_FLASH or op is None:
+            return op
+        return lambda *args, **kwargs: calls.append(name) or op(*args, **kwargs)
+
+    monkeypatch.setattr(weights_module, "_aten", spying)
+    return calls
+
+
+@SETTINGS
+@given(case=cases(), is_causal=st.booleans(), average=st.booleans())
+def test_fused_weights_equal_reference_path(case, is_causal, average):
+    """need_weights=True without autograd: the fused kernel's output, weights from its log-sum-exp."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(case.E, case.H, kdim=case.kdim, vdim=case.vdim, bias=case.bias,
+                             batch_first=case.batch_first)
+    with torch.no_grad():
+        fast, _ = run(mha, case, is_causal=is_causal)
+        out, weights = run(mha, case, is_causal=is_causal, need_weights=True, average_attn_weights=average)
+        with use_reference_attention():
+            ref_out, ref_weights = run(mha, case, is_causal=is_causal, need_weights=True,
+                                       average_attn_weights=average)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    torch.testing.assert_close(out, fast, **TOL)
+    torch.testing.assert_close(weights, ref_weights, **TOL)
+    blocked = case.blocked()
+    if is_causal:
+        blocked = blocked | ~causal_mask(case.L, case.S)
+    dead = blocked.all(-1).all(1) if average else blocked.all(-1)  # rows with nothing to attend
+    assert torch.all(weights[dead] == 0)
+    if not average:
+        assert torch.all(weights[blocked] == 0)
+
+
+def test_fused_weights_use_the_flash_kernel_and_keep_its_output(flash_spy):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 9, 16)
+    kpm = torch.tensor([[False] * 9, [True] * 3 + [False] * 6])
+    with torch.no_grad():
+        fast, _ = mha(x, x, x, key_padding_mask=kpm)
+        assert flash_spy == []
+        out, w = mha(x, x, x, key_padding_mask=kpm, need_weights=True)
+    assert len(flash_spy) == 1
+    torch.testing.assert_close(out, fast, atol=0, rtol=0)  # the same kernel as the fast path
+    assert w.shape == (2, 9, 9) and torch.all(w[1, :, :3] == 0)
+    with torch.no_grad(), use_reference_attention():
+        mha(x, x, x, need_weights=True)
+    assert len(flash_spy) == 1  # the switch forces the textbook path
+
+
+def test_returned_weights_carry_gradients_through_the_reference_path(flash_spy):
+    """With inputs that require grad, need_weights=True returns weights one can differentiate."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2)
+    x = torch.randn(2, 5, 8)
+    _, w = mha(x, x, x, need_weights=True)
+    assert w.requires_grad and flash_spy == []
+    w[:, 0, 0].sum().backward()
+    assert mha.in_proj.weight.grad is not None and mha.in_proj.weight.grad.abs().sum() > 0
+
+
+def test_without_the_flash_kernel_weights_come_from_the_reference_path(monkeypatch):
+    import attnlab.nn.mha as mha_module
+    import attnlab.nn.weights as weights_module
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        expected = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    real_reference = mha_module.reference_attention
+    calls = []
+    monkeypatch.setattr(weights_module, "_aten", lambda name: None)  # a torch without the operator
+    monkeypatch.setattr(mha_module, "reference_attention", lambda *a: calls.append(1) or real_reference(*a))
+    with torch.no_grad():
+        out, w = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    assert calls == [1]
+    torch.testing.assert_close(out, expected[0], **TOL)
+    torch.testing.assert_close(w, expected[1], **TOL)
+
+
+def test_dropout_while_training_takes_the_reference_path(flash_spy):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2, dropout=0.5).train()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        _, w = mha(x, x, x, need_weights=True)
+    assert flash_spy == [] and torch.allclose(w.sum(-1), torch.ones(2, 5))  # weights before dropout
+    mha.dropout = 0.0
+    with torch.no_grad():
+        mha(x, x, x, need_weights=True)
+    assert len(flash_spy) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_fused_weights_in_other_dtypes(dtype, flash_spy):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).to(dtype).eval()
+    x = torch.randn(2, 6, 16, dtype=dtype)
+    tol = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {"atol": 1e-12, "rtol": 1e-10}
+    for average in (False, True):
+        with torch.no_grad():
+            out, w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=average)
+            with use_reference_attention():
+                ref_out, ref_w = mha(x, x, x, is_causal=True, need_weights=True, average_attn_weights=average)
+        assert w.dtype == dtype and w.shape == ref_w.shape
+        torch.testing.assert_close(w, ref_w, **tol)
+        torch.testing.assert_close(out, ref_out, **tol)
+    assert len(flash_spy) == 2

@@ -4,14 +4,20 @@ For each sequence length L and mode (forward, forward+backward) it times self-at
 (query = key = value, one tensor) with:
 
 * ``attnlab-fast``: :class:`attnlab.nn.MultiHeadAttention`, ``need_weights=False`` (fused SDPA);
-* ``attnlab-ref``: the same layer with ``need_weights=True`` (reference path, materialises weights);
+* ``attnlab-recorded`` / ``attnlab-recorded-avg``: the same layer inside :func:`attnlab.nn.record_attention`,
+  recording per-head weights (B, H, L, L) / head-averaged weights (B, L, L): the fused kernel's output, the
+  weights formed from its log-sum-exp;
+* ``attnlab-ref``: the same layer on the reference path (:func:`attnlab.nn.use_reference_attention`,
+  ``need_weights=True``: ``softmax(q kᵀ/√d) v`` written out, materialises the weights);
 * ``torch-noweights`` / ``torch-default``: ``torch.nn.MultiheadAttention`` with ``need_weights=False``
   and with its default ``need_weights=True``;
 * ``naive-mha``: the same projections around a bmm-softmax-bmm core on (B·H, L, D) tensors;
 * ``core-gemm``: the core's two batched matmuls alone (no scaling, no softmax): not attention, but the
   speed of the core's matrix products alone at these shapes;
 * ``core-sdpa`` / ``core-naive``: the attention core alone, ``F.scaled_dot_product_attention`` on
-  (B, H, L, D) and bmm-softmax-bmm on (B·H, L, D).
+  (B, H, L, D) and bmm-softmax-bmm on (B·H, L, D);
+* ``write-weights`` (forward only): a fresh (B, H, L, L) buffer filled with one value: not attention, but
+  what writing the per-head weights alone costs.
 
 Each time is compared with a matrix product (``torch.mm`` of two N×N matrices) measured in the same
 run, the machine's practical GEMM rate. A KV-cache decoding section times one token at a time.
@@ -37,7 +43,7 @@ from torch import Tensor, nn
 
 from attnlab.bench.measure import GIB, Target, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
 from attnlab.errors import UserError
-from attnlab.nn import KVCache, MultiHeadAttention
+from attnlab.nn import KVCache, MultiHeadAttention, record_attention, use_reference_attention
 
 MODES = ("fwd", "fwdbwd")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -49,15 +55,18 @@ KV_POSITIONS = (20, 200)  # decoding positions whose per-token times are compare
 class Impl:
     """An implementation under test.
 
-    ``kind`` is ``"mha"`` (projections + core, input (B, L, E)) or ``"core"`` (q, k, v given as
-    (B, H, L, D)). ``score_copies`` is how many (B, H, L, L) matrices are alive at the peak, for
-    (fwd, fwdbwd); 0 means a fused kernel that never materialises them.
+    ``kind`` is ``"mha"`` (projections + core, input (B, L, E)), ``"core"`` (q, k, v given as
+    (B, H, L, D)) or ``"memory"`` (no arithmetic). ``score_copies`` is how many (B, H, L, L) matrices
+    ((B, L, L) if not ``per_head``) are alive at the peak, for (fwd, fwdbwd); 0 means a fused kernel that
+    never materialises them.
     """
 
     name: str
     kind: str
     score_copies: tuple[int, int]
     baseline: str  # the implementation the ratio column compares against
+    per_head: bool = True
+    modes: tuple[str, ...] = ("fwd", "fwdbwd")
 
     def materialises(self, mode: str) -> bool:
         return self.score_copies[mode == "fwdbwd"] > 0
@@ -67,6 +76,8 @@ IMPLS = {
     impl.name: impl
     for impl in (
         Impl("attnlab-fast", "mha", (0, 0), "attnlab-fast"),
+        Impl("attnlab-recorded", "mha", (1, 1), "attnlab-fast"),  # the weights; detached, so none for backward
+        Impl("attnlab-recorded-avg", "mha", (1, 1), "attnlab-fast", per_head=False),
         Impl("attnlab-ref", "mha", (3, 6), "attnlab-fast"),
         Impl("torch-noweights", "mha", (1, 0), "attnlab-fast"),  # its inference fast path materialises
         Impl("torch-default", "mha", (2, 3), "attnlab-fast"),
@@ -74,10 +85,13 @@ IMPLS = {
         Impl("core-sdpa", "core", (0, 0), "core-sdpa"),
         Impl("core-naive", "core", (2, 3), "core-sdpa"),
         Impl("core-gemm", "core", (1, 2), "core-sdpa"),  # the two matmuls alone: a ceiling, not attention
+        Impl("write-weights", "memory", (1, 1), "attnlab-fast", modes=("fwd",)),  # a floor for recording
     )
 }
 # Ratio summary: attnlab-fast (or core-sdpa) against each of these, per L and mode.
 COMPARISONS = (
+    ("attnlab-fast", "attnlab-recorded"),
+    ("attnlab-fast", "attnlab-recorded-avg"),
     ("attnlab-fast", "torch-noweights"),
     ("attnlab-fast", "torch-default"),
     ("attnlab-fast", "attnlab-ref"),
@@ -169,7 +183,9 @@ class AttentionBenchResult:
 # ---------------------------------------------------------------------------------------------- FLOPs, memory
 def attention_flops(kind: str, batch: int, heads: int, length: int, head_dim: int, mode: str) -> float:
     """Core forward = 4·B·H·L²·D (q kᵀ and weights·v); MHA adds 8·B·L·E² (four E×E projections);
-    forward+backward = 3 × forward."""
+    forward+backward = 3 × forward; 0 for ``"memory"``."""
+    if kind == "memory":
+        return 0.0
     embed = heads * head_dim
     fwd = 4 * batch * heads * length**2 * head_dim
     if kind == "mha":
@@ -178,8 +194,8 @@ def attention_flops(kind: str, batch: int, heads: int, length: int, head_dim: in
 
 
 def estimate_bytes(impl: Impl, mode: str, batch: int, heads: int, length: int, head_dim: int, itemsize: int) -> int:
-    """Rough peak memory of one call: live (B, H, L, L) matrices plus (B, L, E)-sized activations."""
-    scores = batch * heads * length**2 * itemsize
+    """Rough peak memory of one call: live (B, H, L, L) (or (B, L, L)) matrices plus (B, L, E)-sized activations."""
+    scores = batch * (heads if impl.per_head else 1) * length**2 * itemsize
     activations = (12 if impl.kind == "mha" else 6) * batch * length * heads * head_dim * itemsize
     if mode == "fwdbwd":
         activations *= 2
@@ -225,6 +241,18 @@ def naive_mha(x: Tensor, in_proj: nn.Linear, out_proj: nn.Linear, num_heads: int
     return out_proj(out)
 
 
+def recorded(mha: MultiHeadAttention, x: Tensor, average_heads: bool) -> Tensor:
+    """Self-attention output (B, L, E) with the weights recorded (per head or averaged), then dropped."""
+    with record_attention(mha, average_heads=average_heads):
+        return mha(x, x, x)[0]
+
+
+def reference(mha: MultiHeadAttention, x: Tensor) -> Tensor:
+    """Self-attention output (B, L, E) on the reference path, which materialises the weights."""
+    with use_reference_attention():
+        return mha(x, x, x, need_weights=True)[0]
+
+
 class _Subjects:
     """The modules and inputs of one (length, mode) cell, shared by every implementation."""
 
@@ -245,13 +273,16 @@ class _Subjects:
         H = am.num_heads
         return {
             "attnlab-fast": lambda: am(x, x, x, need_weights=False)[0],
-            "attnlab-ref": lambda: am(x, x, x, need_weights=True)[0],
+            "attnlab-recorded": lambda: recorded(am, x, average_heads=False),
+            "attnlab-recorded-avg": lambda: recorded(am, x, average_heads=True),
+            "attnlab-ref": lambda: reference(am, x),
             "torch-noweights": lambda: tm(x, x, x, need_weights=False)[0],
             "torch-default": lambda: tm(x, x, x)[0],
             "naive-mha": lambda: naive_mha(x, am.in_proj, am.out_proj, H),
             "core-sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
             "core-naive": lambda: naive_attention(*(t.flatten(0, 1) for t in (q, k, v))),  # (B·H, L, D)
             "core-gemm": lambda: core_matmuls(*(t.flatten(0, 1) for t in (q, k, v)), self.buffers),  # (B·H, L, D)
+            "write-weights": lambda: q.new_empty(*q.shape[:3], q.shape[2]).fill_(1.0),  # (B, H, L, L)
         }[impl]
 
     def step(self, impl: str, mode: str) -> Callable[[], None]:
@@ -346,9 +377,10 @@ def run_attention_bench(
     for mode in cfg.modes:
         warm = _Subjects(cfg, min(64, min(cfg.lengths)), mode, modules)
         for name in cfg.impls:
-            warm.step(name, mode)()
+            if mode in IMPLS[name].modes:
+                warm.step(name, mode)()
     del warm
-    cells = [(L, m, i) for L in cfg.lengths for m in cfg.modes for i in cfg.impls]
+    cells = [(L, m, i) for L in cfg.lengths for m in cfg.modes for i in cfg.impls if m in IMPLS[i].modes]
     subjects = None
     for n, (L, mode, name) in enumerate(cells, 1):
         impl, B = IMPLS[name], cfg.batch_for(L)
@@ -370,10 +402,10 @@ def run_attention_bench(
             else:
                 row.ms, row.peak_mib = timing.median_s * 1e3, timing.peak_mib
                 row.repeats, row.calls_per_sample = timing.repeats, timing.inner
-                row.gflops = row.flops / timing.median_s / 1e9
+                row.gflops = row.flops / timing.median_s / 1e9 if row.flops else None
         result.rows.append(row)
         shown = f"{row.ms:.2f} ms ({row.repeats}x{row.calls_per_sample} calls)" if row.ms is not None else row.note
-        say(f"[{n:>2}/{len(cells)}] L={L} B={B} {mode:<6} {name:<15} {shown}")
+        say(f"[{n:>2}/{len(cells)}] L={L} B={B} {mode:<6} {name:<20} {shown}")
     del subjects
     if cfg.kvcache:
         say("KV-cache decoding")
@@ -398,7 +430,8 @@ def speedup(result: AttentionBenchResult, length: int, mode: str, fast: str, oth
 
 
 def evaluate_targets(result: AttentionBenchResult) -> list[Target]:
-    """The issue's four targets, each PASS, FAIL or not measured."""
+    """The benchmark's targets, each PASS, FAIL or not measured: the fused path's four, then
+    :func:`recording_targets`."""
     targets = []
     s_nw = speedup(result, 4096, "fwd", "attnlab-fast", "torch-noweights")
     s_def = speedup(result, 4096, "fwd", "attnlab-fast", "torch-default")
@@ -436,6 +469,44 @@ def evaluate_targets(result: AttentionBenchResult) -> list[Target]:
     else:
         targets.append(Target(name, "PASS" if kv.ratio <= 1.5 else "FAIL",
                               f"{kv.ms_at[200]:.3f} ms / {kv.ms_at[20]:.3f} ms = {kv.ratio:.2f}x"))
+    return targets + recording_targets(result)
+
+
+def recording_targets(result: AttentionBenchResult) -> list[Target]:
+    """Issue #27's targets for recorded weights: time against the fused forward, and the averaged weights' memory."""
+    targets = []
+    ratio = speedup(result, 4096, "fwd", "attnlab-fast", "attnlab-recorded")
+    name = "attnlab recorded per-head weights fwd at L=4096: <= 1.3x attnlab fast"
+    if ratio is None:
+        targets.append(Target(name, "not measured", "L=4096 fwd attnlab-recorded and attnlab-fast were not both run"))
+    else:
+        floor = speedup(result, 4096, "fwd", "attnlab-fast", "write-weights")
+        why = "" if floor is None else f" (writing the weights alone, write-weights: {floor:.2f}x)"
+        targets.append(Target(name, "PASS" if ratio <= 1.3 else "FAIL", f"{ratio:.2f}x{why}"))
+
+    avg, fast = result.row(4096, "fwd", "attnlab-recorded-avg"), result.row(4096, "fwd", "attnlab-fast")
+    name = "attnlab recorded averaged weights fwd at L=4096: peak memory <= 1.2 x B*L*S*itemsize + attnlab fast's"
+    if avg is None or fast is None or avg.peak_mib is None or fast.peak_mib is None:
+        targets.append(Target(name, "not measured", "L=4096 fwd attnlab-recorded-avg and attnlab-fast peaks: "
+                                                    "not both measured"))
+    else:
+        itemsize = torch.empty((), dtype=DTYPES[result.config.dtype]).element_size()
+        averaged_mib = avg.batch * 4096 * 4096 * itemsize / 2**20
+        limit = 1.2 * averaged_mib + fast.peak_mib
+        targets.append(Target(name, "PASS" if avg.peak_mib <= limit else "FAIL",
+                              f"{avg.peak_mib:.0f} MiB; limit 1.2 x {averaged_mib:.0f} + {fast.peak_mib:.0f} = "
+                              f"{limit:.0f} MiB"))
+
+    name = "attnlab recorded weights (per head, averaged) fwd at L=1024 and 256: <= 1.5x attnlab fast"
+    cells = {(L, impl): speedup(result, L, "fwd", "attnlab-fast", impl)
+             for L in (1024, 256) for impl in ("attnlab-recorded", "attnlab-recorded-avg")}
+    if any(r is None for r in cells.values()):
+        targets.append(Target(name, "not measured", "L=1024 and 256 fwd with attnlab-fast and both recorded "
+                                                    "implementations were not all run"))
+    else:
+        detail = ", ".join(f"L={L} {impl.removeprefix('attnlab-')} {r:.2f}x" for (L, impl), r in cells.items())
+        ok = all(r <= 1.5 for r in cells.values())  # type: ignore[operator]
+        targets.append(Target(name, "PASS" if ok else "FAIL", detail))
     return targets
 
 
@@ -461,22 +532,25 @@ def format_report(result: AttentionBenchResult, targets: list[Target]) -> str:
             if not rows:
                 continue
             out += ["", f"L={L}  B={rows[0].batch}  H={cfg.heads}  D={cfg.head_dim}  {mode}",
-                    f"  {'impl':<16}{'ms':>10}{'GFLOP/s':>10}{'xmatmul':>9}{'peak MiB':>10}{'t/t_base':>10}  note"]
+                    f"  {'impl':<22}{'ms':>10}{'GFLOP/s':>10}{'xmatmul':>9}{'peak MiB':>10}{'t/t_base':>10}  note"]
             for r in rows:
                 base = result.row(L, mode, IMPLS[r.impl].baseline)
                 ratio = r.ms / base.ms if r.ms is not None and base is not None and base.ms is not None else None
                 peak = mem_na if r.ms is not None and r.peak_mib is None else "-"
-                out.append(f"  {r.impl:<16}{_fmt(r.ms, '.2f'):>10}{_fmt(r.gflops, '.1f'):>10}"
+                out.append(f"  {r.impl:<22}{_fmt(r.ms, '.2f'):>10}{_fmt(r.gflops, '.1f'):>10}"
                            f"{_fmt(r.x_matmul, '.2f'):>9}{_fmt(r.peak_mib, '.0f', peak):>10}"
                            f"{_fmt(ratio, '.2f'):>10}  {r.note}".rstrip())
 
     out += ["", "speed-ups: time of the other / time of the first (> 1: the first is faster)"]
-    out.append(f"  {'':<15}" + "".join(f"{fast:>19}" for fast, _ in COMPARISONS))
-    out.append(f"  {'L':>6}  {'mode':<7}" + "".join(f"{'vs ' + other:>19}" for _, other in COMPARISONS))
+    widths = [max(19, len(other) + 5) for _, other in COMPARISONS]
+    out.append(f"  {'':<15}" + "".join(f"{fast:>{w}}" for (fast, _), w in zip(COMPARISONS, widths, strict=True)))
+    out.append(f"  {'L':>6}  {'mode':<7}"
+               + "".join(f"{'vs ' + other:>{w}}" for (_, other), w in zip(COMPARISONS, widths, strict=True)))
     for L in cfg.lengths:
         for mode in cfg.modes:
             cells = [speedup(result, L, mode, fast, other) for fast, other in COMPARISONS]
-            out.append(f"  {L:>6}  {mode:<7}" + "".join(f"{_fmt(c, '.2f'):>19}" for c in cells))
+            out.append(f"  {L:>6}  {mode:<7}" + "".join(f"{_fmt(c, '.2f'):>{w}}"
+                                                          for c, w in zip(cells, widths, strict=True)))
 
     kv = result.kvcache
     if kv is not None:
@@ -495,7 +569,7 @@ def format_report(result: AttentionBenchResult, targets: list[Target]) -> str:
         "FLOPs: attention core forward = 4*B*H*L^2*D; MHA forward = core + 8*B*L*E^2 (4 projections); "
         "forward+backward = 3x forward.",
         "GFLOP/s = FLOPs / median time; xmatmul = GFLOP/s / matmul GFLOP/s (2*N^3 FLOPs). t/t_base: time over "
-        "attnlab-fast (MHA rows) or core-sdpa (core rows).",
+        "attnlab-fast (MHA rows, write-weights) or core-sdpa (core rows).",
         "peak MiB: peak RSS during the first measured run minus RSS before it (/proc/self/clear_refs + VmHWM"
         + ("" if result.peak_memory_supported else "; not available here, n/a") + ").",
         f"times: median of up to {cfg.repeats} samples after {cfg.warmup} warm-up call(s), fewer once they add up "

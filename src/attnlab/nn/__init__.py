@@ -1,8 +1,8 @@
 """attnlab.nn: attention building blocks in plain PyTorch (no Lightning).
 
 Masking and scores, fast dropout, attention pooling, multi-head attention with a fused fast path and weights on
-request, a KV cache, positional encodings, Transformer blocks and stacks, attention recording, and
-one switch that forces the reference path everywhere.
+request (formed from the fused kernel's log-sum-exp), a KV cache, positional encodings, Transformer blocks and
+stacks, attention recording with filters, and one switch that forces the reference path everywhere.
 """
 
 from attnlab.nn.attention import Attention
@@ -19,6 +19,7 @@ from attnlab.nn.record import AttentionRecord, record_attention
 from attnlab.nn.scoring import KERNELS, AdditiveScore, DotScore, GeneralScore, KernelScore, ScaledDotScore
 from attnlab.nn.switch import reference_attention_enabled, set_reference_attention, use_reference_attention
 from attnlab.nn.transformer import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward
+from attnlab.nn.weights import TopKWeights
 
 __all__ = [
     "KERNELS",
@@ -40,6 +41,7 @@ __all__ = [
     "RotaryEmbedding",
     "ScaledDotScore",
     "SinusoidalPositionalEncoding",
+    "TopKWeights",
     "causal_mask",
     "check_heads",
     "fast_dropout",

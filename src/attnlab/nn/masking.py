@@ -143,6 +143,26 @@ def torch_masks_to_allowed(
     return additive
 
 
+def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A mask as fused kernels take it: additive, of ``dtype``, 4-D.
+
+    Args:
+        mask: bool (``True`` = attend) or additive float, broadcastable to (B, H, Q, K) with at most 4 dims.
+        dtype: the scores' dtype.
+
+    Returns:
+        ``None`` for ``None``; else a float mask (0 = attend, ``-inf`` = masked, other values added),
+        (B|1, H|1, Q|1, K).
+    """
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    else:
+        mask = mask.to(dtype)
+    return mask[(None,) * (4 - mask.dim())]  # (B|1, H|1, Q|1, K)
+
+
 def _check_shape(name: str, t: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(t.shape) != expected:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {expected}")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.nn.dropout import fast_dropout
-from attnlab.nn.masking import causal_mask, softmax_allowed, torch_masks_to_allowed
+from attnlab.nn.masking import additive_mask, causal_mask, softmax_allowed, torch_masks_to_allowed
 from attnlab.nn.positional import RotaryEmbedding
 from attnlab.nn.switch import reference_attention_enabled
-
-# Called by a layer that is being recorded (see attnlab.nn.record_attention) with its weights.
-Recorder = Callable[[Tensor], None]
+from attnlab.nn.weights import (
+    LayerRecorder,
+    WeightRequest,
+    fused_attention_with_lse,
+    weights_for_request,
+)
 
 
 def check_heads(embed_dim: int, num_heads: int) -> None:
@@ -93,10 +95,14 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention, a drop-in for ``torch.nn.MultiheadAttention`` that can show its weights.
 
     Without weights it runs :func:`torch.nn.functional.scaled_dot_product_attention` (fused, never
-    materialises the (L, S) weights); with ``need_weights=True``, inside
-    :func:`attnlab.nn.record_attention`, or with the reference switch on
-    (:func:`attnlab.nn.use_reference_attention`) it runs the textbook path
-    ``softmax(q kᵀ / √d_h + mask) v``. Both agree to 1e-5 in fp32.
+    materialises the (L, S) weights). With ``need_weights=True`` or inside
+    :func:`attnlab.nn.record_attention` it still runs the fused kernel for the output, takes each query's
+    log-sum-exp from it and forms the weights as ``exp(q kᵀ / √d_h + mask − lse)`` block by block
+    (:mod:`attnlab.nn.weights`); head-averaged weights never build (B, H, L, S). With the reference switch
+    on (:func:`attnlab.nn.use_reference_attention`), with dropout while training, where no fused kernel
+    returns the log-sum-exp, or when the returned weights must carry gradients (``need_weights=True``
+    with inputs that require grad), it runs the textbook path ``softmax(q kᵀ / √d_h + mask) v``. All
+    agree to 1e-5 in fp32.
 
     Args:
         embed_dim: model size E; must be divisible by ``num_heads``.
@@ -153,7 +159,7 @@ class MultiHeadAttention(nn.Module):
         if rotary is not None and rotary.dim != self.head_dim:
             raise ValueError(f"rotary embedding has dim {rotary.dim}, but head_dim is {self.head_dim}")
         self.rotary = rotary
-        self.recorder: Recorder | None = None  # set by attnlab.nn.record_attention
+        self.recorder: LayerRecorder | None = None  # set by attnlab.nn.record_attention
 
     # ------------------------------------------------------------------ projections
     def _project_q(self, query: Tensor) -> Tensor:
@@ -242,20 +248,49 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         weights = None
         if need_weights or self.recorder is not None or reference_attention_enabled():
-            if sdpa_causal:
-                mask = causal_mask(L, S, device=q.device)
-            out, weights = reference_attention(q, k, v, mask, dropout_p)  # (B, H, L, D_h), (B, H, L, S)
-            if self.recorder is not None:
-                self.recorder(weights.detach())
+            out, weights = self._attend_with_weights(q, k, v, mask, sdpa_causal, dropout_p, need_weights,
+                                                     average_attn_weights)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=sdpa_causal)
         out = out.transpose(1, 2).reshape(B, L, self.embed_dim)  # (B, L, E)
         out = self.out_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)  # (L, B, E)
-        if not need_weights:
-            return out, None
-        return out, (weights.mean(dim=1) if average_attn_weights else weights)  # type: ignore[union-attr]
+        return out, weights
+
+    def _attend_with_weights(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sdpa_causal: bool, dropout_p: float,
+        need_weights: bool, average: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The attention output (B, H, L, D_h) and, if ``need_weights``, the weights to return; feeds the recorder.
+
+        The fused kernel gives the output and the log-sum-exp the weights are formed from; the reference path
+        runs when forced, when the returned weights must carry gradients, or when no fused kernel with a
+        log-sum-exp serves these inputs (dropout while training, for one).
+        """
+        returned = WeightRequest(average_heads=average) if need_weights else None
+        differentiable = need_weights and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+        fused = None
+        if not (reference_attention_enabled() or differentiable):
+            mask = additive_mask(mask, q.dtype)  # (B|1, H|1, L|1, S): the kernel takes no boolean mask
+            fused = fused_attention_with_lse(q, k, v, mask, sdpa_causal, dropout_p)
+        if fused is None:
+            if sdpa_causal:
+                mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
+            out, weights = reference_attention(q, k, v, mask, dropout_p)  # (B, H, L, D_h), (B, H, L, S)
+            if self.recorder is not None:
+                self.recorder(weights.detach())
+            if returned is None:
+                return out, None
+            return out, (weights.mean(dim=1) if average else weights)
+        out, lse = fused  # (B, H, L, D_h), (B, H, L)
+        q, k = q.detach(), k.detach()
+        result = None if returned is None else weights_for_request(q, k, lse, mask, sdpa_causal, returned)
+        if self.recorder is not None:
+            request = self.recorder.request
+            same = request == returned
+            self.recorder.add(result if same else weights_for_request(q, k, lse, mask, sdpa_causal, request))
+        return out, result  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ interop
     @classmethod
