@@ -175,3 +175,24 @@ def test_errors_name_the_users_keys_and_the_valid_range(tmp_path, capsys, argv, 
     code = cli.main([a.format(corpus=corpus) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_prepared_run_writes_nothing_until_it_is_fitted(tmp_path):
+    from attnlab.train import prepare_run
+
+    run = prepare_run("toy", overrides=["max_epochs=2"], run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert run.config.train.max_epochs == 2 and run.model_name == "linear" and len(run.splits.train) == 512
+    result = fit(run, progress=False, figures=False)
+    assert result.epochs == 2 and (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_task_given_to_prepare_run_brings_its_own_data_options(tmp_path):
+    from attnlab.train import prepare_run
+    from toy_experiment import ToyConfig
+
+    task = ToyExperiment(ToyConfig(n_train=128))
+    run = prepare_run("toy", task=task, run_dir=tmp_path / "run")
+    assert run.task is task and run.config.experiment_config.n_train == 128 and len(run.splits.train) == 128
+    with pytest.raises(UserError, match="the data options come from the data given"):
+        prepare_run("toy", overrides=["n_train=64"], task=task, run_dir=tmp_path / "other")

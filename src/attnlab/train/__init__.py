@@ -2,7 +2,9 @@
 
 Public API (imported on first use, so that ``import attnlab.train.config`` stays free of torch):
 
-* :func:`fit` — train, test the best epoch's weights, write the run folder; returns a :class:`RunResult`.
+* :func:`prepare_run` — resolve, check and build a :class:`Run` (config, task, model, data), writing nothing.
+* :func:`fit` — train a run (or prepare one from names), test the best epoch's weights, write the run folder;
+  returns a :class:`RunResult`.
 * :func:`load_model` — rebuild a run's model from ``config.json`` + ``model.safetensors`` (no pickle).
 * :func:`load_result` — read a finished run folder back into a :class:`RunResult`.
 * :func:`resolve` / :class:`RunConfig` / :class:`TrainConfig` — typed configuration from defaults and
@@ -19,7 +21,9 @@ _LAZY = {
     "RunConfig": "attnlab.train.config",
     "TrainConfig": "attnlab.train.config",
     "resolve": "attnlab.train.config",
+    "Run": "attnlab.train.engine",
     "RunResult": "attnlab.train.engine",
+    "prepare_run": "attnlab.train.engine",
     "fit": "attnlab.train.engine",
     "load_result": "attnlab.train.engine",
     "TaskModule": "attnlab.train.module",

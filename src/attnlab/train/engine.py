@@ -39,11 +39,13 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 
 from attnlab import registry
 from attnlab.console import is_rank_zero
 from attnlab.errors import Interrupted, UserError
-from attnlab.registry import ModelSpec
+from attnlab.experiments.base import DataSplits, Experiment
+from attnlab.registry import ExperimentSpec, ModelSpec
 from attnlab.report import build_report
 from attnlab.report.attention import write_run_attention
 from attnlab.system import available_memory_bytes
@@ -291,56 +293,78 @@ def check_checkpoint(path: Path) -> None:
                         "with another --out")
 
 
-# ---------------------------------------------------------------------------------------------- fit
+# ---------------------------------------------------------------------------------------------- prepare and fit
 
 
-def fit(
+@dataclass
+class Run:
+    """A run prepared once and ready to train: its resolved configuration, task, network, data and folder.
+
+    :func:`prepare_run` builds it (every check done, nothing written yet); :func:`fit` trains it. The CLI, the
+    Python APIs and the benchmarks all go through this one path.
+
+    Attributes:
+        spec: the experiment's registry entry.
+        model_name: the model's name in the experiment.
+        model_spec: the model's registry entry.
+        config: the resolved configuration (what ``config.json`` will hold).
+        task: the experiment instance (data, loss, metrics, figures).
+        net: the model, built and (for closed-form models) already fitted.
+        splits: the train / validation / test data.
+        run_dir: the run folder.
+        ckpt_path: the checkpoint a resumed run continues from (None for a new run).
+        folder: what ``run_dir`` held before (:class:`attnlab.train.rundir.State`).
+        started: ``time.perf_counter()`` when preparation began (the ``max_time_s`` clock).
+        prepare_seconds: time spent fitting closed-form parts (counted as training time).
+    """
+
+    spec: ExperimentSpec
+    model_name: str
+    model_spec: ModelSpec
+    config: RunConfig
+    task: Experiment
+    net: nn.Module
+    splits: DataSplits
+    run_dir: Path
+    ckpt_path: Path | None
+    folder: rundir.State
+    started: float
+    prepare_seconds: float
+
+
+def prepare_run(
     experiment: str,
     model: str | None = None,
     overrides: Mapping[str, Any] | Iterable[str] = (),
     *,
+    task: Experiment | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
-    figures: bool = True,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
-    report: bool = True,
-    keep_checkpoints: bool = False,
-) -> RunResult:
-    """Train ``model`` on ``experiment``, test the best epoch's weights and write the run folder.
-
-    The budget is work, not time: ``max_epochs`` (and ``max_steps``) with early stopping, so the same seed
-    gives the same metrics however busy the machine is. ``max_time_s``, if set, caps the wall-clock time of
-    the whole call, evaluation included: training stops early enough to leave the test its time, and the
-    result says so (``stopped_by == "time"`` and a warning).
+) -> Run:
+    """Resolve, check and build a run: configuration, run folder, task, data, model (closed-form parts
+    fitted). Nothing is written, so any error leaves no trace.
 
     Args:
         experiment: registered experiment name (``attnlab list``).
         model: one of its models; None = the experiment's default.
         overrides: ``["lr=3e-4", "model.d_model=64"]`` or ``{"lr": 3e-4}``: fields of TrainConfig, of the
             experiment's Config or of the model's config (see :func:`attnlab.train.config.resolve`).
+        task: an experiment instance built by the caller (e.g. the forecast API, from data it already holds);
+            its ``config`` is the run's data options, which overrides may then not change.
         run_dir: the run folder; default ``runs_root/<experiment>-<model>-<timestamp>``. It must be new,
             empty, or hold an attnlab run (see :func:`attnlab.train.rundir.check`).
-        resume: continue from ``run_dir/checkpoints/last.ckpt`` (the latest run of this experiment and
-            model under ``runs_root`` if ``run_dir`` is None). The saved config is the base; ``overrides``
-            may change training settings such as ``max_epochs`` but not the model.
-        progress: show Lightning's progress bar.
-        figures: draw the experiment's figures.
+        resume: continue from ``run_dir/checkpoints/last.ckpt`` (the latest run of this experiment and model
+            under ``runs_root`` if ``run_dir`` is None). The saved config is the base; ``overrides`` may change
+            training settings such as ``max_epochs`` but not the model.
         runs_root: where default run folders go.
-        report: write ``report.html`` (:func:`attnlab.report.build_report`) at the end; a failure only warns.
-        keep_checkpoints: keep ``checkpoints/last.ckpt`` (weights and optimiser state) once the run completes,
-            so it can be resumed for more epochs; by default a completed run keeps its weights only.
-
-    Returns:
-        A :class:`RunResult`.
 
     Raises:
         UserError: unknown experiment / model / override key, bad value, impossible model size, a run folder
-            that cannot be used, a damaged checkpoint to resume from, or a Lightning setting that cannot run.
-        Interrupted: Ctrl-C; its message says how to continue.
+            that cannot be used, or a damaged checkpoint to resume from.
     """
     started = time.perf_counter()
-    experiment_cls = registry.get_experiment(experiment)
+    spec = registry.get_experiment(experiment)
     writer = is_rank_zero()
 
     # The run folder: rank 0 chooses it; DDP processes launched by rank 0 inherit it through the environment.
@@ -354,72 +378,123 @@ def fit(
     if resume and out is not None and rundir.is_attnlab_config(out / CONFIG_FILE):
         base = read_config(out)
         model = base.model if model is None else model  # resuming continues the run's own model
-    model_name, spec = registry.get_model(experiment_cls, model)
+    model_name, model_spec = registry.get_model(spec, model)
     if out is None:
         root = Path(runs_root)
-        out = (rundir.latest_run_dir(root, experiment_cls.name, model_name) if resume
-               else rundir.new_run_dir(root, experiment_cls.name, model_name))
-    found = rundir.check(out, resume) if writer else rundir.State.EMPTY
+        out = (rundir.latest_run_dir(root, spec.name, model_name) if resume
+               else rundir.new_run_dir(root, spec.name, model_name))
+    folder = rundir.check(out, resume) if writer else rundir.State.EMPTY
 
     ckpt_path: Path | None = None
     if resume:
         ckpt_path = rundir.last_checkpoint(out)
         base = base or read_config(out)
-        if (base.experiment, base.model) != (experiment_cls.name, model_name):
-            raise UserError(
-                f"cannot resume {out}: it is a run of {base.experiment}/{base.model}, "
-                f"not {experiment_cls.name}/{model_name}"
-            )
+        if (base.experiment, base.model) != (spec.name, model_name):
+            raise UserError(f"cannot resume {out}: it is a run of {base.experiment}/{base.model}, not "
+                            f"{spec.name}/{model_name}")
         check_checkpoint(ckpt_path)
 
-    config = resolve(experiment_cls, model_name, spec, overrides, base=base)
+    config = resolve(spec, model_name, model_spec, overrides, base=base)
+    if task is not None:
+        if config.experiment_config != spec.Config():
+            raise UserError("the data options come from the data given; set them there, not as data. overrides")
+        config.experiment_config = task.config
     if base is not None and config.model_config != base.model_config:
         raise UserError("cannot change the model's hyper-parameters when resuming; start a new run instead")
     if base is not None and config.experiment_config != base.experiment_config:
         raise UserError("cannot change the experiment's data settings when resuming; start a new run instead")
-    monitor = experiment_cls.monitor
 
     with quiet_lightning(), _threads(config.train.threads):
         L.seed_everything(config.train.seed, workers=True, verbose=False)
-        task = experiment_cls.create(config.experiment_config)
+        task = spec.create(config.experiment_config) if task is None else task
         # Data-dependent model sizes (e.g. a forecaster's input length and channels) come from the task.
         config.model_config = task.complete_model_config(config.model_config)
-        check_model_memory(spec, config.model_config)
-        net = build_model(spec, config.model_config)
+        check_model_memory(model_spec, config.model_config)
+        net = build_model(model_spec, config.model_config)
         splits = task.data(config.train.seed)
         config.train = fit_batch_to_data(config.train, len(splits.train))  # type: ignore[arg-type]
         prepare_start = time.perf_counter()
         task.prepare_model(net, splits)  # closed-form parts, fitted on the data (most models: nothing)
         prepare_seconds = time.perf_counter() - prepare_start
+    return Run(spec, model_name, model_spec, config, task, net, splits, out, ckpt_path, folder, started,
+               prepare_seconds)
+
+
+def fit(
+    experiment: str | Run,
+    model: str | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+    report: bool = True,
+    keep_checkpoints: bool = False,
+) -> RunResult:
+    """Train a run, test the best epoch's weights and write the run folder.
+
+    ``experiment`` is a :class:`Run` from :func:`prepare_run`, or an experiment name: then the run is prepared
+    here from ``model``, ``overrides``, ``run_dir``, ``resume`` and ``runs_root`` (see :func:`prepare_run`).
+
+    The budget is work, not time: ``max_epochs`` (and ``max_steps``) with early stopping, so the same seed
+    gives the same metrics however busy the machine is. ``max_time_s``, if set, caps the wall-clock time of
+    the whole call, evaluation included: training stops early enough to leave the test its time, and the
+    result says so (``stopped_by == "time"`` and a warning).
+
+    Args:
+        experiment: a prepared :class:`Run`, or a registered experiment name (``attnlab list``).
+        model, overrides, run_dir, resume, runs_root: see :func:`prepare_run` (only with a name).
+        progress: show Lightning's progress bar.
+        figures: draw the experiment's figures.
+        report: write ``report.html`` (:func:`attnlab.report.build_report`) at the end; a failure only warns.
+        keep_checkpoints: keep ``checkpoints/last.ckpt`` (weights and optimiser state) once the run completes,
+            so it can be resumed for more epochs; by default a completed run keeps its weights only.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        UserError: see :func:`prepare_run`; also a Lightning setting that cannot run here.
+        Interrupted: Ctrl-C; its message says how to continue.
+    """
+    if isinstance(experiment, Run):
+        run = experiment
+    else:
+        run = prepare_run(experiment, model, overrides, run_dir=run_dir, resume=resume, runs_root=runs_root)
+    config, task, net, splits, out = run.config, run.task, run.net, run.splits, run.run_dir
+    monitor, writer = run.spec.monitor, is_rank_zero()
+    with quiet_lightning(), _threads(config.train.threads):
         module = TaskModule(task, net, config.train, splits)
         eval_batches = sum(math.ceil(len(s) / config.train.batch_size)  # type: ignore[arg-type]
                            for s in (splits.val, splits.val, splits.test))  # validation runs again at a stop
         trainer, callbacks = _make_trainer(
-            config.train, out, monitor, progress, started=started, eval_batches=eval_batches,
-            weights_metadata={"experiment": experiment_cls.name, "model": model_name},
+            config.train, out, monitor, progress, started=run.started, eval_batches=eval_batches,
+            weights_metadata={"experiment": run.spec.name, "model": run.model_name},
         )
         if writer:
-            if found is rundir.State.UNSTARTED:
+            if run.folder is rundir.State.UNSTARTED:
                 log.info("restarting the run in %s (it stopped before its first checkpoint)", out)
                 rundir.clear_unstarted(out)
             (out / "figures").mkdir(parents=True, exist_ok=True)
-            write_config(out, config, monitor, spec.module)
+            write_config(out, config, monitor, run.model_spec.module)
         params = sum(p.numel() for p in net.parameters())
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        log.info("fit %s/%s (%s parameters) -> %s", experiment_cls.name, model_name, f"{params:,}", out)
+        log.info("fit %s/%s (%s parameters) -> %s", run.spec.name, run.model_name, f"{params:,}", out)
 
         trained = bool(trainable) and config.train.max_epochs != 0
         with _exported_run_dir(out), _interruptible(trainer, out):  # a trainer call may launch DDP processes
             val_metrics: dict[str, float] | None = None
             if trained:
-                trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+                trainer.fit(module, ckpt_path=run.ckpt_path, weights_only=True)
                 if callbacks.best.best_state is not None:
                     net.load_state_dict(callbacks.best.best_state)
                     val_metrics = dict(callbacks.best.best_val)
                 else:
                     log.warning("no epoch gave a finite %s; testing the last weights", monitor[0])
             elif not trainable:
-                log.info("%s has no trainable parameters: evaluating without training", model_name)
+                log.info("%s has no trainable parameters: evaluating without training", run.model_name)
             if val_metrics is None:
                 trainer.validate(module, verbose=False)
                 val_metrics = dict(module.val_metrics)
@@ -429,18 +504,18 @@ def fit(
     notes = training_warnings(module.history, monitor, stop, trainer.global_step, trainer.num_training_batches,
                               config.train) if trained else []
     notes += task.result_warnings(val_metrics)
-    cap, elapsed = config.train.max_time_s, time.perf_counter() - started
+    cap, elapsed = config.train.max_time_s, time.perf_counter() - run.started
     if cap is not None and elapsed > cap:
         notes.append(f"evaluation overran max_time_s={cap:g} by {elapsed - cap:.2f} s (the cap stops training early "
                      "enough for the evaluation it measured before training; raise max_time_s)")
     result = RunResult(
         run_dir=out,
-        experiment=experiment_cls.name,
-        model=model_name,
+        experiment=run.spec.name,
+        model=run.model_name,
         metrics=dict(module.test_metrics),
         val_metrics=val_metrics,
         params=params,
-        train_seconds=module.train_seconds + prepare_seconds,  # a closed-form fit is training time too
+        train_seconds=module.train_seconds + run.prepare_seconds,  # a closed-form fit is training time too
         epochs=len(module.history),
         history=list(module.history),
         monitor=monitor,
