@@ -21,17 +21,37 @@ class ForecastConfig:
     """Data options (``attnlab forecast`` sets them from its flags).
 
     Args:
-        csv: the CSV file (required).
-        date_col: its time stamp column.
-        target: the channels to score and write out; empty = every numeric column (the "M" setting).
-        split: ``ett`` (rows 0-8639 / 8640-11519 / 11520-14399) or ``ratio``.
+        csv: the data: a CSV or Parquet file, long (a series id column) or wide (one series, a column a channel).
+        id_col: the series id column of a long file (default: ``unique_id``, ``id``, ``series`` if present).
+        date_col: the time column (default: ``ds``, ``date``, ``time``, … or a pandas index written by to_csv);
+            datetimes or integer periods.
+        target: long data: the target column(s) (default ``y``); wide data: the channels scored and written out
+            (default: every channel, the "M" setting).
+        inputs: the columns to use (default: all numeric ones); exclude: columns to leave out.
+        futr_cols: future-known covariates (known for the horizon too: given at predict time); the other
+            non-target columns of long data are historical covariates (known up to the forecast origin).
+        static_csv: a table of one row per series id with static covariates.
+        calendar: calendar features of the time stamps to add as future-known covariates (``hour``,
+            ``dayofweek``, ``day``, ``month``, ``dayofyear``, ``weekofyear``).
+        split: ``auto`` (``last`` for many series, ``ratio`` for one), ``ett`` (rows 0-8639 / 8640-11519 /
+            11520-14399), ``ratio`` (chronological ``ratios`` of each series) or ``last`` (the last
+            ``test_size`` steps of each series test, the ``val_size`` before them validation).
         ratios: train, validation, test fractions of a ratio split.
-        input_len: L, rows of context per window.
-        horizon: H, rows to forecast.
+        input_len: L, steps of context per window (default: at least three horizons and two seasons, in whole
+            seasons).
+        horizon: H, steps to forecast (required unless ``split=ett``, where it defaults to 96).
+        season: steps per seasonal cycle (default: from the frequency: hourly 24, daily 7, weekly 52,
+            monthly 12, quarterly 4, else 1).
+        val_size, test_size: steps held out per series by a ``last`` split (default: the horizon).
         fill: missing cells (and rows added by ``freq``): ``none`` (an error), ``ffill`` or ``interpolate``.
-        freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS``…); none = inferred, and irregular
-            time stamps are an error. Given, missing time stamps become rows that ``fill`` fills.
+        freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS``…, or a whole step for integer
+            periods); none = inferred, and irregular time stamps are an error. Given, missing time stamps
+            become rows that ``fill`` fills.
         decimal: the numbers' decimal mark, ``.`` or ``,``.
+        loss: the training objective on the standardised scale, ``mse`` or ``mae``.
+        levels: prediction interval levels in percent (``80,95``); empty = no intervals.
+        intervals: ``conformal`` (from the validation residuals; any model) or ``quantile`` (quantile heads
+            trained with the pinball loss; neural models that have them).
         plot_windows: how many test windows the forecast figure draws, spread over the split.
         plot_window: the test windows it draws instead, by index (the ``window`` column of
             ``forecasts.csv``; negative counts from the end, -1 = the last window).
@@ -43,45 +63,79 @@ class ForecastConfig:
     """
 
     csv: str = ""
-    date_col: str = "date"
+    id_col: str | None = None
+    date_col: str | None = None
     target: tuple[str, ...] = ()
-    split: Literal["ett", "ratio"] = "ratio"
+    inputs: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    futr_cols: tuple[str, ...] = ()
+    static_csv: str = ""
+    calendar: tuple[str, ...] = ()
+    split: Literal["auto", "ett", "ratio", "last"] = "auto"
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
-    input_len: int = 336
-    horizon: int = 96
+    input_len: int | None = None
+    horizon: int | None = None
+    season: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
     fill: Literal["none", "ffill", "interpolate"] = "none"
     freq: str | None = None
     decimal: Literal[".", ","] = "."
+    loss: Literal["mse", "mae"] = "mse"
+    levels: tuple[float, ...] = ()
+    intervals: Literal["conformal", "quantile"] = "conformal"
     plot_windows: int = 3
     plot_window: tuple[int, ...] = ()
     plot_channel: tuple[str, ...] = ()
     attention_window: int | None = None
     forecast_windows: int | None = DEFAULT_FORECAST_WINDOWS
+    # Runs saved before these options existed: the date column was always "date", the split "ratio".
+    saved_defaults: ClassVar[dict[str, Any]] = {"date_col": "date", "split": "ratio"}
 
     def __post_init__(self) -> None:
-        if self.input_len < 1:
-            raise ValueError(f"input_len={self.input_len} must be at least 1 row")
-        if self.horizon < 1:
-            raise ValueError(f"horizon={self.horizon} must be at least 1 row")
-        if self.plot_windows < 0:
-            raise ValueError(f"plot_windows={self.plot_windows} must be >= 0")
-        if self.forecast_windows is not None and self.forecast_windows < 0:
-            raise ValueError(f"forecast_windows={self.forecast_windows} must be >= 0 (or none = all)")
+        checks = [("input_len", self.input_len is None or self.input_len >= 1, "at least 1 step or none"),
+                  ("horizon", self.horizon is None or self.horizon >= 1, "at least 1 step or none"),
+                  ("season", self.season is None or self.season >= 1, "at least 1 step or none"),
+                  ("val_size", self.val_size is None or self.val_size >= 1, "at least 1 step or none"),
+                  ("test_size", self.test_size is None or self.test_size >= 0, "0 or more steps, or none"),
+                  ("plot_windows", self.plot_windows >= 0, "0 or more"),
+                  ("forecast_windows", self.forecast_windows is None or self.forecast_windows >= 0,
+                   "0 or more, or none (all)"),
+                  ("levels", all(0 < level < 100 for level in self.levels), "percentages in (0, 100), e.g. 80,95")]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{key}={getattr(self, key)!r} is out of range; it must be {expected}")
 
 
 @dataclass
 class ForecastSizes:
     """Data-dependent sizes every forecaster needs; the forecast experiment fills them from the data.
 
+    Class attributes (what a model declares it can use; :func:`attnlab.registry.register_model`'s configs set
+    them too):
+        COVARIATES: the covariate kinds the model's ``forward(x, hist=, futr=, static=)`` takes: a subset of
+            ``{"hist", "futr", "static"}``. Data with another kind is refused for this model.
+        QUANTILES: the model has quantile heads: with ``quantiles`` set it returns (B, H, C, Q).
+
     Args:
         seq_len: L, input steps per window (``--input-len``).
         pred_len: H, forecast steps (``--horizon``).
-        n_channels: C, numeric columns of the CSV.
+        n_channels: C, target channels.
+        n_hist, n_futr, n_static: widths of the historical, future-known and static covariates.
+        quantiles: the quantiles a model with quantile heads predicts (the median first); empty = a point
+            forecast.
     """
+
+    COVARIATES: ClassVar[frozenset[str]] = frozenset()
+    QUANTILES: ClassVar[bool] = False
 
     seq_len: int | None = None
     pred_len: int | None = None
     n_channels: int | None = None
+    n_hist: int = 0
+    n_futr: int = 0
+    n_static: int = 0
+    quantiles: tuple[float, ...] = ()
 
     def sizes(self) -> tuple[int, int, int]:
         """``(L, H, C)``; a ValueError if the experiment has not filled them."""

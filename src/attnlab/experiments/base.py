@@ -188,6 +188,12 @@ class Experiment:
         """Write files a run needs beside its weights (vocabularies, scaler statistics, forecasts …) into
         ``run_dir``; called once after training with the best model. Default: nothing."""
 
+    def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
+        """Test metrics that need the whole test set at once (prediction intervals, baselines on the same
+        windows, …), computed after the test pass with the best model on the CPU; returns the metrics to add to
+        the run's test metrics and one-line warnings. May write files into ``run_dir``. Default: none."""
+        return {}, []
+
     def result_warnings(self, val_metrics: dict[str, float]) -> list[str]:
         """One line for each sign, in the best epoch's validation metrics, that the model has not learned the
         task (e.g. a translator's BLEU below 1), naming what to raise. Default: none."""

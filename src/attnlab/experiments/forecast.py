@@ -1,22 +1,24 @@
-"""``forecast``: multivariate long-horizon forecasting of any CSV, under the ETT protocol.
+"""``forecast``: forecast a panel of series (or one multivariate series) H steps ahead from the last L.
 
-The data is a CSV read by :mod:`attnlab.data.timeseries`: split chronologically (``split=ett`` or
-``ratio``), standardised with train-row statistics, cut into stride-1 windows of ``input_len`` rows
-followed by ``horizon`` rows. Every model sees all C numeric channels, x (B, L, C), and forecasts all
-of them, (B, H, C); the ``target`` channels (default: all) are the ones scored and written out.
+The data is a :class:`~attnlab.data.panel.Panel` (long: many series with covariates; wide: one series whose
+channels are the CSV's columns), split and standardised per series by :mod:`attnlab.data.forecasting`
+(``ett``, ``ratio`` or ``last`` split, every window used). Every model sees x (B, L, C) and forecasts
+(B, H, C); models that declare covariates (their config's ``COVARIATES``) also get the historical (B, L, Ch),
+future-known (B, L + H, Cf) and static (B, Cs) covariates. Global: one model for every series.
 
-Loss: MSE over the target channels on the standardised scale. Metrics (exact means over every window of
-the split and every target value): ``mse``, ``mae`` (standardised, the published tables' scale) and
-``mse_orig``, ``mae_orig`` (original units). Best checkpoint and early stopping on ``val_mse``.
+Loss: MSE (``loss=mse``, the long-horizon protocol) or MAE (``loss=mae``) over the target channels on the
+standardised scale; models with quantile heads (``intervals=quantile``) are trained with the pinball loss.
+Metrics (means over every window of the split and every target value): ``mse``, ``mae`` (standardised, the
+published tables' scale), ``mse_orig``, ``mae_orig`` (original units), ``mase`` (errors over the series' mean
+absolute seasonal difference in training) and ``smape`` (symmetric MAPE, 0–200). Best epoch and early stopping
+on ``val_mse``.
 
-The model sizes (``seq_len``, ``pred_len``, ``n_channels``) are filled into the model config from the data
-by :meth:`Forecast.complete_model_config`; setting one to another value is a UserError.
-
-After training, the run folder also gets ``scaler.json`` (train statistics, targets, frequency: what
-``attnlab predict`` needs besides the weights), ``forecasts.csv`` (every test window's forecast in original
-units) and ``baselines.json`` (the test metrics of repeating the last input value and of predicting the
-training mean, for the report). Use it through :func:`attnlab.forecast.forecast` / ``attnlab forecast``;
-``attnlab fit forecast csv=FILE ...`` trains the same way.
+After the test pass, :meth:`Forecast.summarize` adds what needs every test window at once: prediction intervals
+(split-conformal from the validation residuals, or the quantile heads) with their coverage, width and MSIS; the
+naive, seasonal naive and ridge baselines; the error per horizon step. The run folder gets ``series.json`` +
+``series_stats.safetensors`` (what ``attnlab predict`` needs besides the weights), ``intervals.json``,
+``forecasts.csv`` (a sample of test windows in original units, ``--forecast-windows all`` for every one),
+``horizon_errors.csv`` and ``baselines.json``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import OrderedDict
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from attnlab.catalog.forecast import SPEC, ForecastSizes
-from attnlab.data.timeseries import ForecastData, load_forecast_data
+from attnlab.catalog.forecast import SPEC, ForecastConfig, ForecastSizes
+from attnlab.data.forecasting import ForecastData, prepare_forecast
+from attnlab.data.panel import default_input_len, load_panel, season_of
+from attnlab.data.windows import ForecastBatch, PanelWindows, keep_batch
 from attnlab.errors import UserError
 from attnlab.experiments.base import (
     AttentionMap,
@@ -45,6 +50,7 @@ from attnlab.experiments.base import (
     model_device,
     write_baselines,
 )
+from attnlab.forecast.metrics import interval_scores, point_scores
 from attnlab.nn.attention import Attention
 from attnlab.nn.mha import MultiHeadAttention
 from attnlab.nn.record import record_attention
@@ -53,82 +59,55 @@ log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 DATE_FORMAT = "%Y-%m-%d"  # labels of daily, weekly, … data: every stamp at midnight, no time of day to show
-SCALER_FILE = "scaler.json"
+SERIES_FILE = "series.json"
+STATS_FILE = "series_stats.safetensors"
+INTERVALS_FILE = "intervals.json"
 FORECASTS_FILE = "forecasts.csv"
-
-# ------------------------------------------------------------------------------------------ loaded data cache
-# Loading a CSV is cheap but a benchmark fits many models on the same data: keep the last few loads, keyed
-# by the options and the file's identity (a changed file is read again).
-_CACHE: OrderedDict[tuple, ForecastData] = OrderedDict()
-_CACHE_SIZE = 4
+HORIZON_FILE = "horizon_errors.csv"
+EVAL_BATCH = 256
 
 
-def _key(options: dict[str, Any]) -> tuple:
-    path = Path(options["csv"]).expanduser().resolve()
-    try:
-        stat = path.stat()
-        identity: tuple = (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        identity = ()
-    return (str(path), identity, options["date_col"], tuple(options["target"]), options["split"],
-            tuple(float(r) for r in options["ratios"]), int(options["input_len"]), int(options["horizon"]),
-            options["fill"], options["freq"], options["decimal"])
+# ------------------------------------------------------------------------------------------ data from options
 
 
-def remember(data: ForecastData) -> None:
-    """Make an already-loaded :class:`ForecastData` the one experiments with the same options use."""
-    _CACHE[_key(data.options())] = data
-    _CACHE.move_to_end(_key(data.options()))
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+def load_data(config: ForecastConfig) -> ForecastData:
+    """Read ``config.csv`` and split it as the options say (see :class:`attnlab.catalog.forecast.ForecastConfig`)."""
+    if not config.csv:
+        raise UserError("no data given; pass --csv FILE (or csv=FILE with `attnlab fit forecast`)")
+    panel = load_panel(config.csv, id_col=config.id_col, time_col=config.date_col, target=config.target,
+                       inputs=config.inputs, exclude=config.exclude, futr=config.futr_cols, freq=config.freq,
+                       fill=config.fill, decimal=config.decimal, calendar=config.calendar,
+                       static=config.static_csv or None)
+    return split_data(panel, config)
 
 
-def cached_load(**options: Any) -> ForecastData:
-    """:func:`load_forecast_data` with the options, reusing a remembered load of the same unchanged file."""
-    key = _key(options)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    data = load_forecast_data(**options)
-    remember(data)
-    return data
+def split_data(panel: Any, config: ForecastConfig) -> ForecastData:
+    """Split and scale a panel as ``config`` says: its season, horizon, input length and split, found from the
+    data where the options leave them unset."""
+    season = config.season or season_of(panel.freq, panel.time_kind)
+    split = resolve_split(config.split, panel.layout)
+    horizon = config.horizon
+    if horizon is None:
+        if split != "ett":
+            raise UserError(f"pass --horizon H, the steps to forecast (the data is {describe_freq(panel)}, so one "
+                            f"season is {season} steps; e.g. --horizon {season})")
+        horizon = 96
+    input_len = config.input_len or default_input_len(horizon, season)
+    return prepare_forecast(panel, input_len=input_len, horizon=horizon, season=season, split=split,
+                            ratios=config.ratios, target=config.target if panel.layout == "wide" else (),
+                            val_size=config.val_size, test_size=config.test_size)
+
+
+def resolve_split(split: str, layout: str) -> str:
+    """``auto``: ``last`` for a panel (one validation and one test window per series), ``ratio`` for one series."""
+    return ("last" if layout == "long" else "ratio") if split == "auto" else split
+
+
+def describe_freq(panel: Any) -> str:
+    return f"integer periods of step {panel.freq}" if panel.time_kind == "int" else f"at frequency {panel.freq}"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def predicted_batches(model: nn.Module, data: ForecastData, split: str, indices: Any,
-                      batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
-    """Standardised forecasts and truth of windows ``indices`` of ``split``, a batch at a time: pairs of
-    (b, H, C) float32 tensors on the CPU, without gradients."""
-    model.eval()
-    device = model_device(model)
-    dataset = data.dataset(split)
-    indices = torch.as_tensor(indices, dtype=torch.long)
-    for start in range(0, len(indices), batch_size):
-        x, y = dataset.batch(indices[start : start + batch_size])  # (b, L, C), (b, H, C)
-        with torch.no_grad():
-            prediction = model(x.to(device)).float().cpu()  # (b, H, C)
-        yield prediction, y.float()
-
-
-def predict_windows(model: nn.Module, data: ForecastData, split: str, indices: Any, batch_size: int = 256) -> Tensor:
-    """Standardised forecasts of windows ``indices`` of ``split``: (N, H, C) float32 on the CPU."""
-    out = [prediction for prediction, _ in predicted_batches(model, data, split, indices, batch_size)]
-    return torch.cat(out) if out else torch.empty(0, data.horizon, data.n_channels)
-
-
-def window_mse(model: nn.Module, data: ForecastData, split: str = "test") -> Tensor:
-    """MSE of each window of ``split`` over its target channels, standardised scale: (N,) float32.
-
-    Every window holds H × targets values, so the mean of this vector is the split's MSE, and the mean of a
-    slice is the MSE of those windows alone (e.g. the first ones, which a loader that drops an incomplete
-    last batch scores).
-    """
-    targets = list(data.target_index)
-    errors = [(prediction - truth)[..., targets].pow(2).mean(dim=(1, 2))  # (b,)
-              for prediction, truth in predicted_batches(model, data, split, range(data.windows(split)))]
-    return torch.cat(errors) if errors else torch.empty(0)
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -150,12 +129,14 @@ def resolve_window(index: int, n: int, key: str) -> int:
 
 
 def format_times(stamps: Any, fmt: str = TIME_FORMAT) -> list[str]:
-    """Time stamps as short text labels (``fmt``: :data:`TIME_FORMAT`, or :func:`label_format` of the data)."""
-    return [t.strftime(fmt) for t in stamps]
+    """Time stamps as short text labels (integer periods as numbers)."""
+    return [t.strftime(fmt) if hasattr(t, "strftime") else str(t) for t in stamps]
 
 
-def label_format(timestamps: pd.DatetimeIndex) -> str:
+def label_format(timestamps: pd.Index) -> str:
     """:data:`DATE_FORMAT` when every stamp is at midnight (daily or coarser data), else :data:`TIME_FORMAT`."""
+    if not isinstance(timestamps, pd.DatetimeIndex):
+        return TIME_FORMAT
     return DATE_FORMAT if bool((timestamps == timestamps.normalize()).all()) else TIME_FORMAT
 
 
@@ -172,18 +153,19 @@ def _labels(model: nn.Module, method: str, n: int, timestamps: list[str]) -> lis
     return [f"token {i}" for i in range(n)]
 
 
-def attention_maps(model: nn.Module, x: Tensor, timestamps: list[str], channels: tuple[str, ...]) -> list[AttentionMap]:
-    """Attention of ``model`` on one window x (1, L, C) as labelled maps; [] for a model without attention.
+def attention_maps(model: nn.Module, call: Any, timestamps: list[str], channels: tuple[str, ...]) -> list[AttentionMap]:
+    """Attention of ``model`` on one window as labelled maps; [] for a model without attention.
 
-    A channel-independent model runs its layers on C series per window: a recorded batch of C rows gives
-    one map per channel (layer name suffixed with ``[channel]``). Query labels come from the model's
-    ``query_labels(timestamps)``, key labels from ``token_labels(timestamps)`` when it has them.
+    ``call()`` runs the model on the window. A channel-independent model runs its layers on C series per
+    window: a recorded batch of C rows gives one map per channel (layer name suffixed with ``[channel]``).
+    Query labels come from the model's ``query_labels(timestamps)``, key labels from
+    ``token_labels(timestamps)`` when it has them.
     """
     if not any(isinstance(m, (Attention, MultiHeadAttention)) for m in model.modules()):
         return []
     model.eval()
     with torch.no_grad(), record_attention(model) as record:
-        model(x)
+        call()
     maps = []
     for name, calls in record.items():
         weights = calls[-1].float().cpu()  # (N, H, Q, K) multi-head, (N, Q, K) single
@@ -211,94 +193,363 @@ def maps_of_channels(maps: list[AttentionMap], columns: Sequence[str], drawn: Se
     return shared + [m for name in drawn for m in maps if channel(m) == name]
 
 
+def quantile_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """The quantiles a model with quantile heads predicts for interval ``levels`` (percent): the median, then
+    each level's lower and upper quantile."""
+    qs = [0.5]
+    for level in levels:
+        alpha = (100 - level) / 200
+        qs += [alpha, 1 - alpha]
+    return tuple(qs)
+
+
 # ------------------------------------------------------------------------------------------ the experiment
 
 
 class Forecast(Experiment):
-    """Multivariate forecasting of a CSV under the ETT protocol (see the module docstring)."""
+    """Global forecasting of a panel (see the module docstring).
+
+    Args:
+        config: the data options (:class:`attnlab.catalog.forecast.ForecastConfig`).
+        data: the split data, when the caller already holds it (the Python API); else read from ``config.csv``.
+    """
 
     spec = SPEC
 
-
-
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ForecastConfig, data: ForecastData | None = None) -> None:
         super().__init__(config)
-        self._data: ForecastData | None = None
+        self._data = data
+        self.model_config: ForecastSizes | None = None
+        self._multipliers: dict[float, np.ndarray] | None = None
 
     @property
     def series(self) -> ForecastData:
-        """The loaded, validated data (read once; a remembered load of the same file is reused)."""
+        """The loaded, split and scaled data (read once)."""
         if self._data is None:
-            c = self.config
-            if not c.csv:
-                raise UserError("no CSV given; pass --csv FILE (or csv=FILE with `attnlab fit forecast`)")
-            self._data = cached_load(csv=c.csv, date_col=c.date_col, target=c.target, split=c.split,
-                                     ratios=c.ratios, input_len=c.input_len, horizon=c.horizon, fill=c.fill,
-                                     freq=c.freq, decimal=c.decimal)
+            self._data = load_data(self.config)
         return self._data
 
-    def labels(self, stamps: pd.DatetimeIndex) -> list[str]:
-        """Text labels of time stamps of this CSV, at its resolution (no "00:00" on daily or weekly data)."""
-        return format_times(stamps, label_format(self.series.table.timestamps))
+    def labels(self, stamps: pd.Index) -> list[str]:
+        """Text labels of time stamps of this data, at its resolution (no "00:00" on daily or weekly data)."""
+        return format_times(stamps, label_format(stamps))
+
+    # ------------------------------------------------------------------ model
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        c = self.config
+        return quantile_levels(c.levels) if c.levels and c.intervals == "quantile" else ()
 
     def complete_model_config(self, model_config: Any) -> Any:
-        """Fill ``seq_len``, ``pred_len`` and ``n_channels`` from the data; a UserError if the user set one
-        to a different value."""
+        """Fill the sizes from the data (``seq_len``, ``pred_len``, ``n_channels``, covariate widths, quantiles);
+        a UserError if the user set one to a different value, or if the data has covariates of a kind the model
+        does not take."""
         if not isinstance(model_config, ForecastSizes):
             raise ValueError(f"{type(model_config).__name__} must inherit attnlab.catalog.forecast.ForecastSizes")
-        data = self.series
-        sizes = {"seq_len": data.input_len, "pred_len": data.horizon, "n_channels": data.n_channels}
-        origin = {"seq_len": "--input-len", "pred_len": "--horizon", "n_channels": "the CSV's numeric columns"}
+        d = self.series
+        kinds = {"hist": d.panel.hist.shape[1], "futr": d.panel.futr.shape[1], "static": d.panel.static.shape[1]}
+        accepts = type(model_config).COVARIATES
+        refused = [kind for kind, width in kinds.items() if width and kind not in accepts]
+        if refused:
+            names = {"hist": "historical", "futr": "future-known", "static": "static"}
+            takers = [name for name, spec in SPEC.models.items() if set(refused) <= spec.config.COVARIATES]
+            raise UserError(f"{type(model_config).__name__.removesuffix('Config')} takes no "
+                            f"{' or '.join(names[k] for k in refused)} covariates, and the data has some; choose a "
+                            f"model that does ({', '.join(takers) or 'none'}) or leave them out (--exclude)")
+        if self.quantiles and not type(model_config).QUANTILES:
+            raise UserError(f"intervals=quantile needs a model with quantile heads "
+                            f"({', '.join(n for n, s in SPEC.models.items() if s.config.QUANTILES)}); use "
+                            "intervals=conformal for this one")
+        sizes = {"seq_len": d.input_len, "pred_len": d.horizon, "n_channels": d.n_channels,
+                 "n_hist": kinds["hist"], "n_futr": kinds["futr"], "n_static": kinds["static"],
+                 "quantiles": self.quantiles}
+        origin = {"seq_len": "--input-len", "pred_len": "--horizon", "n_channels": "the data's target channels"}
         for key, value in sizes.items():
             current = getattr(model_config, key)
-            if current is not None and current != value:
+            if key in origin and current is not None and current != value:
                 raise UserError(
                     f"model.{key}={current} conflicts with the data ({key} = {value} from {origin[key]}); "
                     f"leave model.{key} unset: it is filled from the data"
                 )
-        return dataclasses.replace(model_config, **sizes)
+        self.model_config = dataclasses.replace(model_config, **sizes)
+        return self.model_config
 
     def prepare_model(self, model: nn.Module, data: DataSplits) -> None:
         """Closed-form models (``ridge``, ``retrieval``) solve their maps on the training windows and pick their
-        settings on the validation windows; the retrieval model's keys get the training windows' time stamps."""
+        settings on the validation windows."""
         fit = getattr(model, "fit_closed_form", None)
         if fit is None:
             return
         d = self.series
+        memory = d.tensors["target"][: int(d.borders[0, 0])] if d.panel.n_series == 1 else None  # (R, C)
         try:
-            chosen = fit(data.train.series, data.val.series)
+            chosen = fit(windows_of(data.train), windows_of(data.val), memory)
         except ValueError as error:  # settings the data cannot support (e.g. a memory too large)
             raise UserError(str(error)) from None
-        log.info("closed-form fit on %d training windows: %s", d.windows("train"),
+        log.info("closed-form fit on %d training windows: %s", len(data.train),
                  ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
-        if hasattr(model, "memory_labels"):
-            first = d.window_rows("train", 0)[1] - 1  # last input row of training window 0
-            model.memory_labels = self.labels(d.table.timestamps[first : first + d.windows("train")])
 
     def data(self, seed: int) -> DataSplits:
         """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
         options are checked here too, against the data, before the engine creates the run folder."""
         d = self.series
         self.drawn_windows(), self.drawn_channels(), self.attention_window()  # a bad figure option: UserError now
-        return DataSplits(d.dataset("train"), d.dataset("val"), d.dataset("test"))
+        return DataSplits(d.dataset("train"), d.dataset("val"), d.dataset("test"), collate_fn=keep_batch)
+
+    def batch_size_of(self, batch: ForecastBatch) -> int:
+        return len(batch)
+
+    def forward(self, model: nn.Module, batch: ForecastBatch) -> Tensor:
+        """Run the model on a batch with the covariates it takes: (B, H, C), or (B, H, C, Q) with quantile
+        heads."""
+        accepts = type(self.model_config).COVARIATES if self.model_config is not None else frozenset()
+        extra = {kind: getattr(batch, kind) for kind in ("hist", "futr", "static") if kind in accepts}
+        return model(batch.x, **extra)
+
+    def point(self, output: Tensor) -> Tensor:
+        """The point forecast of a model output: the median of quantile heads (B, H, C, Q), else the output."""
+        return output[..., 0] if self.quantiles else output
+
+    def _targets(self, values: Tensor) -> Tensor:
+        d = self.series
+        if len(d.target_index) == d.n_channels:
+            return values
+        return values.index_select(2, torch.as_tensor(d.target_index, device=values.device))  # (B, H, T, ...)
+
+    def loss(self, model: nn.Module, batch: ForecastBatch) -> Tensor:
+        """MSE or MAE (``loss``) over the target channels on the standardised scale; the pinball loss over the
+        quantiles for quantile heads."""
+        output, truth = self._targets(self.forward(model, batch)), self._targets(batch.y)
+        if self.quantiles:
+            q = torch.as_tensor(self.quantiles, dtype=output.dtype, device=output.device)  # (Q,)
+            error = truth.unsqueeze(-1) - output  # (B, H, T, Q)
+            return torch.maximum(q * error, (q - 1) * error).mean()
+        error = output - truth  # (B, H, T)
+        return error.abs().mean() if self.config.loss == "mae" else error.pow(2).mean()
+
+    def evaluate(self, model: nn.Module, batch: ForecastBatch) -> dict[str, Tensor]:
+        """``mse``, ``mae`` (standardised), ``mse_orig``, ``mae_orig`` (original units), ``mase`` and ``smape``
+        over the target values of the batch. Every window holds H × targets values, so the engine's
+        batch-size-weighted mean of these batch means is the exact mean over the split."""
+        d = self.series
+        prediction = self._targets(self.point(self.forward(model, batch)))  # (B, H, T)
+        truth = self._targets(batch.y)
+        error = prediction - truth
+        idx = list(d.target_index)
+        series = batch.series.cpu().numpy()
+        std = torch.as_tensor(d.std[series][:, idx], dtype=error.dtype, device=error.device)[:, None]  # (B, 1, T)
+        mean = torch.as_tensor(d.mean[series][:, idx], dtype=error.dtype, device=error.device)[:, None]
+        scale = torch.as_tensor(d.mase_scale[series][:, idx], dtype=error.dtype, device=error.device)[:, None]
+        error_orig = error * std  # (B, H, T), original units
+        y_orig, f_orig = truth * std + mean, prediction * std + mean
+        mse = error.pow(2).mean()
+        loss = self.loss(model, batch) if self.quantiles or self.config.loss != "mse" else mse
+        return {"loss": loss, "mse": mse, "mae": error.abs().mean(), "mse_orig": error_orig.pow(2).mean(),
+                "mae_orig": error_orig.abs().mean(), "mase": (error_orig.abs() / scale).mean(),
+                "smape": smape(y_orig, f_orig).mean()}
+
+    # ------------------------------------------------------------------ whole-split predictions
+
+    def predicted(self, model: nn.Module, split: str, indices: Any = None) -> Iterator[tuple[np.ndarray, Tensor]]:
+        """Model outputs of windows ``indices`` of ``split`` (default: all), a batch at a time: (window indices,
+        standardised output (b, H, C[, Q]) on the CPU), without gradients."""
+        model.eval()
+        dataset = self.series.dataset(split)
+        indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+        device = model_device(model)
+        for start in range(0, len(indices), EVAL_BATCH):
+            chunk = indices[start:start + EVAL_BATCH]
+            batch = dataset.batch(chunk)
+            batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
+                                                  for f in dataclasses.fields(batch)})
+            with torch.no_grad():
+                yield chunk, self.forward(model, batch).float().cpu()
+
+    def forecasts(self, model: nn.Module, split: str, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Original-unit forecasts of windows of ``split``: (window indices (N,), forecasts (N, H, C[, Q]))."""
+        d = self.series
+        chunks, outs = [], []
+        for chunk, out in self.predicted(model, split, indices):
+            series, _ = d.locate(split, chunk)
+            chunks.append(chunk)
+            outs.append(d.original(out if out.dim() == 3 else out.permute(0, 1, 3, 2), series))
+        if not chunks:
+            return np.empty(0, dtype=np.int64), np.empty((0, d.horizon, d.n_channels))
+        values = np.concatenate(outs)
+        if values.ndim == 4:  # (N, H, Q, C) -> (N, H, C, Q)
+            values = values.transpose(0, 1, 3, 2)
+        return np.concatenate(chunks), values
+
+    def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
+        """Test metrics that need every window at once, written beside the run: prediction intervals (coverage,
+        width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
+        Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive)."""
+        d = self.series
+        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score
+            return {}, []
+        idx = list(d.target_index)
+        windows, forecast = self.forecasts(model, "test")
+        series, origin = d.locate("test", windows)
+        truth = d.truth(series, origin)[..., idx]  # (N, H, T)
+        point = (forecast[..., 0] if forecast.ndim == 4 else forecast)[..., idx]
+        scale = d.mase_scale[series][:, idx]  # (N, T)
+        metrics: dict[str, float] = {}
+        bounds = self.intervals(model, forecast, series, idx)
+        for level, (lower, upper) in bounds.items():
+            for key, value in interval_scores(truth, lower, upper, level, scale).items():
+                metrics[f"{key}_{level:g}"] = value
+        _write_horizon_errors(run_dir / HORIZON_FILE, truth, point, scale)
+        baselines = self.baselines(series, origin, truth)
+        write_baselines(run_dir, baselines)
+        if bounds:
+            (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
+        warnings = []
+        model_scores = point_scores(truth, point, scale)
+        naive = baselines.get("seasonal naive")
+        if naive is not None and model_scores["mase"] > naive["mase"]:
+            warnings.append(f"the model loses to the seasonal naive forecast on the test windows (MASE "
+                            f"{model_scores['mase']:.4g} against {naive['mase']:.4g}, season {d.season})")
+        return metrics, warnings
+
+    def intervals(self, model: nn.Module, forecast: np.ndarray, series: np.ndarray, idx: list[int]
+                  ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """Lower and upper bounds (N, H, K) of each level for ``forecast`` (N, H, C[, Q]) of windows of
+        ``series``, channels ``idx`` (scored channels): from the quantile heads, or split-conformal (the
+        validation windows' absolute errors over each series' MASE scale, their quantile per horizon step)."""
+        c, d = self.config, self.series
+        if not c.levels:
+            return {}
+        if forecast.ndim == 4:  # quantile heads: median, then each level's lower and upper quantile
+            return {level: (forecast[..., idx, 1 + 2 * k], forecast[..., idx, 2 + 2 * k])
+                    for k, level in enumerate(c.levels)}
+        multipliers = self.conformal_multipliers(model)
+        columns = [d.target_index.index(i) for i in idx]
+        point = forecast[..., idx]
+        scale = d.mase_scale[series][:, idx][:, None]  # (N, 1, K)
+        return {level: (point - m[:, columns] * scale, point + m[:, columns] * scale)
+                for level, m in multipliers.items()}
+
+    def interval_record(self) -> dict[str, Any]:
+        """What ``intervals.json`` holds: the method, the levels and (conformal) the multipliers (H, T) of each
+        series' MASE scale."""
+        c = self.config
+        record: dict[str, Any] = {"method": "quantile" if self.quantiles else "conformal", "levels": list(c.levels)}
+        if not self.quantiles and self._multipliers is not None:
+            record["multipliers"] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
+        return record
+
+    def conformal_multipliers(self, model: nn.Module) -> dict[float, np.ndarray]:
+        """Per level, the (H, T) multiplier of each series' MASE scale that covers that share of the validation
+        windows' absolute errors at each horizon step (split conformal, with the finite-sample correction);
+        computed once per run."""
+        if self._multipliers is not None:
+            return self._multipliers
+        d = self.series
+        idx = list(d.target_index)
+        windows, forecast = self.forecasts(model, "val")
+        series, origin = d.locate("val", windows)
+        point = forecast[..., 0] if forecast.ndim == 4 else forecast
+        residual = np.abs(d.truth(series, origin) - point)[..., idx] / d.mase_scale[series][:, None, idx]  # (N, H, T)
+        n = len(residual)
+        self._multipliers = {}
+        for level in self.config.levels:
+            q = min(1.0, math.ceil((n + 1) * level / 100) / n)
+            self._multipliers[level] = np.quantile(residual, q, axis=0, method="higher")  # (H, T)
+        return self._multipliers
+
+    def baselines(self, series: np.ndarray, origin: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+        """Test metrics of forecasts that learn nothing or little, on the same windows: the last value, the
+        value one season before (seasonal naive), and the closed-form ridge map."""
+        d = self.series
+        idx = list(d.target_index)
+        scale = d.mase_scale[series][:, idx]
+        H, m = d.horizon, d.season
+        offsets = d.panel.offsets[series][:, None]
+        last = d.panel.target[offsets[:, 0] + origin - 1][:, None, idx]  # (N, 1, T)
+        steps = np.arange(H)
+        lag_rows = offsets + origin[:, None] - m + (steps % m)  # (N, H): the last season, repeated
+        forecasts = {"naive (last value)": np.broadcast_to(last, truth.shape),
+                     f"seasonal naive (season {m})": d.panel.target[lag_rows][..., idx]}
+        ridge = self._ridge_forecast(series, origin)
+        if ridge is not None:
+            forecasts["ridge (closed form)"] = ridge[..., idx]
+        out = {}
+        for name, values in forecasts.items():
+            out[name] = {**point_scores(truth, values, scale), **_std_scores(d, truth, values, series, idx)}
+        out["seasonal naive"] = out[f"seasonal naive (season {m})"]
+        return out
+
+    def _ridge_forecast(self, series: np.ndarray, origin: np.ndarray) -> np.ndarray | None:
+        """Original-unit forecasts of the test windows by the closed-form ridge map (None if it cannot be
+        solved)."""
+        from attnlab.models.retrieval import RidgeLinear
+
+        d = self.series
+        ridge = RidgeLinear(d.input_len, d.horizon)
+        try:
+            ridge.fit(windows_of(d.dataset("train")), windows_of(d.dataset("val")))
+        except RuntimeError:  # a singular system (e.g. too few windows)
+            return None
+        out = []
+        with torch.no_grad():
+            for batch in dataset_batches(d.dataset("test")):
+                out.append(d.original(ridge(batch.x), batch.series.numpy()))
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------ run folder
+
+    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
+        """Called by the engine after training: ``series.json`` + ``series_stats.safetensors`` (what ``predict``
+        needs besides the weights) and ``forecasts.csv`` (a sample of test windows in original units)."""
+        write_series(Path(run_dir), self.series)
+        if self.config.forecast_windows != 0:
+            self.write_forecasts(model, Path(run_dir) / FORECASTS_FILE, self.config.forecast_windows)
+
+    def write_forecasts(self, model: nn.Module, path: Path, max_windows: int | None = None) -> Path:
+        """The forecasts of test windows (all, or ``max_windows`` spread over the split) in original units: one
+        row per window and step with ``window, unique_id, origin, step, ds`` and, per target channel,
+        ``<name>_forecast`` and ``<name>_actual``."""
+        d = self.series
+        n = d.n_windows("test")
+        chosen = np.arange(n) if max_windows is None or max_windows >= n else np.asarray(spread(n, max_windows))
+        windows, forecast = self.forecasts(model, "test", chosen)
+        series, origin = d.locate("test", windows)
+        H, idx = d.horizon, list(d.target_index)
+        point = forecast[..., 0] if forecast.ndim == 4 else forecast
+        truth = d.truth(series, origin)
+        frame: dict[str, Any] = {
+            "window": np.repeat(windows, H),
+            "unique_id": np.repeat([d.panel.ids[s] for s in series], H),
+            "origin": np.repeat([d.panel.times(s, o - 1, o)[0] for s, o in zip(series, origin, strict=True)], H),
+            "step": np.tile(np.arange(1, H + 1), len(windows)),
+            "ds": np.concatenate([d.panel.times(s, o, o + H) for s, o in zip(series, origin, strict=True)])
+            if len(windows) else [],
+        }
+        for k in idx:
+            name = d.columns[k]
+            frame[f"{name}_forecast"] = point[..., k].ravel()
+            frame[f"{name}_actual"] = truth[..., k].ravel()
+        pd.DataFrame(frame).to_csv(path, index=False, float_format="%.6g")
+        return path
+
+    # ------------------------------------------------------------------ figures and attention
 
     def drawn_windows(self) -> list[int]:
         """The test windows the forecast figure draws: ``plot_window`` (checked, negatives resolved, repeats
         dropped) or ``plot_windows`` of them spread over the split."""
-        c, n = self.config, self.series.windows("test")
+        c, n = self.config, self.series.n_windows("test")
         if not c.plot_window:
             return spread(n, c.plot_windows)
         return list(dict.fromkeys(resolve_window(i, n, "plot_window") for i in c.plot_window))
 
     def drawn_channels(self) -> list[int]:
-        """Column indices of the channels the figures draw: ``plot_channel`` (each a target channel) or the
-        first 4 targets."""
+        """Channel indices the figures draw: ``plot_channel`` (each a target channel) or the first 4 targets."""
         d, chosen = self.series, self.config.plot_channel
         if not chosen:
             return list(d.target_index[:4])
         for name in chosen:
             if name not in d.targets:
-                raise UserError(f"plot_channel {name!r} is not a target channel of {d.table.path.name}; choose from "
+                raise UserError(f"plot_channel {name!r} is not a target channel of {d.panel.source}; choose from "
                                 f"{', '.join(d.targets)} (the model is scored, and its forecasts written, only "
                                 "for the targets)")
         return [d.columns.index(name) for name in dict.fromkeys(chosen)]
@@ -308,63 +559,23 @@ class Forecast(Experiment):
         (None if none is drawn)."""
         c = self.config
         if c.attention_window is not None:
-            return resolve_window(c.attention_window, self.series.windows("test"), "attention_window")
+            return resolve_window(c.attention_window, self.series.n_windows("test"), "attention_window")
         drawn = self.drawn_windows()
         return drawn[len(drawn) // 2] if drawn else None
 
-    def _targets(self, prediction: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _window(self, i: int) -> tuple[int, int, ForecastBatch]:
         d = self.series
-        if len(d.target_index) == d.n_channels:
-            return prediction, y
-        idx = torch.as_tensor(d.target_index, device=prediction.device)
-        return prediction.index_select(-1, idx), y.index_select(-1, idx)  # (B, H, T)
+        series, origin = d.locate("test", [i])
+        return int(series[0]), int(origin[0]), d.dataset("test").batch([i])
 
-    def loss(self, model: nn.Module, batch: Any) -> Tensor:
-        """MSE over the target channels, standardised scale."""
-        x, y = batch  # (B, L, C), (B, H, C)
-        prediction, truth = self._targets(model(x), y)
-        return (prediction - truth).pow(2).mean()
-
-    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        """``mse``, ``mae`` (standardised) and ``mse_orig``, ``mae_orig`` (original units) over the target
-        values of the batch. Every window holds H × targets values, so the engine's batch-size-weighted mean
-        of these batch means is the exact mean over all values of the split."""
-        x, y = batch
-        prediction, truth = self._targets(model(x), y)
-        error = prediction - truth  # (B, H, T)
-        std = torch.as_tensor(self.series.scaler.std[list(self.series.target_index)], dtype=error.dtype,
-                              device=error.device)
-        error_orig = error * std  # (B, H, T), original units
-        mse = error.pow(2).mean()
-        return {"loss": mse, "mse": mse, "mae": error.abs().mean(), "mse_orig": error_orig.pow(2).mean(),
-                "mae_orig": error_orig.abs().mean()}
-
-    def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
-        """Called by the engine after training: write ``scaler.json`` (what ``predict`` needs besides the
-        weights) and ``forecasts.csv`` (test forecasts in original units; see :func:`write_forecasts`)."""
-        write_scaler(Path(run_dir) / SCALER_FILE, self.series)
-        if self.config.forecast_windows != 0:
-            write_forecasts(model, self.series, Path(run_dir) / FORECASTS_FILE, self.config.forecast_windows)
-        write_baselines(run_dir, self.baselines())
-
-    def baselines(self, chunk: int = 512) -> dict[str, dict[str, float]]:
-        """Test metrics (same names and scales as :meth:`evaluate`) of two forecasts that learn nothing:
-        repeating each window's last input value over the horizon, and the training mean (0 on the
-        standardised scale)."""
+    def _maps_of(self, model: nn.Module, i: int) -> tuple[list[AttentionMap], pd.Index]:
         d = self.series
-        std = torch.as_tensor(d.scaler.std[list(d.target_index)], dtype=torch.float64)
-        sums = {name: torch.zeros(4, dtype=torch.float64) for name in ("repeat the last value", "the training mean")}
-        n = d.windows("test")
-        for start in range(0, n, chunk):
-            x, y = d.dataset("test").batch(range(start, min(n, start + chunk)))  # (B, L, C), (B, H, C)
-            guesses = {"repeat the last value": x[:, -1:].expand_as(y), "the training mean": torch.zeros_like(y)}
-            for name, guess in guesses.items():
-                error = torch.sub(*self._targets(guess, y)).double()  # (B, H, T)
-                sums[name] += torch.stack([error.pow(2).sum(), error.abs().sum(), (error * std).pow(2).sum(),
-                                           (error * std).abs().sum()])
-        count = n * d.horizon * len(d.target_index)
-        return {name: dict(zip(("mse", "mae", "mse_orig", "mae_orig"), (total / count).tolist(), strict=True))
-                for name, total in sums.items()}
+        s, o, batch = self._window(i)
+        device = model_device(model)
+        batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
+                                              for f in dataclasses.fields(batch)})
+        times = d.panel.times(s, o - d.input_len, o)
+        return attention_maps(model, lambda: self.forward(model, batch), self.labels(times), d.columns), times
 
     def attention_samples(self, model: nn.Module, data: DataSplits, limit: int = 4) -> list[AttentionSample]:
         """Attention of ``limit`` test windows: the attention figure's window first (``attention_window``, by
@@ -374,20 +585,20 @@ class Forecast(Experiment):
         focus = self.attention_window()
         chosen = [] if focus is None else [focus]
         samples = []
-        for i in list(dict.fromkeys(chosen + spread(d.windows("test"), limit)))[:limit]:
-            a, b, _ = d.window_rows("test", i)
-            x, _ = d.dataset("test").batch([i])  # (1, L, C)
-            maps = attention_maps(model, x.to(model_device(model)), self.labels(d.table.timestamps[a:b]), d.columns)
+        for i in list(dict.fromkeys(chosen + spread(d.n_windows("test"), limit)))[:limit]:
+            maps, times = self._maps_of(model, i)
             if not maps:
                 return []
-            first, last = self.labels(d.table.timestamps[[a, b - 1]])
-            samples.append(AttentionSample(f"test window {i}: input {first} .. {last}", maps, in_figures=i == focus))
+            first, last = self.labels(times[[0, -1]])
+            s, _, _ = self._window(i)
+            name = f"{d.panel.ids[s]}, " if d.panel.n_series > 1 else ""
+            samples.append(AttentionSample(f"test window {i}: {name}input {first} .. {last}", maps,
+                                           in_figures=i == focus))
         return samples
 
     def figures(self, model: nn.Module, data: DataSplits, out_dir: Path, history: list[dict[str, float]]) -> list[Path]:
-        """``forecast.png``: forecast vs actual (original units, time stamps on x) of the drawn channels
-        (``plot_channel``, default the first 4 targets) for the drawn test windows (``plot_window``, default
-        ``plot_windows`` spread over the split); for attention models ``forecast_attention.png``: the
+        """``forecast.png``: forecast vs actual (original units, time on x, the prediction intervals as bands) of
+        the drawn channels for the drawn test windows; for attention models ``forecast_attention.png``: the
         attention over the input of ``attention_window`` (default the middle drawn window)."""
         from attnlab.viz.forecast import plot_attention_over_input, plot_forecasts
         from attnlab.viz.heatmaps import save_figure
@@ -397,72 +608,93 @@ class Forecast(Experiment):
         names = [d.columns[c] for c in channels]
         paths: list[Path] = []
         if windows:
-            forecast = d.scaler.inverse(predict_windows(model, d, "test", windows), None)  # (W, H, C) original
-            rows = [d.window_rows("test", i) for i in windows]
+            _, forecast = self.forecasts(model, "test", windows)
+            series, origin = d.locate("test", windows)
+            point = forecast[..., 0] if forecast.ndim == 4 else forecast
+            bands = self.intervals(model, forecast, series, channels) if self.config.levels else {}
+            widest = max(bands) if bands else None
             fig = plot_forecasts(
-                times=[d.table.timestamps[a:c] for a, _, c in rows],
-                actual=[d.table.values[a:c][:, channels] for a, _, c in rows],
-                forecast=[f[:, channels] for f in forecast],
+                times=[d.panel.times(s, o - d.input_len, o + d.horizon) for s, o in zip(series, origin, strict=True)],
+                actual=[d.history(s, o + d.horizon)[o - d.input_len:][:, channels]
+                        for s, o in zip(series, origin, strict=True)],
+                forecast=[f[:, channels] for f in point],
                 input_len=d.input_len,
                 channel_names=names,
-                titles=[f"test window {i}" for i in windows],
+                titles=[f"test window {i}" + (f" ({d.panel.ids[s]})" if d.panel.n_series > 1 else "")
+                        for i, s in zip(windows, series, strict=True)],
+                bands=None if widest is None else [(lo, hi) for lo, hi in zip(*bands[widest], strict=True)],
+                band_label=None if widest is None else f"{widest:g} % interval",
             )
             paths.append(save_figure(fig, out_dir / "forecast.png"))
         if focus is None:
             return paths
-        a, b, _ = d.window_rows("test", focus)
-        x, _ = d.dataset("test").batch([focus])  # (1, L, C)
-        maps = attention_maps(model, x.to(model_device(model)), self.labels(d.table.timestamps[a:b]), d.columns)
+        maps, times = self._maps_of(model, focus)
         maps = maps_of_channels(maps, d.columns, names)
         if maps:
+            s, o, _ = self._window(focus)
             spans = model.patch_spans() if hasattr(model, "patch_spans") else None
             fig = plot_attention_over_input(
-                d.table.timestamps[a:b], d.table.values[a:b][:, channels], names, maps,
+                times, d.history(s, o)[o - d.input_len:][:, channels], names, maps,
                 title=f"attention on test window {focus}", key_spans=spans,
             )
             paths.append(save_figure(fig, out_dir / "forecast_attention.png"))
         return paths
 
 
-def write_scaler(path: Path, data: ForecastData) -> Path:
-    """``scaler.json``: the scaler, target channels, time-stamp frequency (null if irregular), borders."""
-    freq = data.table.freq
+# ------------------------------------------------------------------------------------------ scores and files
+
+
+def smape(truth: Tensor, forecast: Tensor) -> Tensor:
+    """Symmetric MAPE of each value, 200 |y − ŷ| / (|y| + |ŷ|) (0 where both are 0)."""
+    denominator = truth.abs() + forecast.abs()
+    return torch.where(denominator > 0, 200 * (truth - forecast).abs() / denominator.clamp_min(1e-12),
+                       torch.zeros_like(denominator))
+
+
+def _std_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series: np.ndarray, idx: list[int]
+                ) -> dict[str, float]:
+    std = d.std[series][:, None, idx]  # (N, 1, T)
+    error = (forecast - truth) / std
+    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error))),
+            "mse_orig": float(np.mean((forecast - truth) ** 2)), "mae_orig": float(np.mean(np.abs(forecast - truth)))}
+
+
+def _write_horizon_errors(path: Path, truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> Path:
+    """``horizon_errors.csv``: MAE, RMSE, MASE and sMAPE of each horizon step over every test window and target."""
+    error = forecast - truth  # (N, H, T)
+    rows = {"step": np.arange(1, truth.shape[1] + 1),
+            "mae": np.abs(error).mean(axis=(0, 2)), "rmse": np.sqrt((error ** 2).mean(axis=(0, 2))),
+            "mase": (np.abs(error) / scale[:, None]).mean(axis=(0, 2)),
+            "smape": smape(torch.as_tensor(truth), torch.as_tensor(forecast)).numpy().mean(axis=(0, 2))}
+    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def write_series(run_dir: Path, d: ForecastData) -> None:
+    """``series.json`` (ids, clock, channels, covariates, sizes) and ``series_stats.safetensors`` (per-series
+    scaling statistics and MASE scales): what a run needs besides its weights to forecast its series again."""
+    p = d.panel
     payload = {
-        **data.scaler.to_dict(),
-        "targets": list(data.targets),
-        "date_col": data.date_col,
-        "frequency": freq,
-        "borders": {name: list(rows) for name, rows in data.borders.items()},
-        "windows": {name: data.windows(name) for name in data.borders},
+        "ids": list(p.ids), "time_kind": p.time_kind, "freq": p.freq,
+        "starts": [str(s) for s in p.starts], "lengths": p.lengths.tolist(), "layout": p.layout,
+        "targets": list(p.target_names), "scored": list(d.targets), "hist": list(p.hist_names),
+        "futr": list(p.futr_names), "static": list(p.static_names), "input_len": d.input_len,
+        "horizon": d.horizon, "season": d.season, "split": d.split,
+        "windows": {name: len(w) for name, w in d.windows.items()},
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    (run_dir / SERIES_FILE).write_text(json.dumps(payload, indent=1) + "\n")
+    tensors = {"mean": d.mean, "std": d.std, "cov_mean": d.cov_mean, "cov_std": d.cov_std,
+               "static_mean": d.static_mean, "static_std": d.static_std, "mase_scale": d.mase_scale}
+    safetensors.torch.save_file({k: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float64)
+                                 for k, v in tensors.items()}, str(run_dir / STATS_FILE))
 
 
-def write_forecasts(model: nn.Module, data: ForecastData, path: Path, max_windows: int | None = None) -> Path:
-    """Write the forecasts of the test windows (all, or ``max_windows`` spread over the split) in original
-    units: one row per window and step with ``window, origin, step, timestamp`` and, per target channel,
-    ``<name>_forecast`` and ``<name>_actual``."""
-    n = data.windows("test")
-    windows = np.arange(n) if max_windows is None or max_windows >= n else np.asarray(spread(n, max_windows))
-    targets = list(data.target_index)
-    H = data.horizon
-    start = data.borders["test"][0] + data.input_len
-    rows = start + windows[:, None] + np.arange(H)  # (N, H) absolute CSV rows of the forecast steps
-    frame: dict[str, Any] = {
-        "window": np.repeat(windows, H),
-        "origin": np.repeat(data.table.timestamps[start + windows - 1], H),
-        "step": np.tile(np.arange(1, H + 1), len(windows)),
-        "timestamp": data.table.timestamps[rows.ravel()],
-    }
-    chunks = []
-    for first in range(0, len(windows), 512):  # bounded memory for long horizons
-        chunk = windows[first : first + 512]
-        chunks.append(data.scaler.inverse(predict_windows(model, data, "test", chunk)[..., targets], targets))
-    predicted = np.concatenate(chunks) if chunks else np.empty((0, H, len(targets)))  # (N, H, T)
-    actual = data.table.values[rows][..., targets]  # (N, H, T)
-    for k, name in enumerate(data.targets):
-        frame[f"{name}_forecast"] = predicted[..., k].ravel()
-        frame[f"{name}_actual"] = actual[..., k].ravel()
-    pd.DataFrame(frame).to_csv(path, index=False, float_format="%.6g")
-    return path
+def windows_of(dataset: PanelWindows) -> Any:
+    """A function giving every window of ``dataset`` as (x, y) batches: what closed-form fits take."""
+    return lambda: ((batch.x, batch.y) for batch in dataset_batches(dataset))
+
+
+def dataset_batches(dataset: PanelWindows, size: int = EVAL_BATCH) -> Iterator[ForecastBatch]:
+    """Every window of ``dataset`` in order, ``size`` at a time."""
+    for start in range(0, len(dataset), size):
+        yield dataset.batch(np.arange(start, min(len(dataset), start + size)))

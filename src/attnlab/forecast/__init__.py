@@ -1,9 +1,11 @@
-"""Forecast a CSV: the Python API behind ``attnlab forecast`` and ``attnlab predict``.
+"""Forecast your own data, pandas first: the Python API behind ``attnlab forecast``, ``predict`` and ``backtest``.
 
-* :func:`load_data` — read, validate, split and standardise a CSV once (reuse it for many fits).
-* :func:`forecast` — train one model on it through :func:`attnlab.train.fit`, test every window, write the run
-  folder (plus ``forecasts.csv`` and ``scaler.json``); returns a :class:`ForecastResult`.
-* :func:`predict` — forecast the next horizon after the last row of a CSV with a finished run.
+* :class:`Forecaster` — several models on a long DataFrame (``unique_id, ds, y``): ``fit``, ``predict``,
+  ``cross_validation``, ``save`` / ``load``, ``attention``.
+* :func:`forecast` — train one model on a file or DataFrame, test every window beside the baselines, write the run
+  folder; returns a :class:`ForecastResult`.
+* :func:`predict` / :func:`forecast_future` — the next horizon of every series with a finished run.
+* :func:`load_panel`, :func:`read_m4` — read data into the panel the models train on.
 
 Imported on first use, so that ``attnlab forecast --help`` does not load torch or pandas.
 """
@@ -13,8 +15,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {name: "attnlab.forecast.api" for name in
-         ("FORECASTS_FILE", "SCALER_FILE", "ForecastResult", "forecast", "load_data", "predict")}
+_LAZY = {**{name: "attnlab.forecast.api" for name in ("ForecastResult", "forecast", "forecast_future", "predict")},
+         "Forecaster": "attnlab.forecast.forecaster", "read_m4": "attnlab.data.panel",
+         "load_panel": "attnlab.data.panel"}
 __all__ = sorted(_LAZY)
 
 

@@ -1,17 +1,17 @@
-"""``forecast`` and ``predict``: one call = data loaded once + fit + test metrics + forecasts written.
+"""Forecasting in Python, pandas first: fit models on a DataFrame, predict the future, backtest, save, load.
 
-Run folder of :func:`forecast`: what :func:`attnlab.train.fit` writes for every run (config.json, metrics.json,
-model.safetensors, checkpoints/, logs/, figures/, attention, report) plus, from
-:meth:`attnlab.experiments.forecast.Forecast.save_artifacts`::
+:class:`Forecaster` follows the conventions forecasting users know (NeuralForecast's): a long DataFrame of
+``unique_id, ds, y`` (and covariate columns), forecasts in columns named after each model, interval bounds in
+``<model>-lo-95`` / ``<model>-hi-95``, ``fit`` / ``predict`` / ``cross_validation``. Every model is trained by
+the one engine (:func:`attnlab.train.fit`) as a run folder, so each has its report, metrics and attention.
 
-    scaler.json     train-row mean/std per column, target channels, time-stamp frequency, split borders:
-                    with config.json and model.safetensors, all `attnlab predict` needs
-    forecasts.csv   one row per test window and forecast step: window, origin (last input time stamp),
-                    step, timestamp, then <target>_forecast and <target>_actual per target, original units
+:func:`forecast` and :func:`predict` are what ``attnlab forecast`` and ``attnlab predict`` call: one model on
+one data file, tested on every test window; the future after the file's last step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,31 +22,35 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
 
 from attnlab import registry
-from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS
+from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS, ForecastConfig
 from attnlab.console import run_footer
-from attnlab.data.timeseries import (
-    DEFAULT_RATIOS,
-    ForecastData,
-    Scaler,
-    load_forecast_data,
-    read_table,
-)
+from attnlab.data.forecasting import ForecastData, mase_denominator
+from attnlab.data.panel import Panel, future_covariates, load_panel, season_of
 from attnlab.errors import UserError
-from attnlab.experiments.forecast import FORECASTS_FILE, SCALER_FILE, Forecast, cached_load, remember
+from attnlab.experiments.forecast import (
+    FORECASTS_FILE,
+    INTERVALS_FILE,
+    SERIES_FILE,
+    STATS_FILE,
+    Forecast,
+    split_data,
+)
 from attnlab.train.config import parse_overrides
-from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit
+from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit, prepare_run
 from attnlab.train.weights import CONFIG_FILE, load_model, read_config
 
 log = logging.getLogger(__name__)
 
-# Data options set by forecast()'s own arguments (or the data object), not by key=value overrides.
-DATA_OPTIONS = ("csv", "date_col", "target", "split", "ratios", "input_len", "horizon", "fill", "freq", "decimal")
-_FLAGS = {"csv": "--csv", "date_col": "--date-col", "target": "--target/--all", "split": "--split",
-          "ratios": "--ratios", "input_len": "--input-len", "horizon": "--horizon", "fill": "--fill",
-          "freq": "--freq", "decimal": "--decimal", "forecast_windows": "--forecast-windows"}
+# Data options of ForecastConfig that forecast() and the CLI set from their own arguments, not as overrides.
+_FLAGS = {"csv": "--csv", "id_col": "--id-col", "date_col": "--date-col", "target": "--target/--all",
+          "inputs": "--inputs", "exclude": "--exclude", "futr_cols": "--futr-cols", "static_csv": "--static-csv",
+          "calendar": "--calendar", "split": "--split", "ratios": "--ratios", "input_len": "--input-len",
+          "horizon": "--horizon", "season": "--season", "fill": "--fill", "freq": "--freq", "decimal": "--decimal",
+          "levels": "--levels", "forecast_windows": "--forecast-windows"}
 
 
 @dataclass
@@ -54,7 +58,7 @@ class ForecastResult:
     """What :func:`forecast` produced.
 
     Attributes:
-        run: the engine's :class:`~attnlab.train.RunResult` (metrics, params, train seconds, run folder, …).
+        run: the engine's :class:`~attnlab.train.RunResult` (metrics, params, seconds, run folder, …).
         data: the data it trained on.
         forecasts_csv: the forecasts file (None if none was asked for).
         test_windows: number of test windows evaluated (all of them).
@@ -71,33 +75,9 @@ class ForecastResult:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Test metrics: ``mse``, ``mae`` (standardised), ``mse_orig``, ``mae_orig`` (original units)."""
+        """Test metrics: ``mse``, ``mae`` (standardised), ``mse_orig``, ``mae_orig``, ``mase``, ``smape``, and
+        per interval level ``coverage_<level>``, ``width_<level>``, ``msis_<level>``."""
         return self.run.metrics
-
-
-def load_data(
-    csv: str | Path,
-    *,
-    date_col: str = "date",
-    target: str | Sequence[str] | None = None,
-    split: str = "ratio",
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    input_len: int = 336,
-    horizon: int = 96,
-    fill: str = "none",
-    freq: str | None = None,
-    decimal: str = ".",
-) -> ForecastData:
-    """Read, validate, split and standardise ``csv`` (see :mod:`attnlab.data.timeseries`); pass the result
-    to :func:`forecast` as ``data=`` to fit several models without reading the file again.
-
-    Raises:
-        UserError: any problem of the file or the options, in one line.
-    """
-    data = load_forecast_data(Path(csv).expanduser().resolve(), date_col, target, split, tuple(ratios), input_len,
-                              horizon, fill, freq, decimal)
-    remember(data)
-    return data
 
 
 def _check_overrides(overrides: Mapping[str, Any]) -> None:
@@ -109,48 +89,46 @@ def _check_overrides(overrides: Mapping[str, Any]) -> None:
                             f"not as the override {key!r}")
 
 
+def data_config(**options: Any) -> ForecastConfig:
+    """A :class:`ForecastConfig` from keyword options; a UserError for an impossible one."""
+    try:
+        return ForecastConfig(**{k: v for k, v in options.items() if v is not None or k in ("horizon", "input_len")})
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def forecast(
-    csv: str | Path | None = None,
+    csv: str | Path | pd.DataFrame,
     model: str = "linear",
     overrides: Mapping[str, Any] | Iterable[str] = (),
     *,
-    data: ForecastData | None = None,
-    date_col: str = "date",
-    target: str | Sequence[str] | None = None,
-    split: str = "ratio",
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    input_len: int = 336,
-    horizon: int = 96,
-    fill: str = "none",
-    freq: str | None = None,
-    decimal: str = ".",
     run_dir: str | Path | None = None,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
     progress: bool = True,
     figures: bool = True,
-    forecast_windows: int | None = DEFAULT_FORECAST_WINDOWS,
     keep_checkpoints: bool = False,
+    **options: Any,
 ) -> ForecastResult:
-    """Train ``model`` to forecast ``csv`` (or ``data``), test it on every test window, write the run folder.
+    """Train ``model`` on ``csv`` (a CSV or Parquet path, or a DataFrame), test it on every test window, write
+    the run folder.
 
     Everything about the input is checked before the run folder is created, so a bad file or option leaves
     nothing behind.
 
     Args:
-        csv: the CSV (ignored when ``data`` is given).
+        csv: the data (long or wide; see :mod:`attnlab.data.panel`).
         model: a forecast model name (``attnlab list forecast``).
         overrides: ``key=value`` items or a mapping for the train config and the model config (as
-            ``attnlab fit``); the data options have their own arguments.
-        data: an already-loaded :func:`load_data` result: its options replace ``date_col`` … ``fill``.
-        date_col, target, split, ratios, input_len, horizon, fill, freq, decimal: the data options (see
-            :func:`load_data`).
+            ``attnlab fit``); the data options have their own keyword arguments.
         run_dir: the run folder (default ``runs_root/forecast-<model>-<timestamp>``).
         runs_root: where default run folders go.
         progress: show the progress bar.
-        figures: draw the figures (forecast vs actual, attention).
-        forecast_windows: how many test windows to write to ``forecasts.csv``, spread evenly over the test
-            split (default 100, enough for the figures and the report): None = every window, 0 = no file.
+        figures: draw the figures (forecast vs actual with intervals, attention).
         keep_checkpoints: keep ``checkpoints/last.ckpt`` once the run completes (see :func:`attnlab.train.fit`).
+        **options: data options, the fields of :class:`attnlab.catalog.forecast.ForecastConfig` (``id_col``,
+            ``date_col``, ``target``, ``inputs``, ``exclude``, ``futr_cols``, ``static_csv``, ``calendar``,
+            ``split``, ``ratios``, ``input_len``, ``horizon``, ``season``, ``fill``, ``freq``, ``decimal``,
+            ``loss``, ``levels``, ``intervals``, ``forecast_windows`` and the figure options).
 
     Returns:
         A :class:`ForecastResult`.
@@ -159,73 +137,226 @@ def forecast(
         UserError: a bad file, option, model name or override, in one line.
     """
     model_name, _ = registry.get_model(Forecast.spec, model)
-    if forecast_windows is not None and forecast_windows < 0:
-        raise UserError(f"forecast_windows must be >= 0 or None (all), got {forecast_windows}")
     user = parse_overrides(overrides)
     _check_overrides(user)
-    if data is None:
-        if csv is None:
-            raise UserError("no CSV given; pass --csv FILE")
-        data = load_data(csv, date_col=date_col, target=target, split=split, ratios=ratios, input_len=input_len,
-                         horizon=horizon, fill=fill, freq=freq, decimal=decimal)
-    else:
-        remember(data)
-    options = data.options()
-    merged: dict[str, Any] = {f"data.{key}": options[key] for key in DATA_OPTIONS}
-    merged["data.forecast_windows"] = forecast_windows
-    merged.update(user)
-    # The experiment writes scaler.json and forecasts.csv into the run folder (Forecast.save_artifacts).
-    result = fit("forecast", model_name, merged, run_dir=run_dir, runs_root=runs_root, progress=progress,
-                 figures=figures, keep_checkpoints=keep_checkpoints)
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ForecastConfig)})
+    if unknown:
+        raise TypeError(f"forecast() got unknown data option(s) {unknown}")
+    options.setdefault("forecast_windows", DEFAULT_FORECAST_WINDOWS)
+    config = data_config(csv="" if isinstance(csv, pd.DataFrame) else str(csv), **options)
+    panel = load_panel(csv, id_col=config.id_col, time_col=config.date_col, target=config.target,
+                       inputs=config.inputs, exclude=config.exclude, futr=config.futr_cols, freq=config.freq,
+                       fill=config.fill, decimal=config.decimal, calendar=config.calendar,
+                       static=config.static_csv or None)
+    data = split_data(panel, config)
+    task = Forecast(config, data)
+    run = prepare_run("forecast", model_name, user, task=task, run_dir=run_dir, runs_root=runs_root)
+    result = fit(run, progress=progress, figures=figures, keep_checkpoints=keep_checkpoints)
     path = result.run_dir / FORECASTS_FILE
-    return ForecastResult(result, data, path if path.is_file() else None, data.windows("test"))
+    return ForecastResult(result, data, path if path.is_file() else None, data.n_windows("test"))
 
 
-def _scaler_of(run_dir: Path, config: Any) -> tuple[Scaler, list[str], str | None]:
-    """The run's scaler, targets and frequency: from scaler.json, or (a run made by `attnlab fit forecast`)
-    recomputed from the training CSV named in config.json."""
-    path = run_dir / SCALER_FILE
-    if path.is_file():
+# ---------------------------------------------------------------------------------------------- the future
+
+
+@dataclass
+class SavedSeries:
+    """What a forecast run knows of its series besides its weights (``series.json`` +
+    ``series_stats.safetensors`` + ``intervals.json``)."""
+
+    info: dict[str, Any]
+    stats: dict[str, np.ndarray]
+    intervals: dict[str, Any]
+
+    @classmethod
+    def read(cls, run_dir: Path) -> SavedSeries:
+        path = run_dir / SERIES_FILE
+        if not path.is_file():
+            raise UserError(f"{path} not found; the run did not finish or is not a forecast run (retrain it with "
+                            "`attnlab forecast`)")
         try:
-            payload = json.loads(path.read_text())
-            return Scaler.from_dict(payload), [str(t) for t in payload["targets"]], payload.get("frequency")
-        except (ValueError, KeyError, TypeError) as err:
+            info = json.loads(path.read_text())
+            stats = {k: v.numpy() for k, v in safetensors.torch.load_file(str(run_dir / STATS_FILE)).items()}
+            needed = {"mean", "std", "cov_mean", "cov_std", "static_mean", "static_std", "mase_scale"}
+            missing = needed - set(stats)
+            if missing:
+                raise KeyError(sorted(missing)[0])
+            for key in ("ids", "targets", "input_len", "horizon", "freq", "time_kind"):
+                info[key]  # noqa: B018 (a KeyError names a damaged file)
+        except (ValueError, KeyError, TypeError, OSError) as err:
             what = f"missing {err}" if isinstance(err, KeyError) else type(err).__name__
-            raise UserError(f"{path} is damaged ({what}); retrain the run with `attnlab forecast`") from None
-    c = config.experiment_config
-    if not Path(c.csv).is_file():
-        raise UserError(f"{path} not found and the training CSV {c.csv} is gone; retrain with `attnlab forecast`")
-    data = cached_load(csv=c.csv, date_col=c.date_col, target=c.target, split=c.split, ratios=c.ratios,
-                       input_len=c.input_len, horizon=c.horizon, fill=c.fill, freq=c.freq, decimal=c.decimal)
-    return data.scaler, list(data.targets), None
+            raise UserError(f"{run_dir} holds a damaged {SERIES_FILE} or {STATS_FILE} ({what}); retrain the run "
+                            "with `attnlab forecast`") from None
+        intervals_path = run_dir / INTERVALS_FILE
+        intervals = json.loads(intervals_path.read_text()) if intervals_path.is_file() else {}
+        return cls(info, stats, intervals)
+
+
+@dataclass
+class FutureInputs:
+    """The model inputs of every series' last window, standardised as the run was trained, and the scales to
+    bring its forecasts back: x (S, L, C); ``extra``: the covariates the model takes; ``mean``, ``std``,
+    ``scale`` (S, C) (the last: each series' MASE scale, which the conformal intervals multiply)."""
+
+    x: torch.Tensor
+    extra: dict[str, torch.Tensor]
+    mean: np.ndarray
+    std: np.ndarray
+    scale: np.ndarray
+
+
+def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, futr: Panel | None) -> FutureInputs:
+    """Standardise the last ``input_len`` steps of every series of ``panel`` (and the covariates the model takes)
+    with the run's statistics; a series the run has not seen, with its own history."""
+    info, stats = saved.info, saved.stats
+    L, H = int(info["input_len"]), int(info["horizon"])
+    missing = [t for t in info["targets"] if t not in panel.target_names]
+    if missing:
+        raise UserError(f"{panel.source} lacks the target column(s) {', '.join(missing)} that the run was trained "
+                        f"on (it needs {', '.join(info['targets'])})")
+    order = [panel.target_names.index(t) for t in info["targets"]]
+    known = {s: i for i, s in enumerate(info["ids"])}
+    nh, nf, ns = len(info.get("hist", [])), len(info.get("futr", [])), len(info.get("static", []))
+    season = int(info.get("season", 1))
+    x, hist, futr_rows, static, mean, std, scale = [], [], [], [], [], [], []
+    for s in range(panel.n_series):
+        rows = panel.rows(s)
+        values = panel.target[rows][:, order]  # (T, C)
+        if len(values) < L:
+            raise UserError(f"series {panel.ids[s]!r} has {len(values)} steps but the model needs the last "
+                            f"input_len = {L}")
+        i = known.get(panel.ids[s])
+        covariates = np.concatenate([panel.hist[rows], panel.futr[rows]], axis=1)  # (T, Ch + Cf)
+        if i is not None:
+            m, sd, sc = stats["mean"][i], stats["std"][i], stats["mase_scale"][i]
+            cm, cs = stats["cov_mean"][i], stats["cov_std"][i]
+        else:  # a series the run has not seen: its own history sets the scale
+            m, sd, sc = values.mean(axis=0), _nonzero(values.std(axis=0)), mase_denominator(values, season)
+            cm, cs = covariates.mean(axis=0), _nonzero(covariates.std(axis=0))
+        x.append((values[-L:] - m) / sd)
+        mean.append(m)
+        std.append(sd)
+        scale.append(sc)
+        if nh and "hist" in accepts:
+            hist.append((panel.hist[rows][-L:] - cm[:nh]) / cs[:nh])
+        if nf and "futr" in accepts:
+            futr_rows.append((_future_rows(panel, futr, s, L, H, info["futr"]) - cm[nh:]) / cs[nh:])
+        if ns and "static" in accepts:
+            static.append((panel.static[s] - stats["static_mean"]) / stats["static_std"])
+    extra = {k: torch.as_tensor(np.stack(v), dtype=torch.float32)
+             for k, v in (("hist", hist), ("futr", futr_rows), ("static", static)) if v}
+    return FutureInputs(torch.as_tensor(np.stack(x), dtype=torch.float32), extra, np.stack(mean), np.stack(std),
+                        np.stack(scale))
+
+
+def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, levels: Sequence[float] | None = None,
+                    label: str | None = None) -> pd.DataFrame:
+    """The next ``horizon`` steps of every series of ``panel`` forecast by the run's model.
+
+    A series the run trained on is scaled with its training statistics; a new series with its own history.
+    Future-known covariates for the horizon come from ``futr`` (a panel of the same series holding at least the
+    ``horizon`` steps after each history; missing ones are an error naming the column). Intervals: the run's
+    conformal multipliers (or its quantile heads) at ``levels`` (default: the run's).
+
+    Args:
+        run_dir: a forecast run folder.
+        panel: the histories to continue.
+        futr: future-known covariates for the horizon.
+        levels: interval levels in percent (default: the run's).
+        label: the forecast column's name when one target is scored (default: the model's name for a target
+            ``y``, else the target's name); with several targets, columns are ``<label>:<target>``.
+
+    Returns:
+        A long DataFrame ``unique_id, ds``, the forecast column(s) and ``<col>-lo-<level>`` / ``<col>-hi-<level>``.
+    """
+    saved = SavedSeries.read(run_dir)
+    model, config = load_model(run_dir)
+    info = saved.info
+    H = int(info["horizon"])
+    inputs = future_inputs(saved, type(config.model_config).COVARIATES, panel, futr)
+    with torch.no_grad():
+        out = model(inputs.x, **inputs.extra).double().numpy()  # (S, H, C[, Q])
+    quantile = out.ndim == 4
+    point = (out[..., 0] if quantile else out) * inputs.std[:, None] + inputs.mean[:, None]  # (S, H, C)
+    scored = [info["targets"].index(t) for t in info.get("scored", info["targets"])]
+    columns = {k: (label or (config.model if info["targets"][k] == "y" else info["targets"][k])) if len(scored) == 1
+               else (f"{label}:{info['targets'][k]}" if label else info["targets"][k]) for k in scored}
+    rows_out: dict[str, Any] = {
+        "unique_id": np.repeat(list(panel.ids), H),
+        "ds": np.concatenate([panel.times(s, int(panel.lengths[s]), int(panel.lengths[s]) + H)
+                              for s in range(panel.n_series)]),
+    }
+    levels = list(saved.intervals.get("levels", [])) if levels is None else list(levels)
+    for k in scored:
+        rows_out[columns[k]] = point[..., k].ravel()
+        for j, level in enumerate(levels):
+            if quantile:
+                lo = out[..., k, 1 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k]
+                hi = out[..., k, 2 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k]
+            else:
+                multipliers = saved.intervals.get("multipliers", {}).get(f"{level:g}")
+                if multipliers is None:
+                    raise UserError(f"the run has no {level:g} % interval; it was trained with levels "
+                                    f"{saved.intervals.get('levels', [])} (retrain with --levels {level:g})")
+                width = np.asarray(multipliers)[:, scored.index(k)][None] * inputs.scale[:, None, k]  # (S, H)
+                lo, hi = point[..., k] - width, point[..., k] + width
+            rows_out[f"{columns[k]}-lo-{level:g}"] = lo.ravel()
+            rows_out[f"{columns[k]}-hi-{level:g}"] = hi.ravel()
+    if not np.isfinite(point).all():
+        log.warning("the forecast holds non-finite values (%d of %d)", int((~np.isfinite(point)).sum()), point.size)
+    return pd.DataFrame(rows_out)
+
+
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    return np.where(std > 0, std, 1.0)
+
+
+def _future_rows(panel: Panel, futr: Panel | None, s: int, L: int, H: int, names: Sequence[str]) -> np.ndarray:
+    """(L + H, Cf) future-known covariates of series ``s``: its last L steps, then H steps from ``futr``."""
+    past = panel.futr[panel.rows(s)][-L:]
+    if futr is None:
+        raise UserError(f"the model takes future-known covariates ({', '.join(names)}); pass their values for the "
+                        "horizon with --futr-csv (Python: futr_df=)")
+    if panel.ids[s] not in futr.ids:
+        raise UserError(f"the future covariates have no rows for series {panel.ids[s]!r}")
+    f = futr.ids.index(panel.ids[s])
+    wanted = panel.times(s, int(panel.lengths[s]), int(panel.lengths[s]) + H)
+    have = futr.times(f)
+    position = have.get_indexer(wanted)
+    if (position < 0).any():
+        first = wanted[int(np.flatnonzero(position < 0)[0])]
+        raise UserError(f"the future covariates of series {panel.ids[s]!r} lack {first} (they must cover the "
+                        f"{H} steps after its history); column(s) {', '.join(names)}")
+    ahead = futr.futr[futr.rows(f)][position]
+    return np.concatenate([past, ahead])
 
 
 def predict(
-    run: str | Path, csv: str | Path, *, out: str | Path | None = None, fill: str | None = None,
-    overwrite: bool = False,
+    run: str | Path, csv: str | Path | pd.DataFrame, *, out: str | Path | None = None, fill: str | None = None,
+    futr: str | Path | pd.DataFrame | None = None, overwrite: bool = False, levels: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Forecast the ``horizon`` steps after the last row of ``csv`` with the model of run folder ``run``.
-
-    The last ``input_len`` rows are standardised with the run's saved train statistics; the forecast time
-    stamps continue the series' frequency (the one the run was trained at; the CSV must be regular at it).
+    """Forecast the ``horizon`` steps after the end of every series of ``csv`` with the model of run ``run``.
 
     Args:
         run: a run folder written by :func:`forecast` (or ``attnlab fit forecast``).
-        csv: a CSV with the run's date column and all its numeric columns (extra columns are ignored).
-        out: also write the forecast there as CSV; never the input CSV, and an existing file only with
+        csv: the series to continue (the run's layout, columns and frequency; extra columns are ignored).
+        out: also write the forecast there as CSV; never the input file, an existing file only with
             ``overwrite``.
         fill: how to fill missing cells (default: the run's setting).
+        futr: future-known covariates for the horizon (long: ``unique_id, ds`` + the columns).
         overwrite: replace ``out`` if it exists.
+        levels: interval levels (default: the run's).
 
     Returns:
-        A DataFrame: the date column, then one column per target channel, original units.
+        A DataFrame ``unique_id, ds``, one column per scored target, and the interval bounds.
 
     Raises:
         UserError: not a forecast run, a damaged run file, a bad CSV (the same checks as training), missing
-            columns, fewer rows than ``input_len``, irregular time stamps, an ``out`` that is the input or exists.
+            columns, too few steps, irregular time stamps, missing future covariates, an ``out`` that is the input
+            or exists.
     """
     run_dir = Path(run)
-    if out is not None:
+    if out is not None and not isinstance(csv, pd.DataFrame):
         check_output(Path(out), Path(csv), overwrite)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); pass the folder `attnlab forecast` printed")
@@ -233,36 +364,20 @@ def predict(
     if config.experiment != Forecast.spec.name:
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
-    scaler, targets, freq = _scaler_of(run_dir, config)
-    table = read_table(csv, c.date_col, c.fill if fill is None else fill, freq or c.freq, c.decimal)
-    missing = [name for name in scaler.columns if name not in table.columns]
-    if missing:
-        raise UserError(
-            f"{table.path} lacks column(s) {', '.join(missing)} that the run was trained on "
-            f"(it needs {', '.join(scaler.columns)})"
-        )
-    extra = [name for name in table.columns if name not in scaler.columns]
-    if extra:
-        log.info("ignoring column(s) the run was not trained on: %s", ", ".join(extra))
-    L, H = c.input_len, c.horizon
-    if len(table.values) < L:
-        raise UserError(f"{table.path} has {len(table.values)} rows but the model needs the last input_len = {L}")
-    order = [table.columns.index(name) for name in scaler.columns]
-    x = scaler.transform(table.values[-L:][:, order])  # (L, C) standardised
-    model, _ = load_model(run_dir)
-    with torch.no_grad():
-        y = model(torch.as_tensor(x, dtype=torch.float32).unsqueeze(0))[0]  # (H, C)
-    index = [scaler.columns.index(name) for name in targets]
-    values = scaler.inverse(y[:, index], index)  # (H, T) original units
-    future = pd.date_range(table.timestamps[-1], periods=H + 1, freq=table.freq)[1:]
-    frame = pd.DataFrame({c.date_col: future, **{name: values[:, k] for k, name in enumerate(targets)}})
+    saved = SavedSeries.read(run_dir)
+    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=(), inputs=(), exclude=c.exclude,
+                       futr=c.futr_cols, freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None,
+                       fill=c.fill if fill is None else fill, decimal=c.decimal, calendar=c.calendar,
+                       static=c.static_csv or None)
+    future = None
+    if futr is not None:
+        future = future_covariates(futr, c.futr_cols, id_col=c.id_col, time_col=c.date_col, calendar=c.calendar,
+                                   freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None)
+    frame = forecast_future(run_dir, panel, future, levels)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index=False, float_format="%.6g")
-    if not np.isfinite(values).all():
-        log.warning("the forecast holds non-finite values (%d of %d)", int((~np.isfinite(values)).sum()),
-                    values.size)
     return frame
 
 
@@ -277,25 +392,41 @@ def check_output(out: Path, source: Path, overwrite: bool) -> None:
 
 
 def format_metrics(result: ForecastResult) -> list[str]:
-    """The lines ``attnlab forecast`` prints: setting, run folder, a table of test metrics."""
+    """The lines ``attnlab forecast`` prints: setting, run folder, a table of test metrics, the baselines beside
+    the model, interval scores, and the run's footer (how it stopped, warnings, the report last)."""
     d, r = result.data, result.run
     m = r.metrics
     targets = "all" if len(d.targets) == d.n_channels else ",".join(d.targets)
-
-    def cell(name: str) -> str:
-        value = m.get(name, math.nan)
-        return f"{value:>12.4f}" if abs(value) < 1e4 else f"{value:>12.4g}"
-
+    where = Path(d.panel.source).name
     lines = [
-        f"forecast/{r.model}: {d.table.path.name}  split {d.split}  input {d.input_len}  horizon {d.horizon}  "
-        f"channels {d.n_channels}  targets {targets}",
+        f"forecast/{r.model}: {where}  {d.panel.n_series} series  split {d.split}  input {d.input_len}  "
+        f"horizon {d.horizon}  season {d.season}  channels {d.n_channels}  targets {targets}",
         f"  run folder: {r.run_dir}",
-        f"  params {r.params:,}   train {r.train_seconds:.1f} s   "
-        f"test windows {result.test_windows}",
-        f"  {'test':<14}{'MSE':>12}{'MAE':>12}",
-        f"  {'standardised':<14}{cell('mse')}{cell('mae')}",
-        f"  {'original':<14}{cell('mse_orig')}{cell('mae_orig')}",
+        f"  params {r.params:,}   train {r.train_seconds:.1f} s   test windows {result.test_windows}",
+        f"  {'test':<24}{'MSE':>10}{'MAE':>10}{'MASE':>10}{'sMAPE':>10}",
+        f"  {r.model + ' (standardised)':<24}{_cell(m, 'mse')}{_cell(m, 'mae')}{_cell(m, 'mase')}{_cell(m, 'smape')}",
+        f"  {r.model + ' (original)':<24}{_cell(m, 'mse_orig')}{_cell(m, 'mae_orig')}",
     ]
+    baselines_path = r.run_dir / "baselines.json"
+    if baselines_path.is_file():
+        baselines = json.loads(baselines_path.read_text()).get("baselines", {})
+        for name, values in baselines.items():
+            if name == "seasonal naive":
+                continue
+            lines.append(f"  {name:<24}{_cell(values, 'mse')}{_cell(values, 'mae')}{_cell(values, 'mase')}"
+                         f"{_cell(values, 'smape')}")
+    for key in sorted(k for k in m if k.startswith("coverage_")):
+        level = key.removeprefix("coverage_")
+        width, msis = m.get(f"width_{level}", math.nan), m.get(f"msis_{level}", math.nan)
+        lines.append(f"  {level} % interval: coverage {m[key]:.3f}, mean width {width:.4g}, MSIS {msis:.4g}")
     if result.forecasts_csv is not None:
         lines.append(f"  forecasts: {result.forecasts_csv}")
     return lines + run_footer(r)
+
+
+def _cell(metrics: Mapping[str, float], name: str) -> str:
+    value = metrics.get(name, math.nan)
+    return f"{value:>10.4f}" if abs(value) < 1e4 or math.isnan(value) else f"{value:>10.4g}"
+
+
+__all__ = ["ForecastResult", "forecast", "forecast_future", "format_metrics", "predict", "season_of"]

@@ -1,9 +1,10 @@
 """Forecasters fitted in closed form: a ridge linear map, and attnlab's own retrieval-attention forecaster.
 
-Neither is trained by gradient descent. The forecast experiment calls ``fit_closed_form(train, val)``
-before training (the engine's ``prepare_model`` hook): the maps are solved on the training windows and
-their few settings are picked on the validation windows. Both are channel-independent: each of the C
-channels of a window is a univariate series, and one map serves every channel.
+Neither is trained by gradient descent. The forecast experiment calls ``fit_closed_form(train, val, memory)``
+before training (the engine's ``prepare_model`` hook) with functions that give the training and validation
+windows a batch at a time: the maps are solved on the training windows and their few settings are picked on
+the validation windows. Both are channel-independent: each of the C channels of a window is a univariate
+series, and one map serves every channel; ``ridge`` fits one map for every series of a panel.
 
 ``ridge``
     The honest linear baseline in its strongest form: least squares from the last L values of a channel
@@ -27,14 +28,14 @@ Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from attnlab.catalog.forecast import RetrievalConfig, RidgeConfig
-from attnlab.data.timeseries import count_windows
+from attnlab.data.forecasting import count_windows
 from attnlab.nn.attention import Attention
 from attnlab.nn.scoring import DotScore
 
@@ -43,16 +44,8 @@ from attnlab.nn.scoring import DotScore
 RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 _CHUNK = 256  # windows per step while accumulating sums over a split
 MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
-
-
-def _centred_windows(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor]:
-    """Stride-1 windows of each channel, centred on their last input value.
-
-    series (R, C) → inputs (C, N, L) and targets (C, N, H), float64, N = R − L − H + 1.
-    """
-    w = series.double().T.unfold(1, seq_len + pred_len, 1)  # (C, N, L + H)
-    last = w[..., seq_len - 1 : seq_len]  # (C, N, 1)
-    return w[..., :seq_len] - last, w[..., seq_len:] - last
+# A function that gives every window of a split, a batch at a time: x (n, L, C), y (n, H, C), standardised.
+Windows = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 
 
 def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -63,12 +56,21 @@ def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tup
         yield chunk[:, :seq_len], chunk[:, seq_len:]
 
 
-def _normal_equations(series: Tensor, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor, float, int]:
-    """Sums for least squares over every window and channel of ``series`` (R, C): XᵀX (L, L), XᵀY (L, H),
-    ΣY² and the number of rows (windows × channels)."""
-    x, y = _centred_windows(series, seq_len, pred_len)  # (C, N, L), (C, N, H)
-    x, y = x.reshape(-1, seq_len), y.reshape(-1, pred_len)  # (C·N, L), (C·N, H)
-    return x.T @ x, x.T @ y, float((y * y).sum()), x.shape[0]
+def _normal_equations(windows: Windows, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor, float, int]:
+    """Sums for least squares over every window and channel: XᵀX (L, L), XᵀY (L, H), ΣY² and the number of rows
+    (windows × channels), each window centred on its last input value, in float64."""
+    gram = torch.zeros(seq_len, seq_len, dtype=torch.float64)
+    cross = torch.zeros(seq_len, pred_len, dtype=torch.float64)
+    sq, rows = 0.0, 0
+    for x, y in windows():
+        x, y = x.double().transpose(1, 2), y.double().transpose(1, 2)  # (n, C, L), (n, C, H)
+        last = x[..., -1:]
+        x, y = (x - last).reshape(-1, seq_len), (y - last).reshape(-1, pred_len)  # (n·C, L), (n·C, H)
+        gram += x.T @ x
+        cross += x.T @ y
+        sq += float((y * y).sum())
+        rows += x.shape[0]
+    return gram, cross, sq, rows
 
 
 class RidgeLinear(nn.Module):
@@ -91,9 +93,9 @@ class RidgeLinear(nn.Module):
         return torch.einsum("blc,lh->bhc", x - last, self.weight) + last  # (B, H, C)
 
     @torch.no_grad()
-    def fit(self, train: Tensor, val: Tensor) -> float:
-        """Solve W on the windows of ``train`` (R, C) and pick the strength on those of ``val``; returns the
-        validation MSE of the chosen map. Both series are standardised rows, context included."""
+    def fit(self, train: Windows, val: Windows) -> float:
+        """Solve W on the ``train`` windows and pick the strength on the ``val`` windows; returns the validation
+        MSE of the chosen map."""
         gram, cross, _, rows = _normal_equations(train, self.seq_len, self.pred_len)
         gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len)
         eye = torch.eye(self.seq_len, dtype=gram.dtype)
@@ -122,8 +124,8 @@ class RidgeForecaster(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
 
-    def fit_closed_form(self, train: Tensor, val: Tensor) -> dict[str, float]:
-        """Fit on the training rows, choose the strength on the validation rows (both (R, C), standardised)."""
+    def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
+        """Fit on the training windows, choose the strength on the validation windows (``memory`` is unused)."""
         mse = self.linear.fit(train, val)
         return {"alpha": float(self.linear.alpha), "val_mse": mse}
 
@@ -212,22 +214,27 @@ class RetrievalForecaster(nn.Module):
         return self.linear(x) + self.beta * self.correction(x)
 
     @torch.no_grad()
-    def fit_closed_form(self, train: Tensor, val: Tensor) -> dict[str, float]:
-        """Fit the ridge map on the training rows (R, C), keep them as the memory, and solve β on the
-        validation rows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention term), clipped to [0, 1]."""
+    def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
+        """Fit the ridge map on the training windows, keep the training rows ``memory`` (R, C) of the one series,
+        and solve β on the validation windows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention
+        term), clipped to [0, 1]."""
+        if memory is None:
+            raise ValueError("retrieval attends over the training windows of one series (a wide CSV); for many "
+                             "series use ridge or patch_transformer")
         seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
-        windows = count_windows(train.shape[0], seq_len, pred_len)
-        needed = 4 * train.shape[1] * windows * (self.key_len + pred_len)  # float32 keys (C, N, S), values (C, N, H)
+        windows = count_windows(memory.shape[0], seq_len, pred_len)
+        needed = 4 * memory.shape[1] * windows * (self.key_len + pred_len)  # float32 keys (C, N, S), values (C, N, H)
         if needed > MAX_BANK_BYTES:
-            raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({train.shape[1]} channels x "
+            raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({memory.shape[1]} channels x "
                              f"{windows} training windows x {self.key_len + pred_len} values; limit "
                              f"{MAX_BANK_BYTES / 2**30:.0f} GiB); use a shorter --horizon, fewer channels "
                              "or the ridge model")
         ridge_mse = self.linear.fit(train, val)
-        self.memory = train.detach().to(self.memory.device, torch.float32).clone()
+        self.memory = memory.detach().to(self.memory.device, torch.float32).clone()
         self._bank = None
         ra = aa = 0.0
-        for x, y in _window_batches(val.to(self.memory), seq_len, pred_len):  # (n, L, C), (n, H, C)
+        for x, y in val():  # (n, L, C), (n, H, C)
+            x, y = x.to(self.memory), y.to(self.memory)
             a = self.correction(x).double()  # (n, H, C)
             ra += float(((y - self.linear(x)).double() * a).sum())
             aa += float((a * a).sum())

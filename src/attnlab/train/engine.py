@@ -528,6 +528,9 @@ def fit(
         net.cpu().float().eval()  # figures, attention and saved weights in float32 whatever the training precision
         write_weights_atomic(net, out / WEIGHTS_FILE, {"experiment": result.experiment, "model": result.model})
         task.save_artifacts(net, splits, out)  # files the model needs beside its weights (vocabularies, …)
+        extra, more = task.summarize(net, splits, out)  # metrics that need the whole test set at once
+        result.metrics.update(extra)
+        result.warnings += more
         if figures:
             result.figures = [Path(p) for p in task.figures(net, splits, out / "figures", result.history)]
         _best_effort("save the attention", write_run_attention, out, task, net, splits)

@@ -20,9 +20,13 @@ from attnlab.report.attention import layer_role  # noqa: E402
 from attnlab.viz.heatmaps import ATTENTION_CMAP, clip_top  # noqa: E402
 
 
-def _time_axis(ax: plt.Axes, times: pd.DatetimeIndex) -> None:
+def _time_axis(ax: plt.Axes, times: pd.Index) -> None:
     """Date ticks at the data's resolution: no time of day for daily or coarser data (every stamp at midnight),
-    day ticks for a few weeks of it, concise labels (the year or month once, in the offset) otherwise."""
+    day ticks for a few weeks of it, concise labels (the year or month once, in the offset) otherwise. Integer
+    periods keep matplotlib's plain number ticks."""
+    if not isinstance(times, pd.DatetimeIndex):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        return
     at_midnight = bool((times == times.normalize()).all())
     days = (times[-1] - times[0]) / pd.Timedelta(days=1)
     if at_midnight and days <= 60:
@@ -41,9 +45,12 @@ def plot_forecasts(
     input_len: int,
     channel_names: Sequence[str],
     titles: Sequence[str] | None = None,
+    bands: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    band_label: str | None = None,
 ) -> Figure:
     """A grid of panels, one row per channel and one column per window: the input window and the actual
-    future (grey, black), the forecast (red), and a dashed line where the forecast starts.
+    future (grey, black), the forecast (red) with its prediction interval (a pale band), and a dashed line
+    where the forecast starts.
 
     Args:
         times: per window, the L + H time stamps (input then forecast).
@@ -52,6 +59,8 @@ def plot_forecasts(
         input_len: L.
         channel_names: the K channel names (row labels).
         titles: one per window (column titles).
+        bands: per window, the interval's lower and upper bounds (H, K); None = no band.
+        band_label: the band's legend entry (``"95 % interval"``).
     """
     rows, cols = len(channel_names), len(times)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 0.6, 2.3 * rows + 0.6), squeeze=False)
@@ -61,6 +70,9 @@ def plot_forecasts(
             ax = axes[i, j]
             ax.plot(t[:input_len], actual[j][:input_len, i], color="0.55", lw=0.8, label="input")
             ax.plot(t[input_len:], actual[j][input_len:, i], color="black", lw=0.9, label="actual")
+            if bands is not None:
+                ax.fill_between(t[input_len:], bands[j][0][:, i], bands[j][1][:, i], color="tab:red", alpha=0.18,
+                                lw=0, label=band_label or "interval")
             ax.plot(t[input_len:], forecast[j][:, i], color="tab:red", lw=1.1, label="forecast")
             ax.axvline(t[input_len], color="0.3", ls="--", lw=0.7)
             _time_axis(ax, t)
@@ -84,7 +96,7 @@ def _key_cells(times: pd.DatetimeIndex, k: int,
     """Where the k keys of a map sit on the time axis (matplotlib date numbers): ``(centres, edges, patches)``
     for one key per input step, or for the patches of ``key_spans`` (centred on their spans, the cells
     covering the whole window); None when the keys are neither."""
-    numbers = mdates.date2num(times)
+    numbers = mdates.date2num(times) if isinstance(times, pd.DatetimeIndex) else np.asarray(times, dtype=float)
     if k == len(times):
         step = (numbers[-1] - numbers[0]) / max(1, len(numbers) - 1)
         return numbers, _edges(numbers, numbers[0] - step / 2, numbers[-1] + step / 2), False

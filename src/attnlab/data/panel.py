@@ -1,0 +1,670 @@
+"""Panels of time series: many series of different lengths and start times (or one series with several
+channels), with covariates, stored once.
+
+Values of all series are concatenated, one row per (series, time step), with per-series row offsets; windows
+are read through an index over (series, origin) (:mod:`attnlab.data.windows`), so no window is ever
+materialised and memory follows the stored data.
+
+Two layouts reach the same :class:`Panel`:
+
+* **long**: one row per (series id, time), a target column, any covariate columns (NeuralForecast's
+  ``unique_id, ds, y``);
+* **wide**: a time column and numeric columns, one series whose channels are the columns (the long-horizon
+  benchmarks' CSVs, e.g. ETTh1).
+
+The time column holds datetimes or integer periods (a year, a step counter). Each series' time stamps must be
+unique, increasing and regular at the panel's frequency; missing stamps become rows to fill only when the user
+names the frequency (``freq``) and a ``fill``. Covariates come in three kinds: **historical** (known up to the
+forecast origin), **future-known** (known for the horizon too: calendar, prices) and **static** (one value per
+series).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from attnlab.data.reading import (
+    check_order,
+    looks_decimal_comma,
+    parse_datetimes,
+    quiet_pandas,
+    read_text_table,
+    regular_index,
+    to_numbers,
+)
+from attnlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FILLS = ("none", "ffill", "interpolate")
+TimeKind = Literal["datetime", "int"]
+# Default time and id column names, tried in this order when the user names none.
+TIME_COLUMNS = ("ds", "date", "time", "timestamp", "datetime")
+ID_COLUMNS = ("unique_id", "id", "series", "series_id")
+CALENDAR = ("hour", "dayofweek", "day", "month", "dayofyear", "weekofyear")
+# Season (steps per cycle) by frequency family.
+SEASONS = {"min": 60, "h": 24, "D": 7, "B": 5, "W": 52, "M": 12, "Q": 4, "Y": 1, "s": 60}
+
+
+@dataclass
+class Panel:
+    """Series stored once: values concatenated over series, row offsets per series.
+
+    Attributes:
+        ids: the S series ids.
+        time_kind: ``"datetime"`` or ``"int"`` (integer periods).
+        freq: the frequency: a pandas alias for datetimes (``"h"``, ``"D"``, ``"W-SUN"``…), the step as text
+            for integer periods (``"1"``).
+        starts: the first time stamp of each series (S,): ``pd.Timestamp`` or int.
+        offsets: (S + 1,) int64 row offsets: series s is rows ``offsets[s] : offsets[s + 1]``.
+        target: (N, C) float64 target channels.
+        target_names: the C target names.
+        hist: (N, Ch) float64 historical covariates.
+        hist_names: their names.
+        futr: (N, Cf) float64 future-known covariates.
+        futr_names: their names.
+        static: (S, Cs) float64 static covariates.
+        static_names: their names.
+        source: where the data came from (a path or ``"DataFrame"``), for messages.
+        layout: ``"long"`` or ``"wide"``.
+    """
+
+    ids: tuple[str, ...]
+    time_kind: TimeKind
+    freq: str
+    starts: list[Any]
+    offsets: np.ndarray
+    target: np.ndarray
+    target_names: tuple[str, ...]
+    hist: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    hist_names: tuple[str, ...] = ()
+    futr: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    futr_names: tuple[str, ...] = ()
+    static: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    static_names: tuple[str, ...] = ()
+    source: str = "DataFrame"
+    layout: str = "long"
+
+    def __post_init__(self) -> None:
+        n = int(self.offsets[-1])
+        if len(self.hist) == 0:
+            self.hist = np.empty((n, 0))
+        if len(self.futr) == 0:
+            self.futr = np.empty((n, 0))
+        if len(self.static) == 0:
+            self.static = np.empty((len(self.ids), 0))
+
+    @property
+    def n_series(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_channels(self) -> int:
+        return self.target.shape[1]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(S,) rows of each series."""
+        return np.diff(self.offsets)
+
+    def rows(self, s: int) -> slice:
+        """The rows of series ``s``."""
+        return slice(int(self.offsets[s]), int(self.offsets[s + 1]))
+
+    def times(self, s: int, start: int = 0, stop: int | None = None) -> pd.Index:
+        """Time stamps of steps ``start .. stop`` of series ``s`` (``stop`` may run past its end: the future)."""
+        stop = int(self.lengths[s]) if stop is None else stop
+        return time_range(self.starts[s], self.freq, self.time_kind, start, stop)
+
+    def select(self, keep: np.ndarray) -> Panel:
+        """The panel of the series where ``keep`` (S,) bool is true."""
+        idx = np.flatnonzero(keep)
+        rows = np.concatenate([np.arange(self.offsets[s], self.offsets[s + 1]) for s in idx]) if len(idx) else \
+            np.empty(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(self.lengths[idx])]).astype(np.int64)
+        return replace(self, ids=tuple(self.ids[s] for s in idx), starts=[self.starts[s] for s in idx],
+                       offsets=offsets, target=self.target[rows], hist=self.hist[rows], futr=self.futr[rows],
+                       static=self.static[idx])
+
+    def truncate(self, keep_last: int) -> Panel:
+        """The panel without the last ``keep_last`` steps of every series (a backtest's history)."""
+        if keep_last <= 0:
+            return self
+        lengths = self.lengths - keep_last
+        if (lengths < 1).any():
+            raise ValueError("truncate would leave a series empty")
+        rows = np.concatenate([np.arange(self.offsets[s], self.offsets[s] + lengths[s]) for s in range(self.n_series)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return replace(self, offsets=offsets, target=self.target[rows], hist=self.hist[rows], futr=self.futr[rows])
+
+    def to_frame(self, id_col: str = "unique_id", time_col: str = "ds") -> pd.DataFrame:
+        """The long table: id, time, targets, historical and future covariates."""
+        frames = []
+        for s in range(self.n_series):
+            rows = self.rows(s)
+            data = {id_col: self.ids[s], time_col: self.times(s)}
+            for k, name in enumerate(self.target_names):
+                data[name] = self.target[rows, k]
+            for k, name in enumerate(self.hist_names):
+                data[name] = self.hist[rows, k]
+            for k, name in enumerate(self.futr_names):
+                data[name] = self.futr[rows, k]
+            frames.append(pd.DataFrame(data))
+        return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- time
+
+
+def time_range(start: Any, freq: str, kind: TimeKind, begin: int, stop: int) -> pd.Index:
+    """Steps ``begin .. stop - 1`` of a series that starts at ``start`` with frequency ``freq``."""
+    if kind == "int":
+        step = int(freq)
+        return pd.Index(np.arange(begin, stop, dtype=np.int64) * step + int(start), name=None)
+    grid = pd.date_range(start, periods=stop, freq=freq)
+    return grid[begin:stop]
+
+
+def season_of(freq: str, kind: TimeKind) -> int:
+    """Steps per seasonal cycle of a frequency: hourly 24, daily 7, business days 5, weekly 52, monthly 12,
+    quarterly 4, else 1 (integer periods: 1)."""
+    if kind == "int":
+        return 1
+    offset = pd.tseries.frequencies.to_offset(freq)
+    base = offset.name.split("-")[0].rstrip("SE") or offset.name
+    if offset.n != 1:  # e.g. 15min, 2h: no standard season
+        return 96 if base == "min" and offset.n == 15 else 1
+    return SEASONS.get(base, SEASONS.get(base[:1], 1))
+
+
+def default_input_len(horizon: int, season: int) -> int:
+    """The default input length: at least three horizons and two seasons, rounded up to whole seasons."""
+    need = max(3 * horizon, 2 * season)
+    return season * -(-need // season)
+
+
+def calendar_features(times: pd.Index, names: Sequence[str]) -> np.ndarray:
+    """(T, 2·F) sine and cosine of each calendar feature's position in its cycle (hour of day, day of week…)."""
+    if not isinstance(times, pd.DatetimeIndex):
+        raise UserError("calendar features need datetime time stamps; this data has integer periods")
+    columns = []
+    for name in names:
+        if name not in CALENDAR:
+            raise UserError(f"unknown calendar feature {name!r}; choose from {', '.join(CALENDAR)}")
+        value, period = {
+            "hour": (times.hour, 24), "dayofweek": (times.dayofweek, 7), "day": (times.day - 1, 31),
+            "month": (times.month - 1, 12), "dayofyear": (times.dayofyear - 1, 366),
+            "weekofyear": (times.isocalendar().week.to_numpy() - 1, 53),
+        }[name]
+        angle = 2 * np.pi * np.asarray(value, dtype=np.float64) / period
+        columns += [np.sin(angle), np.cos(angle)]
+    return np.stack(columns, axis=1) if columns else np.empty((len(times), 0))
+
+
+def calendar_names(names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"{name}_{part}" for name in names for part in ("sin", "cos"))
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+
+def _pandas_index_column(frame: pd.DataFrame) -> str | None:
+    """The column pandas' ``to_csv`` writes for its index (empty header, read back as ``Unnamed: 0``)."""
+    first = frame.columns[0] if len(frame.columns) else None
+    return first if first is not None and (first == "" or str(first).startswith("Unnamed: 0")) else None
+
+
+def find_time_column(frame: pd.DataFrame, time_col: str | None, where: str) -> str:
+    """The time column: the one named, else the first of ``ds``, ``date``, ``time`` …, else a pandas index
+    written by ``to_csv`` (an unnamed first column)."""
+    if time_col is not None:
+        if time_col not in frame.columns:
+            raise UserError(f"{where} has no column {time_col!r} (columns: {', '.join(map(str, frame.columns))}); "
+                            "name its time column with --date-col")
+        return time_col
+    for name in TIME_COLUMNS:
+        if name in frame.columns:
+            return name
+    index = _pandas_index_column(frame)
+    if index is not None:
+        log.info("using the unnamed first column of %s (a pandas index) as the time column", where)
+        return index
+    raise UserError(f"{where} has no time column (looked for {', '.join(TIME_COLUMNS)}; columns: "
+                    f"{', '.join(map(str, frame.columns))}); name it with --date-col")
+
+
+def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, TimeKind]:
+    """A time column as datetimes or integer periods (whole numbers, also written ``1700.0``)."""
+    numbers = pd.to_numeric(raw, errors="coerce")
+    if not numbers.isna().any() and np.all(np.mod(numbers.to_numpy(dtype=np.float64), 1) == 0):
+        return pd.Index(numbers.to_numpy(dtype=np.float64).astype(np.int64)), "int"
+    text_numbers = pd.to_numeric(raw.astype(str), errors="coerce")
+    if text_numbers.notna().any() and text_numbers.isna().any():
+        first = int(np.flatnonzero(text_numbers.isna().to_numpy())[0])
+        raise UserError(f"{where}: column {column!r} mixes integer periods and dates ({raw.iloc[first]!r}); use "
+                        "one kind of time stamp")
+    return parse_datetimes(raw, Path(where), column), "datetime"
+
+
+def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
+    steps = np.diff(stamps)
+    if freq is not None:
+        try:
+            step = int(freq)
+        except ValueError:
+            raise UserError(f"--freq {freq!r}: the time stamps are integer periods, so the frequency is a whole "
+                            "step, e.g. --freq 1") from None
+        if step < 1 or ((stamps - stamps[0]) % step).any():
+            raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
+        return str(step)
+    if len(steps) == 0:
+        return "1"
+    kinds, counts = np.unique(steps, return_counts=True)
+    step = int(kinds[counts.argmax()])
+    if (steps != step).any():
+        first = int(np.flatnonzero(steps != step)[0])
+        raise UserError(f"{where}: periods are not regular: {stamps[first]} is followed by {stamps[first + 1]}, the "
+                        f"usual step is {step}; pass --freq {step} with --fill ffill or --fill interpolate to insert "
+                        "the missing rows, or fix the data")
+    return str(step)
+
+
+def numeric_block(frame: pd.DataFrame, columns: Sequence[str], where: str, decimal: str) -> np.ndarray:
+    """(N, K) float64 of ``columns``; NaN where a cell is missing. A cell that is not a number is an error naming
+    it; decimal commas name ``--decimal ,``."""
+    out = np.empty((len(frame), len(columns)))
+    for k, name in enumerate(columns):
+        raw = frame[name]
+        if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+            if decimal == "." and looks_decimal_comma(raw):
+                raise UserError(f"{where}: column {name!r} holds numbers written with a decimal comma; pass "
+                                "--decimal , to read them")
+            values = to_numbers(raw.astype("string").astype(object).where(raw.notna(), None), decimal)
+            bad = np.isnan(values) & raw.notna().to_numpy()
+        else:
+            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.zeros(len(values), dtype=bool)
+        bad |= np.isinf(values)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{where}: column {name!r} has a non-numeric value {raw.iloc[first]!r} at row {first}; "
+                            "fix the cell or leave the column out with --exclude")
+        out[:, k] = values
+    return out
+
+
+def fill_series(values: np.ndarray, fill: str, where: str, names: Sequence[str]) -> np.ndarray:
+    """Fill the NaN cells of one series' (T, K) values by ``fill`` (``none`` makes them an error)."""
+    holes = np.isnan(values)
+    if not holes.any():
+        return values
+    empty = [names[c] for c in np.flatnonzero(holes.all(axis=0))]
+    if empty:
+        raise UserError(f"{where}: column(s) {', '.join(map(repr, empty))} hold no value at all; leave them out "
+                        "(--exclude) or fix the data")
+    if fill == "none":
+        column = int(np.flatnonzero(holes.any(axis=0))[0])
+        raise UserError(f"{where} has {int(holes.sum())} missing value(s) (the first in {names[column]!r} at step "
+                        f"{int(np.flatnonzero(holes[:, column])[0])}); fill them with --fill ffill or --fill "
+                        "interpolate, or fix the data")
+    frame = pd.DataFrame(values)
+    frame = frame.ffill().bfill() if fill == "ffill" else frame.interpolate(method="linear", limit_direction="both")
+    return frame.to_numpy(dtype=np.float64)
+
+
+def long_id_column(frame: pd.DataFrame) -> str | None:
+    """The series id column of a long table (``unique_id``, ``id``, ``series``, ``series_id``), None if none."""
+    return next((name for name in ID_COLUMNS if name in frame.columns), None)
+
+
+@dataclass
+class Columns:
+    """Which columns play which part."""
+
+    id_col: str
+    time_col: str
+    targets: tuple[str, ...]
+    hist: tuple[str, ...]
+    futr: tuple[str, ...]
+
+
+def choose_columns(
+    frame: pd.DataFrame,
+    where: str,
+    *,
+    id_col: str | None,
+    time_col: str | None,
+    target: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    futr: Sequence[str] = (),
+) -> Columns:
+    """Name the columns' parts.
+
+    The long layout: ``id_col`` names the series (found as ``unique_id``, ``id``, … when not given); the targets
+    are ``target`` (default ``y``, else the one numeric column); the other numeric columns in ``inputs``
+    (default: all) are covariates, future-known if named in ``futr``, else historical.
+
+    Raises:
+        UserError: a named column that does not exist, an excluded target, a target that is also a covariate.
+    """
+    time = find_time_column(frame, time_col, where)
+    id_col = id_col or long_id_column(frame)
+    if id_col is None:
+        raise UserError(f"{where} has no series id column (looked for {', '.join(ID_COLUMNS)}); name it with --id-col")
+    if id_col not in frame.columns:
+        raise UserError(f"{where} has no id column {id_col!r} (columns: {', '.join(map(str, frame.columns))}); "
+                        "name it with --id-col, or leave --id-col out for a single series")
+    named = [*target, *inputs, *exclude, *futr]
+    missing = [name for name in dict.fromkeys(named) if name not in frame.columns]
+    if missing:
+        raise UserError(f"{where} has no column(s) {', '.join(map(repr, missing))} (columns: "
+                        f"{', '.join(map(str, frame.columns))})")
+    used = {time, id_col}
+    candidates = [c for c in frame.columns if c not in used and c not in exclude]
+    if inputs:
+        candidates = [c for c in candidates if c in inputs or c in target or c in futr]
+    bad_target = [t for t in target if t in exclude]
+    if bad_target:
+        raise UserError(f"target column(s) {', '.join(map(repr, bad_target))} cannot be excluded")
+    clash = [t for t in target if t in futr]
+    if clash:
+        raise UserError(f"column(s) {', '.join(map(repr, clash))} cannot be both a target and a future covariate")
+    numeric = [c for c in candidates if _is_numeric(frame[c])]
+    dropped = [c for c in candidates if c not in numeric and c not in target and c not in futr]
+    if dropped:
+        log.info("ignoring column(s) of %s without numbers: %s", Path(where).name, ", ".join(map(str, dropped)))
+    if target:
+        targets = tuple(target)
+    elif "y" in numeric:
+        targets = ("y",)
+    elif len([c for c in numeric if c not in futr]) == 1:
+        targets = (next(c for c in numeric if c not in futr),)
+    else:
+        raise UserError(f"{where}: which column is the target? pass --target COL (numeric columns: "
+                        f"{', '.join(map(str, numeric))})")
+    covariates = [c for c in numeric if c not in targets]
+    return Columns(id_col, time, targets, tuple(c for c in covariates if c not in futr),
+                   tuple(c for c in covariates if c in futr))
+
+
+def _is_numeric(raw: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(raw):
+        return True
+    text = raw.dropna().astype(str).str.strip()
+    return bool(len(text)) and (pd.to_numeric(text, errors="coerce").notna().any() or looks_decimal_comma(raw))
+
+
+def panel_from_frame(
+    frame: pd.DataFrame,
+    where: str = "DataFrame",
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    futr: Sequence[str] = (),
+    freq: str | None = None,
+    fill: str = "none",
+    decimal: str = ".",
+    calendar: Sequence[str] = (),
+) -> Panel:
+    """Read a long table into a :class:`Panel` (see :func:`choose_columns` for the columns' parts).
+
+    Each series is sorted by time and checked: unique, regular stamps at one frequency for the whole panel (the
+    one inferred per series, or ``freq``); missing stamps and cells are filled only by ``fill``.
+
+    Raises:
+        UserError: every problem of the table, in one line naming the series and the fix.
+    """
+    if fill not in FILLS:
+        raise UserError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
+    if len(frame) == 0:
+        raise UserError(f"{where} has no data rows")
+    columns = choose_columns(frame, where, id_col=id_col, time_col=time_col, target=target, inputs=inputs,
+                             exclude=exclude, futr=futr)
+    with quiet_pandas():
+        times, kind = parse_times(frame[columns.time_col], where, columns.time_col)
+    values = numeric_block(frame, [*columns.targets, *columns.hist, *columns.futr], where, decimal)
+    raw_ids = frame[columns.id_col]
+    if raw_ids.isna().any():
+        raise UserError(f"{where}: column {columns.id_col!r} has empty ids (the first at row "
+                        f"{int(np.flatnonzero(raw_ids.isna().to_numpy())[0])}); every row needs a series id")
+    ids = raw_ids.astype(str).to_numpy()
+    order = np.lexsort((np.asarray(times.asi8 if kind == "datetime" else times), ids))
+    sorted_ids = ids[order]
+    cuts = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    parts = zip(np.split(sorted_ids, cuts), np.split(order, cuts), strict=True)
+    groups = [(str(part[0]), rows) for part, rows in parts]
+    freqs, chunks, starts, names = [], [], [], []
+    width = len(columns.targets) + len(columns.hist) + len(columns.futr)
+    for series_id, rows in groups:
+        what = f"{where}, series {series_id!r}"
+        stamps = times[rows]
+        check_order(pd.Index(stamps), Path(what), columns.time_col)
+        if kind == "datetime":
+            grid, series_freq = regular_index(pd.DatetimeIndex(stamps), freq, what)
+            block = values[rows]
+            if len(grid) != len(stamps):
+                block = pd.DataFrame(block, index=pd.DatetimeIndex(stamps)).reindex(grid).to_numpy(np.float64)
+            starts.append(grid[0])
+        else:
+            arr = np.asarray(stamps, dtype=np.int64)
+            series_freq = int_freq(arr, what, freq)
+            step = int(series_freq)
+            full = np.arange(arr[0], arr[-1] + 1, step)
+            block = values[rows]
+            if len(full) != len(arr):
+                block = pd.DataFrame(block, index=arr).reindex(full).to_numpy(np.float64)
+            starts.append(int(arr[0]))
+        names.append(series_id)
+        freqs.append(series_freq)
+        chunks.append(fill_series(block.reshape(-1, width), fill, what,
+                                  [*columns.targets, *columns.hist, *columns.futr]))
+    common = _common_freq(freqs, names, where)
+    data = np.concatenate(chunks)
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])]).astype(np.int64)
+    nt, nh = len(columns.targets), len(columns.hist)
+    panel = Panel(ids=tuple(names), time_kind=kind, freq=common, starts=starts, offsets=offsets,
+                  target=data[:, :nt], target_names=columns.targets, hist=data[:, nt:nt + nh],
+                  hist_names=columns.hist, futr=data[:, nt + nh:], futr_names=columns.futr, source=where,
+                  layout="long")
+    return add_calendar(panel, calendar) if calendar else panel
+
+
+def load_panel(
+    source: str | Path | pd.DataFrame,
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    futr: Sequence[str] = (),
+    freq: str | None = None,
+    fill: str = "none",
+    decimal: str = ".",
+    calendar: Sequence[str] = (),
+    static: str | Path | pd.DataFrame | None = None,
+) -> Panel:
+    """A CSV or Parquet path, or a DataFrame, as a :class:`Panel`: long if it has a series id column (``id_col``,
+    or ``unique_id``, ``id``, …), else wide (one series, its numeric columns the channels; see
+    :func:`attnlab.data.timeseries.read_table`). Calendar features become future-known covariates; ``static`` is
+    a table of one row per series id.
+
+    Raises:
+        UserError: every problem of the data, in one line naming the fix.
+    """
+    from attnlab.data.timeseries import read_table, table_to_panel
+
+    frame = source if isinstance(source, pd.DataFrame) else read_frame(source)
+    where = "DataFrame" if isinstance(source, pd.DataFrame) else str(source)
+    if id_col is not None or long_id_column(frame) is not None:
+        panel = panel_from_frame(frame, where, id_col=id_col, time_col=time_col, target=target, inputs=inputs,
+                                 exclude=exclude, futr=futr, freq=freq, fill=fill, decimal=decimal)
+    else:
+        table = read_table(frame if isinstance(source, pd.DataFrame) else source, time_col, fill, freq, decimal)
+        panel = table_to_panel(table, inputs, exclude, futr)
+        if target:
+            missing = [t for t in target if t not in panel.target_names]
+            if missing:
+                raise UserError(f"unknown target column(s) {', '.join(map(repr, missing))} in {where}; available: "
+                                f"{', '.join(panel.target_names)} (or --all)")
+    if calendar:
+        panel = add_calendar(panel, calendar)
+    if static is not None:
+        static_frame = static if isinstance(static, pd.DataFrame) else read_frame(static, "--static-csv")
+        panel = static_from_frame(panel, static_frame, "DataFrame" if isinstance(static, pd.DataFrame) else str(static),
+                                  id_col)
+    return panel
+
+
+def future_covariates(
+    source: str | Path | pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    freq: str | None = None,
+    calendar: Sequence[str] = (),
+) -> Panel:
+    """Future-known covariates for the horizon (a long table: series id, time, ``columns``) as a panel whose
+    ``futr`` holds them (and the calendar features of its time stamps); no target.
+
+    Raises:
+        UserError: a missing column (named), missing values, irregular time stamps.
+    """
+    frame = source if isinstance(source, pd.DataFrame) else read_frame(source, "--futr-csv")
+    where = "the future covariates" if isinstance(source, pd.DataFrame) else str(source)
+    id_col = id_col or long_id_column(frame)
+    time = find_time_column(frame, time_col, where)
+    missing = [c for c in [id_col or "unique_id", *columns] if c not in frame.columns]
+    if missing:
+        raise UserError(f"{where} lacks the column(s) {', '.join(map(repr, missing))} (the model takes the "
+                        f"future-known covariates {', '.join(columns) or '(calendar only)'})")
+    holder = frame[[id_col, time, *columns]].copy()
+    holder["__target__"] = 0.0
+    panel = panel_from_frame(holder, where, id_col=id_col, time_col=time, target=("__target__",), futr=columns,
+                             freq=freq)
+    return add_calendar(panel, calendar) if calendar else panel
+
+
+def _common_freq(freqs: list[str], ids: list[str], where: str) -> str:
+    kinds = sorted(set(freqs))
+    if len(kinds) > 1:
+        first = next(i for i, f in enumerate(freqs) if f != freqs[0])
+        raise UserError(f"{where}: series {ids[0]!r} is at frequency {freqs[0]} but {ids[first]!r} at {freqs[first]}; "
+                        "pass --freq to put every series on one clock (with --fill for the rows it adds)")
+    return kinds[0]
+
+
+def add_calendar(panel: Panel, names: Sequence[str]) -> Panel:
+    """The panel with calendar features of its time stamps added as future-known covariates."""
+    if panel.time_kind != "datetime":
+        raise UserError("calendar features need datetime time stamps; this data has integer periods")
+    blocks = [calendar_features(panel.times(s), names) for s in range(panel.n_series)]
+    return replace(panel, futr=np.concatenate([panel.futr, np.concatenate(blocks)], axis=1),
+                   futr_names=panel.futr_names + calendar_names(names))
+
+
+def static_from_frame(panel: Panel, frame: pd.DataFrame, where: str, id_col: str | None = None) -> Panel:
+    """Attach static covariates (one row per series id, numeric columns) to ``panel``.
+
+    Raises:
+        UserError: no id column, an id that is not in the panel, a duplicated id, a series without a row, a
+            non-numeric or missing cell.
+    """
+    id_col = id_col or next((name for name in ID_COLUMNS if name in frame.columns), None)
+    if id_col is None or id_col not in frame.columns:
+        raise UserError(f"{where} has no id column (looked for {id_col or ', '.join(ID_COLUMNS)}); the static "
+                        "covariates need one row per series id")
+    ids = frame[id_col].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise UserError(f"{where}: series id {dup.iloc[0]!r} appears {int((ids == dup.iloc[0]).sum())} times; give "
+                        "one row per series")
+    unknown = sorted(set(ids) - set(panel.ids))
+    if unknown:
+        raise UserError(f"{where}: id(s) {', '.join(map(repr, unknown[:3]))} are not series of the data")
+    missing = [s for s in panel.ids if s not in set(ids)]
+    if missing:
+        raise UserError(f"{where} has no row for series {', '.join(map(repr, missing[:3]))}"
+                        + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    names = [c for c in frame.columns if c != id_col]
+    block = numeric_block(frame, names, where, ".")
+    if np.isnan(block).any():
+        raise UserError(f"{where} has missing static values; give every series a value for every column")
+    order = {series: i for i, series in enumerate(ids)}
+    return replace(panel, static=block[[order[s] for s in panel.ids]], static_names=tuple(names))
+
+
+def read_frame(path: str | Path, flag: str = "--csv") -> pd.DataFrame:
+    """A CSV (every check of :func:`attnlab.data.reading.read_text_table`) or a Parquet file as a DataFrame."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        from attnlab.paths import readable_file
+
+        readable_file(path, "Parquet file", flag)
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError(f"reading {path.name} needs pyarrow: pip install pyarrow (or pass a CSV)") from None
+        try:
+            return pq.read_table(path).to_pandas()
+        except Exception as err:  # pyarrow's errors for a file that is not Parquet
+            raise UserError(f"{path} is not a Parquet file ({str(err).splitlines()[0][:120]}); pass a Parquet or "
+                            "CSV file") from None
+    return read_text_table(path, flag)
+
+
+# ---------------------------------------------------------------------------------------------- M4
+
+
+M4_GROUPS = {  # group -> (horizon, MASE period, Naive2 sMAPE, Naive2 MASE)
+    "Yearly": (6, 1, 16.342, 3.974), "Quarterly": (8, 4, 11.012, 1.371), "Monthly": (18, 12, 14.427, 1.063),
+    "Weekly": (13, 1, 9.161, 2.777), "Daily": (14, 1, 3.045, 3.278), "Hourly": (48, 24, 18.383, 2.395),
+}
+
+
+def read_m4(folder: str | Path, group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The M4 competition's ``<Group>-train.csv`` and ``<Group>-test.csv`` (one series a row, ragged, no time
+    stamps) as long tables ``unique_id, ds, y`` with integer periods; the test periods continue the train's.
+
+    Raises:
+        UserError: an unknown group, missing files, ids that differ between the two files, a test row whose
+            length is not the group's horizon.
+    """
+    if group not in M4_GROUPS:
+        raise UserError(f"unknown M4 group {group!r}; choose one of: {', '.join(M4_GROUPS)}")
+    folder = Path(folder)
+    horizon = M4_GROUPS[group][0]
+    frames = []
+    for part in ("train", "test"):
+        path = folder / f"{group}-{part}.csv"
+        frame = read_text_table(path, "--data")
+        ids = frame.iloc[:, 0].astype(str)
+        values = frame.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        frames.append((ids, values, path))
+    (train_ids, train, train_path), (test_ids, test, test_path) = frames
+    if list(train_ids) != list(test_ids):
+        raise UserError(f"{train_path} and {test_path} list different series ids; pass files of the same group")
+    long = []
+    for i, series in enumerate(train_ids):
+        history = train[i][~np.isnan(train[i])]
+        future = test[i][~np.isnan(test[i])]
+        if len(future) != horizon:
+            raise UserError(f"{test_path}: series {series!r} has {len(future)} test values, the {group} horizon "
+                            f"is {horizon}")
+        long.append(pd.DataFrame({"unique_id": series, "ds": np.arange(len(history) + horizon),
+                                  "y": np.concatenate([history, future]), "part": ["train"] * len(history)
+                                  + ["test"] * horizon}))
+    table = pd.concat(long, ignore_index=True)
+    return table[table.part == "train"].drop(columns="part"), table[table.part == "test"].drop(columns="part")
