@@ -134,14 +134,14 @@ SPEC = register_experiment(ExperimentSpec(
     task="attnlab.experiments.translate:Translate",
     Config=TranslateConfig,
     models={
-        "seq2seq": ModelSpec("attnlab.models.translation:seq2seq", RNNTranslatorConfig,
+        "seq2seq": ModelSpec("attnlab.models.translation:Seq2Seq", RNNTranslatorConfig,
                              "GRU encoder-decoder, final encoder state as context (d2l)"),
-        "bahdanau": ModelSpec("attnlab.models.translation:bahdanau", RNNTranslatorConfig,
+        "bahdanau": ModelSpec("attnlab.models.translation:Bahdanau", RNNTranslatorConfig,
                               "GRU decoder with additive attention over encoder states"),
-        "luong": ModelSpec("attnlab.models.translation:luong", LuongConfig,
+        "luong": ModelSpec("attnlab.models.translation:Luong", LuongConfig,
                            "GRU decoder, dot/general attention after the RNN step (Luong)"),
         "transformer": ModelSpec(
-            "attnlab.models.translation:transformer", TransformerTranslatorConfig,
+            "attnlab.models.translation:TransformerTranslator", TransformerTranslatorConfig,
             "Transformer encoder-decoder, KV-cached decoding",
             train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
         ),
