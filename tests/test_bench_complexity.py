@@ -9,28 +9,12 @@ import time
 import pytest
 import torch
 
-from attnlab.bench.complexity import (
-    CHANNELS_FIRST,
-    LAYERS,
-    MAX_SETTLE_CALLS,
-    Cell,
-    ComplexityConfig,
-    ComplexityResult,
-    build_layers,
-    crossover,
-    crossover_of,
-    default_heads,
-    estimate_bytes,
-    evaluate_targets,
-    fit_exponent,
-    fit_over,
-    format_report,
-    layer_flops,
-    run_complexity_bench,
-    skip_reason,
-    time_cell,
-    upper_half,
-)
+from attnlab.bench.complexity.config import LAYERS, ComplexityConfig, default_heads
+from attnlab.bench.complexity.fit import crossover, crossover_of, fit_exponent, fit_over, upper_half
+from attnlab.bench.complexity.layers import CHANNELS_FIRST, build_layers, estimate_bytes, layer_flops, skip_reason
+from attnlab.bench.complexity.measurement import MAX_SETTLE_CALLS, run_complexity_bench, time_cell
+from attnlab.bench.complexity.report import evaluate_targets, format_report
+from attnlab.bench.complexity.result import Cell, ComplexityResult
 from attnlab.bench.measure import GIB
 from attnlab.cli import main
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab import registry
+from attnlab.catalog.count import AttentionPoolingConfig, CountGRUConfig, CountTransformerConfig
 from attnlab.data.synthetic import make_count_batch
 from attnlab.errors import UserError
 from attnlab.experiments.count import (
@@ -18,12 +19,7 @@ from attnlab.experiments.count import (
     mean_mass_on_2_4,
     pooling_weights,
 )
-from attnlab.models.count import (
-    AttentionPoolingClassifier,
-    CountTransformerConfig,
-    GRUClassifier,
-    TransformerClassifier,
-)
+from attnlab.models.count import AttentionPoolingClassifier, GRUClassifier, TransformerClassifier
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -65,10 +61,11 @@ def test_attention_entropy():
     assert attention_entropy(torch.full((2, 10), 0.1)).item() == pytest.approx(math.log(10), rel=1e-6)
 
 
-@pytest.mark.parametrize("cls", [AttentionPoolingClassifier, TransformerClassifier])
-def test_attention_models_pool_their_values(cls):
+@pytest.mark.parametrize(("cls", "config"), [(AttentionPoolingClassifier, AttentionPoolingConfig),
+                                             (TransformerClassifier, CountTransformerConfig)])
+def test_attention_models_pool_their_values(cls, config):
     torch.manual_seed(0)
-    model = cls().eval()
+    model = cls(config()).eval()
     X, _ = make_count_batch(6, torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits, weights = model(X, need_weights=True)
@@ -84,13 +81,13 @@ def test_attention_models_pool_their_values(cls):
 
 
 def test_attention_pooling_has_the_exercise_sizes():
-    model = AttentionPoolingClassifier()
+    model = AttentionPoolingClassifier(AttentionPoolingConfig())
     assert model.embedding.embedding_dim == 5 and model.W_K.out_features == 5 and model.W_V.out_features == 1
     assert [m.out_features for m in model.mlp if isinstance(m, torch.nn.Linear)] == [200, 1]
 
 
 def test_a_model_that_looks_only_at_2s_and_4s_gets_full_mass():
-    model = AttentionPoolingClassifier()
+    model = AttentionPoolingClassifier(AttentionPoolingConfig())
     with torch.no_grad():  # keys: digit 2 and 4 score 20, every other digit 0
         model.embedding.weight.zero_()
         model.embedding.weight[2, 0] = model.embedding.weight[4, 0] = 1.0
@@ -104,7 +101,7 @@ def test_a_model_that_looks_only_at_2s_and_4s_gets_full_mass():
 
 
 def test_gru_classifier_and_pooling_weights_of_a_model_without_attention():
-    model = GRUClassifier()
+    model = GRUClassifier(CountGRUConfig())
     X, _ = make_count_batch(4, torch.Generator().manual_seed(3))
     logits, weights = pooling_weights(model, X)
     assert logits.shape == (4, 1) and weights is None
@@ -114,7 +111,7 @@ def test_evaluate_and_loss():
     torch.manual_seed(0)
     experiment = Count(Count.Config(entropy_weight=0.5))
     X, y = make_count_batch(32, torch.Generator().manual_seed(4))
-    model = AttentionPoolingClassifier()
+    model = AttentionPoolingClassifier(AttentionPoolingConfig())
     metrics = experiment.evaluate(model, (X, y))
     assert set(metrics) == {"loss", "bce", "accuracy", "mass_on_2_4"}
     _, weights = model(X, need_weights=True)
@@ -122,7 +119,7 @@ def test_evaluate_and_loss():
     torch.testing.assert_close(metrics["loss"], expected)
     torch.testing.assert_close(experiment.loss(model, (X, y)), expected)
     assert experiment.loss(model, (X, y)).requires_grad
-    gru_metrics = experiment.evaluate(GRUClassifier(), (X, y))
+    gru_metrics = experiment.evaluate(GRUClassifier(CountGRUConfig()), (X, y))
     assert set(gru_metrics) == {"loss", "bce", "accuracy"} and gru_metrics["loss"] == gru_metrics["bce"]
 
 

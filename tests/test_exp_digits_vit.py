@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from attnlab.catalog.digits_vit import MLPConfig, ViTConfig
 from attnlab.data.digits import DigitImages, RandomAffine, digit_splits
 from attnlab.errors import UserError
 from attnlab.experiments.digits_vit import DigitsViT
-from attnlab.models.vit import MLPConfig, PatchEmbedding, ViT, ViTConfig, class_token_attention, mlp, vit
+from attnlab.models.vit import MLPClassifier, PatchEmbedding, ViT, class_token_attention
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -95,8 +96,8 @@ def test_bad_fractions_are_user_errors():
 
 def test_vit_and_mlp_output_shapes():
     images = torch.rand(5, 1, 8, 8)
-    assert vit(SMALL)(images).shape == (5, 10)
-    assert mlp(MLPConfig(hidden_dim=32))(images).shape == (5, 10)
+    assert ViT(SMALL)(images).shape == (5, 10)
+    assert MLPClassifier(MLPConfig(hidden_dim=32))(images).shape == (5, 10)
 
 
 def test_patch_embedding_without_overlap_is_a_linear_map_of_flattened_patches():
@@ -120,15 +121,14 @@ def test_overlapping_patches_keep_the_grid():
 
 def test_bad_sizes_are_value_errors():
     with pytest.raises(ValueError, match="not divisible by num_heads=3"):
-        vit(ViTConfig(d_model=16, num_heads=3))
+        ViT(ViTConfig(d_model=16, num_heads=3))
     with pytest.raises(ValueError, match="patch_size=3 must divide image_size=8"):
-        vit(ViTConfig(patch_size=3))
+        ViT(ViTConfig(patch_size=3))
 
 
 def test_class_token_attention_shape_and_values():
     torch.manual_seed(0)
-    model = vit(SMALL).eval()
-    assert isinstance(model, ViT)
+    model = ViT(SMALL).eval()
     images = torch.rand(3, 1, 8, 8)
     logits, attention = class_token_attention(model, images)
     assert logits.shape == (3, 10) and attention.shape == (3, 4, 4)

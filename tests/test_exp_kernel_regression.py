@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from attnlab.catalog.kernel_regression import LearnedNadarayaWatsonConfig, NadarayaWatsonConfig
 from attnlab.data.kernel_regression import CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
 from attnlab.experiments.kernel_regression import SWEEP_SIGMAS, KernelRegression, sweep_key
-from attnlab.models.kernel_regression import (
-    LearnedNadarayaWatsonConfig,
-    NadarayaWatson,
-    NadarayaWatsonConfig,
-    leave_one_out_mask,
-    nadaraya_watson,
-    nadaraya_watson_learned,
-)
+from attnlab.models.kernel_regression import LearnedNadarayaWatson, NadarayaWatson, leave_one_out_mask
 from attnlab.nn import KERNELS
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -85,7 +79,7 @@ def test_prediction_equals_direct_numpy_formula(kernel, sigma):
     xs = np.sort(rng.uniform(0, 5, 30))
     ys = 2 * np.sin(xs) + xs + rng.normal(0, 0.5, 30)
     x = np.linspace(0.3, 4.7, 17)  # every query has training points within σ ≥ 0.5
-    model = nadaraya_watson(NadarayaWatsonConfig(kernel=kernel, sigma=sigma))
+    model = NadarayaWatson(NadarayaWatsonConfig(kernel=kernel, sigma=sigma))
     as_t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731  (σ itself is stored as a float32 log)
     with torch.no_grad():
         prediction = model.double()(as_t(x), as_t(xs), as_t(ys))
@@ -93,22 +87,22 @@ def test_prediction_equals_direct_numpy_formula(kernel, sigma):
 
 
 def test_batched_queries_and_no_support_gives_zero():
-    model = NadarayaWatson("boxcar", sigma=0.1)
+    model = NadarayaWatson(NadarayaWatsonConfig("boxcar", sigma=0.1))
     keys, values = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
     prediction = model(torch.tensor([[0.05, 0.5, 1.95]]), keys, values)  # (B, Q)
     torch.testing.assert_close(prediction, torch.tensor([[1.0, 0.0, 3.0]]))  # 0.5 has no key within 0.1
 
 
 def test_fixed_model_has_no_parameters_learned_has_one():
-    assert list(nadaraya_watson(NadarayaWatsonConfig()).parameters()) == []
-    learned = nadaraya_watson_learned(LearnedNadarayaWatsonConfig(sigma=0.7))
+    assert list(NadarayaWatson(NadarayaWatsonConfig()).parameters()) == []
+    learned = LearnedNadarayaWatson(LearnedNadarayaWatsonConfig(sigma=0.7))
     assert [p.numel() for p in learned.parameters()] == [1]
     assert learned.sigma.item() == pytest.approx(0.7)
 
 
 def test_bad_kernel_lists_the_valid_ones():
     with pytest.raises(ValueError, match="gaussian, boxcar, constant, epanechikov"):
-        nadaraya_watson(NadarayaWatsonConfig(kernel="triangle"))
+        NadarayaWatson(NadarayaWatsonConfig(kernel="triangle"))
 
 
 def test_leave_one_out_mask_excludes_the_diagonal():
@@ -122,13 +116,13 @@ def test_training_loss_is_leave_one_out():
     experiment = KernelRegression(KernelRegression.Config(n_train=12, n_val=5, n_test=5))
     data = experiment.data(0)
     batch = data.collate_fn([data.train[i] for i in range(12)])
-    model = nadaraya_watson_learned(LearnedNadarayaWatsonConfig(sigma=0.3))
+    model = LearnedNadarayaWatson(LearnedNadarayaWatsonConfig(sigma=0.3))
     loss = experiment.loss(model, batch)
     xs, ys = data.train.x.double().numpy(), data.train.y.double().numpy()
     expected = np.mean((numpy_nw(xs, xs, ys, "gaussian", 0.3, exclude_self=True) - ys) ** 2)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     # Without leave-one-out a tiny σ would make every point predict itself (zero loss).
-    tiny = NadarayaWatson("gaussian", sigma=1e-4)
+    tiny = NadarayaWatson(NadarayaWatsonConfig("gaussian", sigma=1e-4))
     assert experiment.loss(tiny, batch).item() > 0.1
     with torch.no_grad():
         assert torch.allclose(tiny(batch[0], batch[3], batch[4]), batch[1])
@@ -141,7 +135,7 @@ def test_evaluate_reports_the_sweep():
     experiment = KernelRegression(KernelRegression.Config())
     data = experiment.data(0)
     batch = data.collate_fn([data.val[i] for i in range(len(data.val))])
-    model = nadaraya_watson(NadarayaWatsonConfig(kernel="epanechikov", sigma=0.5))
+    model = NadarayaWatson(NadarayaWatsonConfig(kernel="epanechikov", sigma=0.5))
     with torch.no_grad():
         metrics = experiment.evaluate(model, batch)
     assert len([k for k in metrics if k.startswith("mse_")]) == len(KERNELS) * len(SWEEP_SIGMAS) == 16

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from attnlab import registry
+from attnlab.catalog.sine import AttentiveRNNConfig, SineGRUConfig, SineTransformerConfig
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
 from attnlab.errors import UserError
 from attnlab.experiments.sine import Sine, attention_maps, masked_mse, rollout
-from attnlab.models.rnn import AttentiveGRU, GRURegressor
-from attnlab.models.sine import CausalTransformer, SineTransformerConfig, sine_gru
+from attnlab.models.rnn import GRURegressor
+from attnlab.models.sine import CausalTransformer, SineAttentiveRNN, SineGRU, SineTransformer
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -21,11 +22,13 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 def _models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
     return {
-        "gru": sine_gru(Sine.models["gru"].config()),
-        "transformer": CausalTransformer(d_model=16, num_heads=2, num_layers=2),
-        "transformer_window": CausalTransformer(d_model=16, num_heads=2, num_layers=1, input_window=3),
-        "transformer_sinusoidal": CausalTransformer(d_model=16, num_heads=4, positional="sinusoidal"),
-        "attentive_rnn": AttentiveGRU(hidden_dim=8),
+        "gru": SineGRU(SineGRUConfig()),
+        "transformer": SineTransformer(SineTransformerConfig(d_model=16, num_heads=2, num_layers=2)),
+        "transformer_window": SineTransformer(SineTransformerConfig(d_model=16, num_heads=2, num_layers=1,
+                                                                    input_window=3)),
+        "transformer_sinusoidal": SineTransformer(SineTransformerConfig(d_model=16, num_heads=4,
+                                                                        positional="sinusoidal")),
+        "attentive_rnn": SineAttentiveRNN(AttentiveRNNConfig(hidden_dim=8)),
     }
 
 
@@ -144,7 +147,7 @@ def test_models_are_causal(name):
 
 
 def test_gru_is_the_classic_seed_network():
-    model = sine_gru(Sine.models["gru"].config())
+    model = SineGRU(Sine.models["gru"].config())
     assert isinstance(model, GRURegressor)
     assert (model.gru.input_size, model.gru.hidden_size, model.gru.num_layers) == (1, 4, 2)
     assert isinstance(model.activation, nn.Tanh)
@@ -153,12 +156,25 @@ def test_gru_is_the_classic_seed_network():
 
 def test_transformer_heads_must_divide_d_model():
     with pytest.raises(ValueError, match="divisible"):
-        CausalTransformer(d_model=30, num_heads=4)
+        SineTransformer(SineTransformerConfig(d_model=30, num_heads=4))
     from attnlab.train.weights import build_model  # the engine turns it into a one-line UserError
 
     _, spec = registry.get_model(Sine, "transformer")
     with pytest.raises(UserError, match="not divisible by num_heads=4"):
         build_model(spec, SineTransformerConfig(d_model=30, num_heads=4))
+
+
+def test_the_causal_transformer_block_takes_any_number_of_features():
+    """SineTransformer is the 1-D case of CausalTransformer; the block itself maps (B, L, in) to (B, L, out)."""
+    block = CausalTransformer(3, 2, d_model=8, num_heads=2, num_layers=1)
+    x = torch.randn(4, 7, 3)
+    out = block(x)
+    assert out.shape == (4, 7, 2)
+    changed = x.clone()
+    changed[:, 5:] = 9.0
+    torch.testing.assert_close(block(changed)[:, :5], out[:, :5])  # causal: steps 0..4 never see 5..6
+    sine = SineTransformer(SineTransformerConfig(d_model=8, num_heads=2, num_layers=1))
+    assert (sine.input_proj.conv.in_channels, sine.head.out_features) == (1, 1)
 
 
 def test_rollout_feeds_back_predictions():

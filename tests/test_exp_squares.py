@@ -8,27 +8,19 @@ import math
 import pytest
 import torch
 
+from attnlab.catalog.squares import MultiHeadSeq2SeqConfig, PointTransformerConfig, Seq2SeqConfig
 from attnlab.data.squares import CLOCKWISE, CORNERS, make_squares, signed_area, square_splits
 from attnlab.errors import UserError
 from attnlab.experiments.squares import Squares, decoder_alphas
-from attnlab.models.seq2seq_points import (
-    MultiHeadSeq2SeqConfig,
-    PointTransformer,
-    PointTransformerConfig,
-    Seq2SeqConfig,
-    point_transformer,
-    seq2seq,
-    seq2seq_attention,
-    seq2seq_multihead,
-)
+from attnlab.models.seq2seq_points import MultiHeadSeq2Seq, PointTransformer, Seq2Seq, Seq2SeqAttention
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 MODELS = {
-    "seq2seq": lambda: seq2seq(Seq2SeqConfig(hidden_dim=8)),
-    "seq2seq_attention": lambda: seq2seq_attention(Seq2SeqConfig(hidden_dim=8)),
-    "seq2seq_multihead": lambda: seq2seq_multihead(MultiHeadSeq2SeqConfig(d_model=8, num_heads=2)),
-    "transformer": lambda: point_transformer(PointTransformerConfig(d_model=8, num_heads=2, num_layers=2, d_ff=16)),
+    "seq2seq": lambda: Seq2Seq(Seq2SeqConfig(hidden_dim=8)),
+    "seq2seq_attention": lambda: Seq2SeqAttention(Seq2SeqConfig(hidden_dim=8)),
+    "seq2seq_multihead": lambda: MultiHeadSeq2Seq(MultiHeadSeq2SeqConfig(d_model=8, num_heads=2)),
+    "transformer": lambda: PointTransformer(PointTransformerConfig(d_model=8, num_heads=2, num_layers=2, d_ff=16)),
 }
 
 
@@ -115,7 +107,7 @@ def test_teacher_forcing_is_off_at_eval(name):
 
 def test_teacher_forcing_zero_is_free_running_in_training():
     torch.manual_seed(0)
-    model = seq2seq_attention(Seq2SeqConfig(hidden_dim=8, teacher_forcing=0.0)).train()
+    model = Seq2SeqAttention(Seq2SeqConfig(hidden_dim=8, teacher_forcing=0.0)).train()
     source, target = torch.randn(3, 2, 2), torch.randn(3, 2, 2)
     with torch.no_grad():
         torch.testing.assert_close(model(source, target), model(source, steps=2))
@@ -147,8 +139,8 @@ def test_transformer_teacher_forced_step_matches_generation_when_fed_its_own_poi
 
 
 @pytest.mark.parametrize("factory", [
-    lambda: seq2seq_multihead(MultiHeadSeq2SeqConfig(d_model=10, num_heads=4)),
-    lambda: point_transformer(PointTransformerConfig(d_model=10, num_heads=4)),
+    lambda: MultiHeadSeq2Seq(MultiHeadSeq2SeqConfig(d_model=10, num_heads=4)),
+    lambda: PointTransformer(PointTransformerConfig(d_model=10, num_heads=4)),
 ])
 def test_heads_not_dividing_d_model_is_a_value_error(factory):
     with pytest.raises(ValueError, match="not divisible by num_heads=4"):

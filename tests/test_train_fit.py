@@ -4,21 +4,26 @@ determinism, resume, safetensors round trip, models without parameters."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import pickle
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from attnlab import registry
 from attnlab.errors import Interrupted, UserError
+from attnlab.experiments.base import DataSplits
 from attnlab.train import RunResult, fit, load_model, load_result
 from attnlab.train.config import TrainConfig
 from attnlab.train.engine import _make_trainer, fit_batch_to_data
-from attnlab.train.module import ShardSampler, lr_factor
+from attnlab.train.module import BatchShardSampler, ShardSampler, TaskModule, lr_factor
 from toy_experiment import TOY, Frozen, FrozenConfig, ToyConfig, ToyExperiment
 
 
@@ -63,6 +68,98 @@ def test_shard_sampler_covers_each_example_once_in_eval_and_pads_in_training():
     assert list(ShardSampler(10, seed=5, shuffle=True)) == first  # same seed and epoch, same order
     sampler.set_epoch(1)
     assert list(sampler) != first and sorted(sampler) == list(range(10))
+
+
+BATCHES = [[0, 1, 2], [3, 4], [5], [6, 7, 8, 9], [10, 11]]  # a task's own batches of 12 examples
+
+
+def test_batch_shard_sampler_shuffles_and_shards_whole_batches():
+    # Evaluation over 3 ranks: each batch, so each example, exactly once, in the task's order.
+    shards = [list(BatchShardSampler(BATCHES, 12, seed=0, shuffle=False, rank=r, world_size=3, pad=False))
+              for r in range(3)]
+    assert shards == [[BATCHES[0], BATCHES[3]], [BATCHES[1], BATCHES[4]], [BATCHES[2]]]
+    # Training: equal batch counts on every rank (a few repeated), all batches seen.
+    train = [list(BatchShardSampler(BATCHES, 12, seed=5, shuffle=True, rank=r, world_size=3)) for r in range(3)]
+    assert [len(t) for t in train] == [2, 2, 2] and {tuple(b) for t in train for b in t} == set(map(tuple, BATCHES))
+    # The order is the ShardSampler's over batch numbers: from (seed, epoch) only, so a resumed run sees it again.
+    sampler = BatchShardSampler(BATCHES, 12, seed=5, shuffle=True)
+    first = list(sampler)
+    assert first == [BATCHES[i] for i in ShardSampler(5, seed=5, shuffle=True)]
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == sorted(BATCHES)
+    again = BatchShardSampler(BATCHES, 12, seed=5, shuffle=True)
+    again.set_epoch(1)
+    assert list(again) == second and len(again) == 5
+
+
+@pytest.mark.parametrize(("batches", "message"), [
+    ([[0, 1], [1, 2, 3]], "exactly once"),  # example 1 twice
+    ([[0, 1], [3]], "exactly once"),  # example 2 missing
+    ([[0, 1, 2, 3, 4]], "exactly once"),  # an index past the split
+    ([[0, 1, 2, 3], []], "must not be empty"),
+])
+def test_batch_shard_sampler_refuses_batches_that_are_not_a_partition(batches, message):
+    with pytest.raises(ValueError, match=message):
+        BatchShardSampler(batches, 4, seed=0, shuffle=True)
+
+
+def _indices(loader) -> list[list[int]]:
+    return [batch[0].tolist() for batch in loader]
+
+
+def test_the_loaders_use_the_tasks_batches_where_it_gives_them():
+    asked = []
+
+    def batches(split: str, batch_size: int, seed: int) -> list[list[int]] | None:
+        asked.append((split, batch_size, seed))
+        return {"train": BATCHES, "val": None, "test": [[0, 1], [2, 3, 4, 5]]}[split]
+
+    splits = DataSplits(*(TensorDataset(torch.arange(n)) for n in (12, 6, 6)), batches=batches)
+    module = TaskModule(ToyExperiment(ToyConfig()), nn.Linear(1, 1), TrainConfig(batch_size=4, seed=7), splits)
+    module.trainer = SimpleNamespace(global_rank=0, world_size=1)
+    train = module.train_dataloader()
+    epoch0 = _indices(train)
+    assert sorted(epoch0) == sorted(BATCHES) and len(train) == 5
+    _set_sampler_epoch(train, 1)  # what Lightning calls at every epoch: it must reach the batch order
+    epoch1 = _indices(train)
+    assert sorted(epoch1) == sorted(BATCHES) and epoch1 != epoch0
+    assert _indices(module.val_dataloader()) == [[0, 1, 2, 3], [4, 5]]  # None: batch_size examples in order
+    assert _indices(module.test_dataloader()) == [[0, 1], [2, 3, 4, 5]]
+    assert asked == [("train", 4, 7), ("val", 4, 7), ("test", 4, 7)]
+    # Two DDP ranks share the test batches out, each batch to one of them.
+    ranks = []
+    for rank in (0, 1):
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        ranks.append(_indices(module.test_dataloader()))
+    assert ranks == [[[0, 1]], [[2, 3, 4, 5]]]
+
+
+def _batched_by_hundreds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy task with its own training batches: consecutive runs of 100 examples, whatever batch_size says."""
+    data = ToyExperiment.data
+
+    def batched(self, seed: int) -> DataSplits:
+        splits = data(self, seed)
+        n = len(splits.train)
+        runs = [list(range(i, min(i + 100, n))) for i in range(0, n, 100)]
+        return dataclasses.replace(splits, batches=lambda split, size, seed: runs if split == "train" else None)
+
+    monkeypatch.setattr(ToyExperiment, "data", batched)
+
+
+def test_a_fit_trains_on_the_tasks_batches_and_a_resumed_run_sees_the_same(tmp_path, monkeypatch):
+    _batched_by_hundreds(monkeypatch)
+    constant = ["scheduler=none", "warmup_steps=0"]  # the same learning rates whether resumed or not
+    whole = fit("toy", overrides=["max_epochs=3", *constant], run_dir=tmp_path / "whole", progress=False,
+                figures=False)
+    assert whole.steps == 3 * 6  # 512 examples in runs of 100: 6 batches an epoch (batch_size=32 would make 16)
+    fit("toy", overrides=["max_epochs=1", *constant], run_dir=tmp_path / "parts", progress=False, figures=False,
+        keep_checkpoints=True)
+    resumed = fit("toy", overrides=["max_epochs=3", *constant], run_dir=tmp_path / "parts", resume=True,
+                  progress=False, figures=False)
+    strip = lambda history: [{k: v for k, v in h.items() if k != "lr"} for h in history]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history) and resumed.metrics == whole.metrics
 
 
 def test_fit_learns_and_writes_the_run_folder(run):

@@ -136,7 +136,7 @@ def test_small_end_to_end_fit_learns_the_digits(tmp_path, capsys):
     corpus = digits_corpus(tmp_path / "digits.txt", n=600)
     out = tmp_path / "run"
     argv = ["translate", "fit", "--corpus", str(corpus), "--model", "luong", "--test-size", "50", "--beam", "3",
-            "--out", str(out), "--no-progress", "--no-figures", "data.val_size=50", "data.batch_sentences=32",
+            "--out", str(out), "--no-progress", "--no-figures", "data.val_size=50", "batch_size=32",
             "max_epochs=25", "lr=5e-3", "warmup_steps=0", "model.embed_dim=32", "model.hidden_dim=64"]
     code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and "test  BLEU" in stdout
@@ -163,3 +163,78 @@ def test_attention_samples_are_labelled_with_tokens(untrained_run):
         ("self", "encoder"), ("self", "decoder"), ("cross", "decoder")}
     cross = next(m for m in samples[0].maps if m.kind == "cross")
     assert cross.key_labels[-1] == "<eos>" and " ".join(cross.key_labels[:-1]) in samples[0].title
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def test_a_batch_is_batch_size_pairs_of_similar_length_in_the_order_buckets_had(tmp_path):
+    """Items are sentence pairs; the task's batches are length buckets of ``train.batch_size`` pairs, reshuffled
+    every epoch. ``batch_size=32`` gives exactly the batches, in the same order, that ``data.batch_sentences=32``
+    with ``train.batch_size=1`` gave when the dataset's items were the buckets."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from attnlab.catalog.translate import TranslateConfig
+    from attnlab.data.text import EOS_ID, length_buckets, make_batch
+    from attnlab.experiments.translate import EncodedHeldOut, Translate
+    from attnlab.train.config import TrainConfig
+    from attnlab.train.module import ShardSampler, TaskModule
+
+    task = Translate(TranslateConfig(corpus=str(digits_corpus(tmp_path / "digits.txt")), test_size=20, val_size=20))
+    splits = task.data(3)
+    pairs = [splits.train[i] for i in range(len(splits.train))]
+    assert len(pairs) == 360 and all(src[-1] == EOS_ID and tgt[-1] == EOS_ID for src, tgt in pairs)
+    module = TaskModule(task, torch.nn.Identity(), TrainConfig(batch_size=32, seed=3), splits)
+    module.trainer = SimpleNamespace(global_rank=0, world_size=1)
+    loader = module.train_dataloader()
+    buckets = length_buckets([max(len(s), len(t)) for s, t in pairs], 32, seed=3)
+    for epoch in (0, 1):
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        order = ShardSampler(len(buckets), seed=3, shuffle=True)
+        order.set_epoch(epoch)
+        expected = [make_batch(*zip(*(pairs[i] for i in buckets[b]), strict=True)) for b in order]
+        got = list(loader)
+        assert [len(b) for b in got] == [len(b) for b in expected] and max(len(b) for b in got) == 32
+        for a, b in zip(got, expected, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
+    held = list(module.val_dataloader())  # a held-out set is one item: corpus-level BLEU
+    assert len(held) == 1 and isinstance(held[0], EncodedHeldOut) and len(held[0]) == 20
+
+
+def test_a_run_saved_with_batch_sentences_loads_with_the_same_batches(untrained_run, tmp_path):
+    import shutil
+
+    from attnlab.train.weights import read_config
+
+    old = tmp_path / "old"
+    shutil.copytree(untrained_run, old)
+    config = json.loads((old / "config.json").read_text())
+    config["experiment_config"]["batch_sentences"] = 128  # how runs were saved: 1 bucket of 128 pairs a batch
+    config["train"]["batch_size"] = 1
+    (old / "config.json").write_text(json.dumps(config))
+    loaded = read_config(old)
+    assert loaded.train.batch_size == 128 and not hasattr(loaded.experiment_config, "batch_sentences")
+    assert load_run(old).translate(["three four ."]) == load_run(untrained_run).translate(["three four ."])
+
+
+@pytest.mark.parametrize(("buckets", "pairs", "batch_size"), [(1, 128, 128), (2, 64, 128), (3, 32, 96)])
+def test_upgrade_saved_turns_buckets_of_pairs_into_pairs(buckets, pairs, batch_size):
+    from attnlab.catalog.translate import TranslateConfig
+
+    saved = {"train": {"batch_size": buckets, "lr": 0.002}, "experiment_config": {"batch_sentences": pairs,
+                                                                                  "beam": 4}}
+    upgraded = TranslateConfig.upgrade_saved(saved)
+    assert upgraded["train"] == {"batch_size": batch_size, "lr": 0.002}
+    assert upgraded["experiment_config"] == {"beam": 4}
+    assert saved["experiment_config"]["batch_sentences"] == pairs  # the caller's dict is left alone
+    today = {"train": {"batch_size": 1}, "experiment_config": {"beam": 4}}
+    assert TranslateConfig.upgrade_saved(today) is today  # a config without the old key means what it says
+
+
+def test_batch_sentences_is_no_longer_an_option(tmp_path, capsys):
+    corpus = digits_corpus(tmp_path / "digits.txt", n=60)
+    code, _, err = run_cli(["translate", "fit", "--corpus", str(corpus), "--out", str(tmp_path / "run"),
+                            "--no-progress", "data.batch_sentences=32"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "batch_sentences" in err

@@ -7,33 +7,26 @@ import math
 import pytest
 import torch
 
+from attnlab.catalog.translate import LuongConfig, RNNTranslatorConfig, TransformerTranslatorConfig
 from attnlab.data.text import BOS_ID, EOS_ID, make_batch
 from attnlab.decode import beam_search, beam_search_hypotheses, greedy, greedy_with_attention, length_penalty
-from attnlab.models.translation import (
-    LuongConfig,
-    RNNTranslatorConfig,
-    TransformerTranslatorConfig,
-    Translator,
-    bahdanau,
-    luong,
-    seq2seq,
-    transformer,
-)
+from attnlab.models.translation import Bahdanau, Luong, Seq2Seq, TransformerTranslator, Translator
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 VS, VT = 23, 29
 FACTORIES = {
-    "seq2seq": lambda: seq2seq(RNNTranslatorConfig(VS, VT, embed_dim=12, hidden_dim=16, num_layers=2, dropout=0.0)),
-    "bahdanau": lambda: bahdanau(RNNTranslatorConfig(VS, VT, embed_dim=12, hidden_dim=16, num_layers=2, dropout=0.0)),
-    "luong": lambda: luong(LuongConfig(VS, VT, embed_dim=12, hidden_dim=16, dropout=0.0)),
-    "luong_feed_dot": lambda: luong(LuongConfig(VS, VT, embed_dim=12, hidden_dim=16, dropout=0.0, score="dot",
+    "seq2seq": lambda: Seq2Seq(RNNTranslatorConfig(VS, VT, embed_dim=12, hidden_dim=16, num_layers=2, dropout=0.0)),
+    "bahdanau": lambda: Bahdanau(RNNTranslatorConfig(VS, VT, embed_dim=12, hidden_dim=16, num_layers=2, dropout=0.0)),
+    "luong": lambda: Luong(LuongConfig(VS, VT, embed_dim=12, hidden_dim=16, dropout=0.0)),
+    "luong_feed_dot": lambda: Luong(LuongConfig(VS, VT, embed_dim=12, hidden_dim=16, dropout=0.0, score="dot",
                                                 input_feeding=True)),
-    "transformer": lambda: transformer(TransformerTranslatorConfig(VS, VT, d_model=16, num_heads=2, num_layers=2,
-                                                                   d_ff=32, dropout=0.0)),
-    "transformer_untied": lambda: transformer(TransformerTranslatorConfig(VS, VT, d_model=16, num_heads=2,
-                                                                          num_layers=1, d_ff=32, dropout=0.0,
-                                                                          tie_embeddings=False)),
+    "transformer": lambda: TransformerTranslator(TransformerTranslatorConfig(VS, VT, d_model=16, num_heads=2,
+                                                                             num_layers=2, d_ff=32, dropout=0.0)),
+    "transformer_untied": lambda: TransformerTranslator(TransformerTranslatorConfig(VS, VT, d_model=16, num_heads=2,
+                                                                                    num_layers=1, d_ff=32,
+                                                                                    dropout=0.0,
+                                                                                    tie_embeddings=False)),
 }
 
 
@@ -177,6 +170,6 @@ def test_attention_trace_is_labelled_by_steps():
 
 def test_missing_vocabulary_sizes_are_explained():
     with pytest.raises(ValueError, match=r"vocabulary sizes are not set .* `attnlab translate fit --corpus FILE`"):
-        transformer(TransformerTranslatorConfig())
+        TransformerTranslator(TransformerTranslatorConfig())
     with pytest.raises(ValueError, match="luong score must be 'general' or 'dot'"):
         LuongConfig(VS, VT, score="concat")

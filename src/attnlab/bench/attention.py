@@ -35,12 +35,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.bench.cli import choices, fmt, number, output_path
 from attnlab.bench.measure import GIB, Target, available_memory_bytes, is_out_of_memory, peak_rss_supported, time_call
 from attnlab.errors import UserError
 from attnlab.nn import KVCache, MultiHeadAttention, record_attention, use_reference_attention
@@ -510,10 +510,6 @@ def recording_targets(result: AttentionBenchResult) -> list[Target]:
     return targets
 
 
-def _fmt(value: float | None, spec: str, na: str = "-") -> str:
-    return na if value is None else format(value, spec)
-
-
 def format_report(result: AttentionBenchResult, targets: list[Target]) -> str:
     """The fixed-width tables, ratio summary, KV-cache section, targets and conventions, as text."""
     cfg = result.config
@@ -537,9 +533,9 @@ def format_report(result: AttentionBenchResult, targets: list[Target]) -> str:
                 base = result.row(L, mode, IMPLS[r.impl].baseline)
                 ratio = r.ms / base.ms if r.ms is not None and base is not None and base.ms is not None else None
                 peak = mem_na if r.ms is not None and r.peak_mib is None else "-"
-                out.append(f"  {r.impl:<22}{_fmt(r.ms, '.2f'):>10}{_fmt(r.gflops, '.1f'):>10}"
-                           f"{_fmt(r.x_matmul, '.2f'):>9}{_fmt(r.peak_mib, '.0f', peak):>10}"
-                           f"{_fmt(ratio, '.2f'):>10}  {r.note}".rstrip())
+                out.append(f"  {r.impl:<22}{fmt(r.ms, '.2f'):>10}{fmt(r.gflops, '.1f'):>10}"
+                           f"{fmt(r.x_matmul, '.2f'):>9}{fmt(r.peak_mib, '.0f', peak):>10}"
+                           f"{fmt(ratio, '.2f'):>10}  {r.note}".rstrip())
 
     out += ["", "speed-ups: time of the other / time of the first (> 1: the first is faster)"]
     widths = [max(19, len(other) + 5) for _, other in COMPARISONS]
@@ -549,7 +545,7 @@ def format_report(result: AttentionBenchResult, targets: list[Target]) -> str:
     for L in cfg.lengths:
         for mode in cfg.modes:
             cells = [speedup(result, L, mode, fast, other) for fast, other in COMPARISONS]
-            out.append(f"  {L:>6}  {mode:<7}" + "".join(f"{_fmt(c, '.2f'):>{w}}"
+            out.append(f"  {L:>6}  {mode:<7}" + "".join(f"{fmt(c, '.2f'):>{w}}"
                                                           for c, w in zip(cells, widths, strict=True)))
 
     kv = result.kvcache
@@ -611,46 +607,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--quick", action="store_true", help="L = 256, 1024 and few repeats (well under a minute)")
 
 
-def _number(name: str, text: str, kind: type = int, low: float = 1) -> int | float:
-    """``text`` as ``kind``, at least ``low`` (``low=0`` for a float means strictly positive)."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UserError(f"--{name} must be a{'n integer' if kind is int else ' number'}, got {text!r}") from None
-    ok = value > 0 if kind is float and low == 0 else value >= low
-    if not ok:
-        raise UserError(f"--{name} must be {'positive' if low == 0 else f'at least {low}'}, got {text!r}")
-    return value
-
-
-def _choices(name: str, text: str, valid: tuple[str, ...]) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))  # unique, in order
-    bad = [s for s in items if s not in valid]
-    if bad or not items:
-        raise UserError(f"--{name}: unknown {', '.join(map(repr, bad)) or 'empty list'}; choose from {','.join(valid)}")
-    return items
-
-
 def config_from_args(args: argparse.Namespace) -> AttentionBenchConfig:
     """Build the config from parsed options, raising UserError on a bad value."""
     cfg = AttentionBenchConfig(**(QUICK if args.quick else {}))
     if args.lengths is not None:
-        cfg.lengths = tuple(_number("lengths", s.strip()) for s in args.lengths.split(","))  # type: ignore[misc]
+        cfg.lengths = tuple(number("lengths", s, at_least=1) for s in args.lengths.split(","))  # type: ignore[misc]
     for opt in ("batch", "long_batch", "heads", "head_dim", "repeats", "matmul_n"):
         if getattr(args, opt) is not None:
-            setattr(cfg, opt, _number(opt.replace("_", "-"), getattr(args, opt)))
+            setattr(cfg, opt, number(opt.replace("_", "-"), getattr(args, opt), at_least=1))
     if args.warmup is not None:
-        cfg.warmup = int(_number("warmup", args.warmup, low=0))
+        cfg.warmup = int(number("warmup", args.warmup, at_least=0))
     if args.dtype is not None:
         if args.dtype not in DTYPES:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
         cfg.dtype = args.dtype
     if args.modes is not None:
-        cfg.modes = _choices("modes", args.modes, MODES)
+        cfg.modes = choices("modes", args.modes, MODES)
     if args.impls is not None:
-        cfg.impls = _choices("impls", args.impls, tuple(IMPLS))
+        cfg.impls = choices("impls", args.impls, tuple(IMPLS))
     if args.max_memory_gb is not None:
-        cfg.max_memory_gb = float(_number("max-memory-gb", args.max_memory_gb, float, low=0))
+        cfg.max_memory_gb = float(number("max-memory-gb", args.max_memory_gb, float))
     cfg.kvcache = not args.no_kvcache
     return cfg
 
@@ -659,10 +635,8 @@ def run(args: argparse.Namespace) -> int:
     """``attnlab bench attention``: measure, print the report, optionally write JSON."""
     cfg = config_from_args(args)
     if args.threads is not None:
-        torch.set_num_threads(int(_number("threads", args.threads)))
-    json_path = Path(args.json) if args.json else None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UserError(f"--json: folder {json_path.parent} does not exist; create it or pick another path")
+        torch.set_num_threads(int(number("threads", args.threads, at_least=1)))
+    json_path = output_path("json", args.json or None)
     result = run_attention_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     targets = evaluate_targets(result)
     print(format_report(result, targets))

@@ -76,13 +76,14 @@ SPEC = register_experiment(ExperimentSpec(
     Config=CountConfig,
     models={
         "attention_pooling": ModelSpec(
-            "attnlab.models.count:count_attention_pooling", AttentionPoolingConfig,
+            "attnlab.models.count:AttentionPoolingClassifier", AttentionPoolingConfig,
             "the exercise: one learned query pools scalar values (embedding 5, attention 5), MLP 1-200-1",
         ),
-        "transformer": ModelSpec("attnlab.models.count:count_transformer", CountTransformerConfig,
+        "transformer": ModelSpec("attnlab.models.count:TransformerClassifier", CountTransformerConfig,
                                  "embedding + positions, Transformer encoder, learned-query attention pooling",
                                  train_overrides={"lr": 1e-3, "max_epochs": 15}),
-        "gru": ModelSpec("attnlab.models.count:count_gru", CountGRUConfig, "embedding, GRU, Linear on the last state"),
+        "gru": ModelSpec("attnlab.models.count:GRUClassifier", CountGRUConfig,
+                         "embedding, GRU, Linear on the last state"),
     },
     metric_notes={"accuracy": "share of test sequences classified right (threshold 0.5)",
                   "mass_on_2_4": "mean attention weight the pooling query puts on the 2s and 4s (1 = all of it)",

@@ -88,11 +88,11 @@ SPEC = register_experiment(ExperimentSpec(
     Config=DigitsConfig,
     models={
         "vit": ModelSpec(
-            "attnlab.models.vit:vit", ViTConfig,
+            "attnlab.models.vit:ViT", ViTConfig,
             "ViT: 2x2 patches (4x4 windows), class token, learned positions, 3 pre-norm blocks",
             {"max_epochs": 60, "lr": 3e-3, "weight_decay": 0.05, "warmup_steps": 100},
         ),
-        "mlp": ModelSpec("attnlab.models.vit:mlp", MLPConfig, "MLP on flattened pixels (baseline)",
+        "mlp": ModelSpec("attnlab.models.vit:MLPClassifier", MLPConfig, "MLP on flattened pixels (baseline)",
                          {"max_epochs": 40, "lr": 1e-3}),
     },
     metric_notes={"accuracy": "share of test digits classified right (10 classes)",

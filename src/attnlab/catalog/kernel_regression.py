@@ -31,7 +31,7 @@ class KernelRegressionConfig:
 
 @dataclass
 class NadarayaWatsonConfig:
-    """Fixed kernel, nothing to train.
+    """Fixed kernel, nothing to train (:class:`~attnlab.models.kernel_regression.NadarayaWatson`).
 
     Args:
         kernel: gaussian | boxcar | constant | epanechikov.
@@ -44,7 +44,8 @@ class NadarayaWatsonConfig:
 
 @dataclass
 class LearnedNadarayaWatsonConfig:
-    """Kernel with a width learned by gradient descent (leave-one-out on the training points).
+    """Kernel with a width learned by gradient descent, leave-one-out on the training points
+    (:class:`~attnlab.models.kernel_regression.LearnedNadarayaWatson`).
 
     Args:
         kernel: gaussian (default) or epanechikov; boxcar and constant have no gradient with
@@ -64,11 +65,11 @@ SPEC = register_experiment(ExperimentSpec(
     Config=KernelRegressionConfig,
     models={
         "nadaraya_watson": ModelSpec(
-            "attnlab.models.kernel_regression:nadaraya_watson", NadarayaWatsonConfig,
+            "attnlab.models.kernel_regression:NadarayaWatson", NadarayaWatsonConfig,
             "fixed kernel and width (no training)", {"max_epochs": 1},
         ),
         "nadaraya_watson_learned": ModelSpec(
-            "attnlab.models.kernel_regression:nadaraya_watson_learned", LearnedNadarayaWatsonConfig,
+            "attnlab.models.kernel_regression:LearnedNadarayaWatson", LearnedNadarayaWatsonConfig,
             "kernel width learned by leave-one-out gradient descent", {"max_epochs": 200, "lr": 0.05},
         ),
     },

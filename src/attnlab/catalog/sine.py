@@ -62,7 +62,7 @@ class SineGRUConfig:
 
 @dataclass
 class SineTransformerConfig:
-    """Hyper-parameters of :class:`CausalTransformer` for a 1-D series (see its docstring)."""
+    """Hyper-parameters of :class:`~attnlab.models.sine.SineTransformer`, a causal Transformer for a 1-D series."""
 
     d_model: int = 32
     num_heads: int = 2
@@ -75,7 +75,7 @@ class SineTransformerConfig:
 
 @dataclass
 class AttentiveRNNConfig:
-    """Hyper-parameters of :class:`attnlab.models.rnn.AttentiveGRU` for a 1-D series."""
+    """Hyper-parameters of :class:`~attnlab.models.sine.SineAttentiveRNN`, a GRU attending over its own past."""
 
     hidden_dim: int = 32
     num_layers: int = 1
@@ -89,14 +89,14 @@ SPEC = register_experiment(ExperimentSpec(
     task="attnlab.experiments.sine:Sine",
     Config=SineConfig,
     models={
-        "gru": ModelSpec("attnlab.models.sine:sine_gru", SineGRUConfig,
+        "gru": ModelSpec("attnlab.models.sine:SineGRU", SineGRUConfig,
                          "GRU(1, 4, num_layers=2) -> Linear -> tanh, the classic baseline",
                          train_overrides={"batch_size": 64, "max_epochs": 8}),
         "transformer": ModelSpec(
-            "attnlab.models.sine:sine_transformer", SineTransformerConfig,
+            "attnlab.models.sine:SineTransformer", SineTransformerConfig,
             "Linear 1 -> d_model, rotary positions, causal self-attention encoder (padding masked), Linear head",
         ),
-        "attentive_rnn": ModelSpec("attnlab.models.sine:sine_attentive_rnn", AttentiveRNNConfig,
+        "attentive_rnn": ModelSpec("attnlab.models.sine:SineAttentiveRNN", AttentiveRNNConfig,
                                    "GRU attending causally over its own past hidden states, Linear head",
                                    train_overrides={"batch_size": 32, "max_epochs": 4}),
     },

@@ -29,7 +29,8 @@ class SquaresConfig:
 
 @dataclass
 class Seq2SeqConfig:
-    """GRU encoder–decoder (with or without single-head attention).
+    """GRU encoder–decoder, without attention (:class:`~attnlab.models.seq2seq_points.Seq2Seq`) or with one
+    scaled dot-product head (:class:`~attnlab.models.seq2seq_points.Seq2SeqAttention`).
 
     Args:
         hidden_dim: GRU hidden size H. Small on purpose (Godoy uses 2): the encoder's last state is
@@ -94,18 +95,18 @@ SPEC = register_experiment(ExperimentSpec(
     task="attnlab.experiments.squares:Squares",
     Config=SquaresConfig,
     models={
-        "seq2seq": ModelSpec("attnlab.models.seq2seq_points:seq2seq", Seq2SeqConfig,
+        "seq2seq": ModelSpec("attnlab.models.seq2seq_points:Seq2Seq", Seq2SeqConfig,
                              "GRU encoder-decoder (small state: hidden_dim 4), no attention"),
         "seq2seq_attention": ModelSpec(
-            "attnlab.models.seq2seq_points:seq2seq_attention", Seq2SeqConfig,
+            "attnlab.models.seq2seq_points:Seq2SeqAttention", Seq2SeqConfig,
             "same GRUs, decoder attends over encoder states (scaled dot, 1 head)",
         ),
         "seq2seq_multihead": ModelSpec(
-            "attnlab.models.seq2seq_points:seq2seq_multihead", MultiHeadSeq2SeqConfig,
+            "attnlab.models.seq2seq_points:MultiHeadSeq2Seq", MultiHeadSeq2SeqConfig,
             "GRU encoder-decoder on projected points, multi-head attention",
         ),
         "transformer": ModelSpec(
-            "attnlab.models.seq2seq_points:point_transformer", PointTransformerConfig,
+            "attnlab.models.seq2seq_points:PointTransformer", PointTransformerConfig,
             "Transformer encoder-decoder, KV-cached free-running decoding",
         ),
     },

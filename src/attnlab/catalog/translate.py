@@ -8,6 +8,7 @@ and the models (:mod:`attnlab.models.translation`) are imported only when a run 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from attnlab.registry import ExperimentSpec, ModelSpec, register_experiment
 
@@ -28,7 +29,6 @@ class TranslateConfig:
         max_train_pairs: use at most this many training pairs (quick runs; None = all).
         max_len: pairs with more words than this on either side are skipped (counted in the log): one runaway
             line must not take the machine's memory.
-        batch_sentences: sentence pairs per length bucket (``train.batch_size`` buckets make a batch).
         label_smoothing: label smoothing of the training cross-entropy (0 = plain).
         beam: beam size for the test set (1 = greedy); validation always decodes greedily.
         length_penalty: GNMT length-penalty exponent α of beam search.
@@ -45,7 +45,6 @@ class TranslateConfig:
     split_seed: int = 0
     max_train_pairs: int | None = None
     max_len: int = 100
-    batch_sentences: int = 128
     label_smoothing: float = 0.1
     beam: int = 1
     length_penalty: float = 0.6
@@ -54,7 +53,7 @@ class TranslateConfig:
     def __post_init__(self) -> None:
         checks = [("min_freq", self.min_freq >= 1, "at least 1"), ("test_size", self.test_size >= 1, "at least 1"),
                   ("val_size", self.val_size >= 1, "at least 1"), ("max_len", self.max_len >= 1, "at least 1"),
-                  ("batch_sentences", self.batch_sentences >= 1, "at least 1"), ("beam", self.beam >= 1, "at least 1"),
+                  ("beam", self.beam >= 1, "at least 1"),
                   ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),
                   ("length_penalty", self.length_penalty >= 0, "0 or more"),
                   ("samples", self.samples >= 0, "0 or more"),
@@ -62,6 +61,20 @@ class TranslateConfig:
         for key, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{key}={getattr(self, key)!r} is out of range; it must be {expected}")
+
+    @staticmethod
+    def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
+        """A run's ``config.json`` written when a batch was ``train.batch_size`` length buckets of
+        ``data.batch_sentences`` pairs, rewritten to mean the same today: ``train.batch_size`` pairs per batch
+        (their product; the old defaults, 1 bucket of 128, give today's default batches exactly) and no
+        ``batch_sentences``. Other configs are returned as they are (called by ``RunConfig.from_dict``)."""
+        experiment = dict(data.get("experiment_config", {}))
+        if "batch_sentences" not in experiment:
+            return data
+        pairs_per_bucket = int(experiment.pop("batch_sentences"))
+        train = dict(data.get("train", {}))
+        train["batch_size"] = int(train.get("batch_size", 1)) * pairs_per_bucket
+        return {**data, "experiment_config": experiment, "train": train}
 
 
 @dataclass
@@ -134,14 +147,14 @@ SPEC = register_experiment(ExperimentSpec(
     task="attnlab.experiments.translate:Translate",
     Config=TranslateConfig,
     models={
-        "seq2seq": ModelSpec("attnlab.models.translation:seq2seq", RNNTranslatorConfig,
+        "seq2seq": ModelSpec("attnlab.models.translation:Seq2Seq", RNNTranslatorConfig,
                              "GRU encoder-decoder, final encoder state as context (d2l)"),
-        "bahdanau": ModelSpec("attnlab.models.translation:bahdanau", RNNTranslatorConfig,
+        "bahdanau": ModelSpec("attnlab.models.translation:Bahdanau", RNNTranslatorConfig,
                               "GRU decoder with additive attention over encoder states"),
-        "luong": ModelSpec("attnlab.models.translation:luong", LuongConfig,
+        "luong": ModelSpec("attnlab.models.translation:Luong", LuongConfig,
                            "GRU decoder, dot/general attention after the RNN step (Luong)"),
         "transformer": ModelSpec(
-            "attnlab.models.translation:transformer", TransformerTranslatorConfig,
+            "attnlab.models.translation:TransformerTranslator", TransformerTranslatorConfig,
             "Transformer encoder-decoder, KV-cached decoding",
             train_overrides={"lr": 2e-3, "warmup_steps": 400, "weight_decay": 0.01},
         ),
@@ -157,5 +170,6 @@ SPEC = register_experiment(ExperimentSpec(
     in_demo=False,  # needs the user's corpus: `attnlab translate fit`
     monitor=("val_bleu", "max"),
     headline="bleu",
-    train_defaults={"max_epochs": 10, "batch_size": 1, "lr": 2e-3, "warmup_steps": 100},
+    # A batch is 128 sentence pairs of similar length (SentencePairs.batches).
+    train_defaults={"max_epochs": 10, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100},
 ))

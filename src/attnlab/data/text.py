@@ -1,5 +1,5 @@
 """Parallel text for translation: read a ``source<TAB>target`` corpus, normalise, tokenise, build
-vocabularies, split held-out sets grouped by source sentence, and batch by length with padding masks.
+vocabularies, split held-out sets grouped by source sentence, group pairs of similar length and pad them.
 
 The corpus format is that of the Tatoeba/Anki files (``fra.txt``): one pair per line, UTF-8, source and
 target separated by a tab; any further tab-separated columns (Anki's attribution) are ignored.
@@ -19,13 +19,12 @@ import json
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
 
 from attnlab.errors import UserError
 from attnlab.paths import readable_file
@@ -299,11 +298,6 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> tuple
     return ids, lengths
 
 
-def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """(B, L) bool, ``True`` at padding (the ``key_padding_mask`` convention of torch and attnlab.nn)."""
-    return torch.arange(max_len, device=lengths.device) >= lengths.unsqueeze(-1)
-
-
 @dataclass
 class Batch:
     """A padded batch of translation pairs.
@@ -338,11 +332,11 @@ def make_batch(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
-    """Group indices into batches of ``batch_size`` examples of similar length.
+    """Group indices into batches of ``batch_size`` examples of similar length (as fairseq does).
 
     Indices are shuffled (``seed``) and then stably sorted by length, so equal lengths mix randomly; the
     sorted list is cut into consecutive batches (the last may be smaller). Returns the batches in length
-    order; shuffle their order for training.
+    order; shuffle their order for training (the engine does, for :attr:`DataSplits.batches`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -351,32 +345,3 @@ def length_buckets(lengths: Sequence[int], batch_size: int, seed: int = 0) -> li
     order.sort(key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batch sampler for a ``DataLoader(batch_sampler=...)``: length-bucketed batches in a random order.
-
-    Batches are formed once by :func:`length_buckets` (as in fairseq) and their order is reshuffled every
-    epoch from ``seed + epoch`` (call :meth:`set_epoch`), so padding stays small and training order random.
-
-    Args:
-        lengths: one length per example (e.g. source + target tokens).
-        batch_size: examples per batch.
-        seed: seed of the bucketing and of the batch order.
-        shuffle: shuffle the batch order (training) or keep the length order (evaluation).
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.batches = length_buckets(lengths, batch_size, seed)
-        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = list(range(len(self.batches)))
-        if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(order)
-        return (self.batches[i] for i in order)
-
-    def __len__(self) -> int:
-        return len(self.batches)

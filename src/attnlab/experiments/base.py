@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -57,14 +57,32 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if first is None else first.device
 
 
+# batches(split, batch_size, seed) -> the batches of a split as lists of example indices, or None (see DataSplits)
+Batches = Callable[[str, int, int], Sequence[Sequence[int]] | None]
+
+
 @dataclass
 class DataSplits:
-    """Train / validation / test datasets of one task, and how to collate them into batches."""
+    """Train / validation / test datasets of one task, and how to make batches of them.
+
+    Attributes:
+        train, val, test: the datasets.
+        collate_fn: a list of examples -> one batch (None = torch's default collation).
+        batches: which examples go together, for a task whose batches are not any ``batch_size`` examples (e.g.
+            sentences of similar length). ``batches(split, batch_size, seed)``, ``split`` being ``"train"``,
+            ``"val"`` or ``"test"``, returns the split's batches as lists of example indices that hold every
+            example exactly once, or None for the usual batches of that split. The engine keeps its guarantees
+            for them: the batch order is shuffled every training epoch from ``(seed, epoch)`` (a resumed run sees
+            the same batches), batches are shared out among DDP processes, and evaluation sees each batch, so
+            each example, once over all processes (:class:`~attnlab.train.module.BatchShardSampler`).
+            None = the usual batches for every split.
+    """
 
     train: Dataset
     val: Dataset
     test: Dataset
     collate_fn: Callable[[list[Any]], Any] | None = None
+    batches: Batches | None = None
 
 
 @dataclass

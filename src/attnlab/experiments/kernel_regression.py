@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.catalog.kernel_regression import SPEC
+from attnlab.catalog.kernel_regression import SPEC, NadarayaWatsonConfig
 from attnlab.data.kernel_regression import X_MAX, CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
 from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
@@ -51,7 +51,8 @@ class KernelRegression(Experiment):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         # The 16 fixed models every evaluation compares with (no parameters, nothing to save).
-        self.sweep = {sweep_key(k, s): NadarayaWatson(k, s) for k in KERNELS for s in SWEEP_SIGMAS}
+        self.sweep = {sweep_key(k, s): NadarayaWatson(NadarayaWatsonConfig(k, s)) for k in KERNELS
+                      for s in SWEEP_SIGMAS}
 
     def data(self, seed: int) -> DataSplits:
         c = self.config

@@ -2,7 +2,8 @@
 
 Models (by name): ``seq2seq`` (GRU encoder–decoder, no attention), ``bahdanau`` (additive attention),
 ``luong`` (dot / general attention after the RNN step) and ``transformer``. They train on teacher-forced
-cross-entropy (label-smoothed by default, padding ignored) over length-bucketed batches.
+cross-entropy (label-smoothed by default, padding ignored) over batches of ``train.batch_size`` sentence pairs
+of similar length (:meth:`SentencePairs.batches`).
 
 Held-out sets are grouped by source sentence (:func:`attnlab.data.text.split_by_source`): no test or
 validation source appears in training, and every target the corpus gives for a held-out source is one of
@@ -118,32 +119,46 @@ class HeldOutDataset(Dataset):
         return self.item
 
 
-class BucketedPairs(Dataset):
-    """Training pairs grouped once into length buckets of ``batch_sentences`` pairs; item i = bucket i.
+class SentencePairs(Dataset):
+    """Encoded training pairs; item i = ``(source ids, target ids)`` of pair i, each ending in ``<eos>``.
 
-    The engine shuffles the bucket order every epoch; with ``train.batch_size = k`` it collates k buckets
-    into one batch.
+    Args:
+        src, tgt: the ids of each pair's source and target.
     """
 
-    def __init__(self, src: Sequence[list[int]], tgt: Sequence[list[int]], batch_sentences: int, seed: int) -> None:
+    def __init__(self, src: Sequence[list[int]], tgt: Sequence[list[int]]) -> None:
+        if len(src) != len(tgt):
+            raise ValueError(f"{len(src)} sources but {len(tgt)} targets")
         self.src, self.tgt = src, tgt
-        lengths = [max(len(s), len(t)) for s, t in zip(src, tgt, strict=True)]
-        self.buckets = length_buckets(lengths, batch_sentences, seed)
 
     def __len__(self) -> int:
-        return len(self.buckets)
+        return len(self.src)
 
-    def __getitem__(self, index: int) -> list[int]:
-        return self.buckets[index]
+    def __getitem__(self, index: int) -> tuple[list[int], list[int]]:
+        return self.src[index], self.tgt[index]
 
-    def collate(self, items: list[Any]) -> Batch | EncodedHeldOut:
-        """Buckets → one padded :class:`Batch`; a held-out item passes through."""
-        if isinstance(items[0], EncodedHeldOut):
-            if len(items) != 1:
-                raise ValueError("held-out sets are evaluated one at a time")
-            return items[0]
-        indices = [i for bucket in items for i in bucket]
-        return make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices])
+    def batches(self, split: str, batch_size: int, seed: int) -> list[list[int]] | None:
+        """The training batches (:attr:`DataSplits.batches`): pairs grouped once into length buckets of
+        ``batch_size`` pairs by their longer side (:func:`~attnlab.data.text.length_buckets`, ties broken by
+        ``seed``), so padding stays small; the engine reshuffles their order every epoch. The held-out sets
+        (one item each) are batched as usual: None."""
+        if split != "train":
+            return None
+        return length_buckets([max(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)], batch_size, seed)
+
+
+def collate(items: list[Any]) -> Batch | EncodedHeldOut:
+    """Sentence pairs → one padded :class:`~attnlab.data.text.Batch`, in the order given; a held-out item passes
+    through.
+
+    Raises:
+        ValueError: more than one held-out item (a held-out set is evaluated as one item).
+    """
+    if isinstance(items[0], EncodedHeldOut):
+        if len(items) != 1:
+            raise ValueError("held-out sets are evaluated one at a time")
+        return items[0]
+    return make_batch([src for src, _ in items], [tgt for _, tgt in items])
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -248,10 +263,10 @@ class Translate(Experiment):
         split, src_vocab, tgt_vocab = self.prepare()
         src = [src_vocab.encode(tokenize(s)) for s, _ in split.train]
         tgt = [tgt_vocab.encode(tokenize(t)) for _, t in split.train]
-        train = BucketedPairs(src, tgt, self.config.batch_sentences, seed)
+        train = SentencePairs(src, tgt)
         val = HeldOutDataset(self._encode_held_out(split.val, beam=1))
         test = HeldOutDataset(self._encode_held_out(split.test, beam=self.config.beam))
-        return DataSplits(train, val, test, collate_fn=train.collate)
+        return DataSplits(train, val, test, collate_fn=collate, batches=train.batches)
 
     # ------------------------------------------------------------------ loss and metrics
 

@@ -44,9 +44,8 @@ class AttentionPoolingClassifier(nn.Module):
     sign: c is then (n₂ − n₄) / (n₂ + n₄).
 
     Args:
-        embed_dim: digit embedding size.
-        attn_dim: size of the query and keys.
-        mlp_hidden: hidden units of the classifier on c.
+        config: its sizes (:class:`~attnlab.catalog.count.AttentionPoolingConfig`): ``embed_dim`` (digit
+            embedding), ``attn_dim`` (query and keys), ``mlp_hidden`` (hidden units of the classifier on c).
 
     Forward: X (B, L) int64 → logits (B, 1); with ``need_weights=True`` → ``(logits, weights)``,
     weights (B, L) of the pooling query.
@@ -54,15 +53,16 @@ class AttentionPoolingClassifier(nn.Module):
 
     pools_with_attention = True
 
-    def __init__(self, embed_dim: int = 5, attn_dim: int = 5, mlp_hidden: int = 200) -> None:
+    def __init__(self, config: AttentionPoolingConfig) -> None:
         super().__init__()
-        _check_sizes(embed_dim=embed_dim, attn_dim=attn_dim, mlp_hidden=mlp_hidden)
-        self.embedding = nn.Embedding(VOCAB, embed_dim)
-        self.W_K = nn.Linear(embed_dim, attn_dim, bias=False)
-        self.W_V = nn.Linear(embed_dim, 1, bias=False)
-        self.query = nn.Parameter(torch.randn(attn_dim) / math.sqrt(attn_dim))
+        E, A, M = config.embed_dim, config.attn_dim, config.mlp_hidden
+        _check_sizes(embed_dim=E, attn_dim=A, mlp_hidden=M)
+        self.embedding = nn.Embedding(VOCAB, E)
+        self.W_K = nn.Linear(E, A, bias=False)
+        self.W_V = nn.Linear(E, 1, bias=False)
+        self.query = nn.Parameter(torch.randn(A) / math.sqrt(A))
         self.pool = Attention(ScaledDotScore())
-        self.mlp = nn.Sequential(nn.Linear(1, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(1, M), nn.ReLU(), nn.Linear(M, 1))
 
     def values(self, X: Tensor) -> Tensor:
         """The scalar value v_i of every position, (B, L)."""
@@ -85,11 +85,9 @@ class TransformerClassifier(nn.Module):
     ``w · h_i`` per position (the pooled value is their a-weighted sum).
 
     Args:
-        d_model: model width (divisible by ``num_heads``).
-        num_heads: attention heads.
-        num_layers: encoder blocks.
-        d_ff: feed-forward hidden size (default 4·d_model).
-        dropout: dropout in the encoder.
+        config: its hyper-parameters (:class:`~attnlab.catalog.count.CountTransformerConfig`): ``d_model``
+            (model width, divisible by ``num_heads``), ``num_heads``, ``num_layers`` (encoder blocks), ``d_ff``
+            (feed-forward hidden size, None = 4·d_model), ``dropout`` (in the encoder).
 
     Forward: X (B, L) int64 → logits (B, 1); with ``need_weights=True`` → ``(logits, weights)``,
     weights (B, L) of the pooling query.
@@ -97,17 +95,17 @@ class TransformerClassifier(nn.Module):
 
     pools_with_attention = True
 
-    def __init__(self, d_model: int = 32, num_heads: int = 4, num_layers: int = 2, d_ff: int | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, config: CountTransformerConfig) -> None:
         super().__init__()
-        _check_sizes(num_layers=num_layers)
-        check_heads(d_model, num_heads)
-        self.embedding = nn.Embedding(VOCAB, d_model)
-        self.positional = SinusoidalPositionalEncoding(d_model, max_len=64)
-        self.encoder = Encoder(num_layers, d_model, num_heads, d_ff=d_ff, dropout=dropout)
-        self.query = nn.Parameter(torch.randn(d_model) / math.sqrt(d_model))
+        c = config
+        _check_sizes(num_layers=c.num_layers)
+        check_heads(c.d_model, c.num_heads)
+        self.embedding = nn.Embedding(VOCAB, c.d_model)
+        self.positional = SinusoidalPositionalEncoding(c.d_model, max_len=64)
+        self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, d_ff=c.d_ff, dropout=c.dropout)
+        self.query = nn.Parameter(torch.randn(c.d_model) / math.sqrt(c.d_model))
         self.pool = Attention(ScaledDotScore())
-        self.head = nn.Linear(d_model, 1)
+        self.head = nn.Linear(c.d_model, 1)
 
     def _encode(self, X: Tensor) -> Tensor:
         h = self.positional(self.embedding(X) * math.sqrt(self.embedding.embedding_dim))  # (B, L, D)
@@ -129,33 +127,19 @@ class GRUClassifier(nn.Module):
     """Digit embedding → GRU → Linear on the last step's state → logit.
 
     Args:
-        embed_dim: digit embedding size.
-        hidden_dim: GRU state size.
-        num_layers: stacked GRU layers.
+        config: its sizes (:class:`~attnlab.catalog.count.CountGRUConfig`): ``embed_dim`` (digit embedding),
+            ``hidden_dim`` (GRU state), ``num_layers`` (stacked GRU layers).
 
     Forward: X (B, L) int64 → logits (B, 1).
     """
 
-    def __init__(self, embed_dim: int = 8, hidden_dim: int = 32, num_layers: int = 1) -> None:
+    def __init__(self, config: CountGRUConfig) -> None:
         super().__init__()
-        _check_sizes(embed_dim=embed_dim, hidden_dim=hidden_dim, num_layers=num_layers)
-        self.embedding = nn.Embedding(VOCAB, embed_dim)
-        self.rnn = GRURegressor(embed_dim, hidden_dim, num_layers, output_dim=1)
+        c = config
+        _check_sizes(embed_dim=c.embed_dim, hidden_dim=c.hidden_dim, num_layers=c.num_layers)
+        self.embedding = nn.Embedding(VOCAB, c.embed_dim)
+        self.rnn = GRURegressor(c.embed_dim, c.hidden_dim, c.num_layers, output_dim=1)
 
     def forward(self, X: Tensor) -> Tensor:
         return self.rnn(self.embedding(X))[:, -1]  # (B, L, E) -> (B, L, 1) -> (B, 1)
 
-
-# ------------------------------------------------------------------------------------ configs and factories
-
-
-def count_attention_pooling(config: AttentionPoolingConfig) -> AttentionPoolingClassifier:
-    return AttentionPoolingClassifier(config.embed_dim, config.attn_dim, config.mlp_hidden)
-
-
-def count_transformer(config: CountTransformerConfig) -> TransformerClassifier:
-    return TransformerClassifier(config.d_model, config.num_heads, config.num_layers, config.d_ff, config.dropout)
-
-
-def count_gru(config: CountGRUConfig) -> GRUClassifier:
-    return GRUClassifier(config.embed_dim, config.hidden_dim, config.num_layers)

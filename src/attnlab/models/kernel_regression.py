@@ -9,6 +9,8 @@ attends to itself and σ shrinks towards 0 (interpolating the noise).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -17,12 +19,12 @@ from attnlab.nn import Attention, KernelScore
 
 
 class NadarayaWatson(nn.Module):
-    """Nadaraya–Watson regression: attention pooling of training targets with a kernel score.
+    """Nadaraya–Watson regression with a fixed kernel and width: attention pooling of training targets with a
+    kernel score (no parameters; :class:`LearnedNadarayaWatson` learns the width).
 
     Args:
-        kernel: gaussian | boxcar | constant | epanechikov (a ValueError lists them otherwise).
-        sigma: kernel width σ (the initial one if ``learnable``).
-        learnable: learn σ (one parameter, stored as log σ).
+        config: ``kernel`` (gaussian | boxcar | constant | epanechikov; a ValueError lists them otherwise) and
+            width ``sigma`` (:class:`~attnlab.catalog.kernel_regression.NadarayaWatsonConfig`).
 
     Forward: queries (Q,) or (B, Q); keys and values (K,) or (B, K) (the training inputs and
     targets); ``mask`` bool (Q, K) or (B, Q, K), True = the query may attend that key →
@@ -31,9 +33,11 @@ class NadarayaWatson(nn.Module):
     (B, Q, K) weights).
     """
 
-    def __init__(self, kernel: str = "gaussian", sigma: float = 1.0, learnable: bool = False) -> None:
+    learns_sigma: ClassVar[bool] = False  # σ is a parameter (stored as log σ), trained by gradient descent
+
+    def __init__(self, config: NadarayaWatsonConfig | LearnedNadarayaWatsonConfig) -> None:
         super().__init__()
-        self.attention = Attention(KernelScore(kernel, sigma, learnable))
+        self.attention = Attention(KernelScore(config.kernel, config.sigma, self.learns_sigma))
 
     @property
     def kernel(self) -> str:
@@ -53,6 +57,23 @@ class NadarayaWatson(nn.Module):
         return prediction[0] if single else prediction
 
 
+class LearnedNadarayaWatson(NadarayaWatson):
+    """Nadaraya–Watson regression whose kernel width σ is learned (one parameter, stored as log σ; train it
+    leave-one-out, see :func:`leave_one_out_mask`).
+
+    Args:
+        config: ``kernel`` and the initial width ``sigma``
+            (:class:`~attnlab.catalog.kernel_regression.LearnedNadarayaWatsonConfig`).
+
+    Forward: as :class:`NadarayaWatson`.
+    """
+
+    learns_sigma = True
+
+    def __init__(self, config: LearnedNadarayaWatsonConfig) -> None:
+        super().__init__(config)
+
+
 def leave_one_out_mask(key_index: Tensor, num_keys: int) -> Tensor:
     """Mask that hides each query's own key.
 
@@ -65,12 +86,3 @@ def leave_one_out_mask(key_index: Tensor, num_keys: int) -> Tensor:
     """
     return torch.arange(num_keys, device=key_index.device)[None, :] != key_index[:, None]  # (Q, K)
 
-
-def nadaraya_watson(config: NadarayaWatsonConfig) -> NadarayaWatson:
-    """Nadaraya–Watson with a fixed kernel width (no parameters)."""
-    return NadarayaWatson(config.kernel, config.sigma, learnable=False)
-
-
-def nadaraya_watson_learned(config: LearnedNadarayaWatsonConfig) -> NadarayaWatson:
-    """Nadaraya–Watson with a learned kernel width."""
-    return NadarayaWatson(config.kernel, config.sigma, learnable=True)

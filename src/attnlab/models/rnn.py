@@ -35,9 +35,9 @@ def make_score(score: str, hidden_dim: int) -> nn.Module:
 class GRURegressor(nn.Module):
     """GRU → Linear (→ optional activation) at every step.
 
-    With the defaults (``input_dim=1, hidden_dim=4, num_layers=2``, ``output_activation=nn.Tanh``) it is
-    the classic "GRU predicts the next value of a sine wave" network:
-    ``nn.GRU(1, 4, num_layers=2) → nn.Linear(4, 1) → tanh``.
+    A building block: :class:`attnlab.models.sine.SineGRU` is the classic "GRU predicts the next value of a
+    sine wave" network made of it (``nn.GRU(1, 4, num_layers=2) → nn.Linear(4, 1) → tanh``), and
+    :class:`attnlab.models.count.GRUClassifier` reads its last step.
 
     Args:
         input_dim: features per step.
@@ -52,7 +52,7 @@ class GRURegressor(nn.Module):
     → (B, L, output_dim).
     """
 
-    def __init__(self, input_dim: int = 1, hidden_dim: int = 4, num_layers: int = 2, output_dim: int = 1,
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int, output_dim: int,
                  output_activation: type[nn.Module] | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         self.gru = nn.GRU(input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
@@ -70,7 +70,8 @@ class AttentiveGRU(nn.Module):
 
     ``context_t = Σ_{s ≤ t} softmax_s(score(h_t, h_s)) · h_s``; the head is a Linear on the
     concatenation (the "RNN + attention" forecaster of the usual Q&A). Attention weights can be
-    recorded with :func:`attnlab.nn.record_attention` (layer name ``"attention"``, (B, L, L)).
+    recorded with :func:`attnlab.nn.record_attention` (layer name ``"attention"``, (B, L, L)). A building block:
+    :class:`attnlab.models.sine.SineAttentiveRNN` is the registry's model made of it.
 
     Args:
         input_dim: features per step.
@@ -84,8 +85,8 @@ class AttentiveGRU(nn.Module):
     masking already keeps them away from valid steps) → (B, L, output_dim).
     """
 
-    def __init__(self, input_dim: int = 1, hidden_dim: int = 32, num_layers: int = 1, output_dim: int = 1,
-                 score: str = "general", dropout: float = 0.0) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int, output_dim: int, score: str,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         check_score(score)
         self.gru = nn.GRU(input_dim, hidden_dim, num_layers=num_layers, batch_first=True,

@@ -1,6 +1,8 @@
-"""Encoder–decoder models for sequences of points (the squares task): a GRU encoder–decoder, the same
-with a decoder that attends over the encoder states (one scaled dot-product head, or several heads),
-and a Transformer that generates autoregressively with a KV cache.
+"""Encoder–decoder models for sequences of points (the squares task): a GRU encoder–decoder
+(:class:`Seq2Seq`), the same with a decoder that attends over the encoder states with one scaled
+dot-product head (:class:`Seq2SeqAttention`) or several heads (:class:`MultiHeadSeq2Seq`), and a
+Transformer that generates autoregressively with a KV cache (:class:`PointTransformer`). Each is built
+from its config dataclass (:mod:`attnlab.catalog.squares`).
 
 Every model maps ``source`` (B, S, P) to ``(B, T, P)`` predicted points. While training, if the
 true ``target`` (B, T, P) is given, the decoder is fed true previous points (teacher forcing); in
@@ -61,7 +63,8 @@ def _num_steps(target: Tensor | None, steps: int | None, default: int) -> int:
 
 
 class PointSeq2Seq(nn.Module):
-    """GRU encoder–decoder on points, optionally attending over the encoder states.
+    """GRU encoder–decoder on points, optionally attending over the encoder states (the building block of
+    :class:`Seq2Seq`, :class:`Seq2SeqAttention` and :class:`MultiHeadSeq2Seq`).
 
     The encoder GRU reads the (embedded) source points; its last hidden state starts the decoder,
     whose first input is the last source point. At each step the decoder GRU cell updates its
@@ -81,7 +84,7 @@ class PointSeq2Seq(nn.Module):
     ``steps`` points to generate (default: the target's length, else ``target_len``) → (B, T, P).
     """
 
-    def __init__(self, hidden_dim: int, point_dim: int = 2, teacher_forcing: float = 0.5, target_len: int = 2,
+    def __init__(self, hidden_dim: int, point_dim: int, teacher_forcing: float, target_len: int,
                  embed: nn.Module | None = None, cross_attn: nn.Module | None = None) -> None:
         super().__init__()
         if not 0.0 <= teacher_forcing <= 1.0:
@@ -115,23 +118,52 @@ class PointSeq2Seq(nn.Module):
         return torch.stack(outputs, dim=1)  # (B, T, P)
 
 
-def seq2seq(config: Seq2SeqConfig) -> PointSeq2Seq:
-    """GRU encoder–decoder without attention (the decoder sees only the encoder's last state)."""
-    return PointSeq2Seq(config.hidden_dim, config.point_dim, config.teacher_forcing, config.target_len)
+class Seq2Seq(PointSeq2Seq):
+    """GRU encoder–decoder without attention: the decoder sees only the encoder's last state.
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.squares.Seq2SeqConfig`).
+
+    Forward: source (B, S, P); target (B, T, P) (teacher forcing, training only); ``steps`` → (B, T, P).
+    """
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        c = config
+        super().__init__(c.hidden_dim, c.point_dim, c.teacher_forcing, c.target_len)
 
 
-def seq2seq_attention(config: Seq2SeqConfig) -> PointSeq2Seq:
-    """GRU encoder–decoder whose decoder attends over all encoder states (one scaled dot-product head)."""
-    return PointSeq2Seq(config.hidden_dim, config.point_dim, config.teacher_forcing, config.target_len,
-                        cross_attn=ScaledDotAttention(config.hidden_dim))
+class Seq2SeqAttention(PointSeq2Seq):
+    """The GRU encoder–decoder of :class:`Seq2Seq` whose decoder attends over all encoder states (one scaled
+    dot-product head, :class:`ScaledDotAttention`, at ``cross_attn.pool``).
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.squares.Seq2SeqConfig`).
+
+    Forward: source (B, S, P); target (B, T, P) (teacher forcing, training only); ``steps`` → (B, T, P).
+    """
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        c = config
+        super().__init__(c.hidden_dim, c.point_dim, c.teacher_forcing, c.target_len,
+                         cross_attn=ScaledDotAttention(c.hidden_dim))
 
 
-def seq2seq_multihead(config: MultiHeadSeq2SeqConfig) -> PointSeq2Seq:
-    """GRU encoder–decoder on points projected to d_model, attending with ``num_heads`` heads."""
-    check_heads(config.d_model, config.num_heads)
-    return PointSeq2Seq(config.d_model, config.point_dim, config.teacher_forcing, config.target_len,
-                        embed=nn.Linear(config.point_dim, config.d_model),
-                        cross_attn=HeadsAttention(config.d_model, config.num_heads))
+class MultiHeadSeq2Seq(PointSeq2Seq):
+    """GRU encoder–decoder on points projected to d_model, whose decoder attends with ``num_heads`` heads
+    (:class:`HeadsAttention`, at ``cross_attn.mha``).
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.squares.MultiHeadSeq2SeqConfig`); ``num_heads`` must divide
+            ``d_model`` (a ValueError says so).
+
+    Forward: source (B, S, P); target (B, T, P) (teacher forcing, training only); ``steps`` → (B, T, P).
+    """
+
+    def __init__(self, config: MultiHeadSeq2SeqConfig) -> None:
+        c = config
+        check_heads(c.d_model, c.num_heads)
+        super().__init__(c.d_model, c.point_dim, c.teacher_forcing, c.target_len,
+                         embed=nn.Linear(c.point_dim, c.d_model), cross_attn=HeadsAttention(c.d_model, c.num_heads))
 
 
 class PointTransformer(nn.Module):
@@ -141,6 +173,9 @@ class PointTransformer(nn.Module):
     from position 0). The decoder's first input is the last source point. While training with a
     target, all steps run in parallel under a causal mask (teacher forcing); otherwise
     :meth:`generate` feeds back each prediction, reusing keys and values through a KV cache.
+
+    Args:
+        config: its hyper-parameters (:class:`~attnlab.catalog.squares.PointTransformerConfig`).
 
     Forward: source (B, S, P); target (B, T, P) (training only); ``steps`` → (B, T, P).
     """
@@ -190,8 +225,3 @@ class PointTransformer(nn.Module):
             hidden = self.decoder(self.pos(self.embed(inputs)), memory)  # (B, t + 1, D)
             inputs = torch.cat([inputs, self.head(hidden[:, -1:])], dim=1)  # (B, t + 2, P)
         return inputs[:, 1:]  # (B, steps, P)
-
-
-def point_transformer(config: PointTransformerConfig) -> PointTransformer:
-    """Transformer encoder–decoder for points (see :class:`PointTransformer`)."""
-    return PointTransformer(config)

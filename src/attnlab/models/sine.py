@@ -50,6 +50,9 @@ class CausalWindowLinear(nn.Module):
 class CausalTransformer(nn.Module):
     """Next-step regressor: input projection → positions → causal self-attention encoder → Linear.
 
+    A building block for any number of input features; :class:`SineTransformer` is the registry's model for a
+    1-D series, built from its config.
+
     Args:
         input_dim: features per step (1 for a univariate series).
         output_dim: outputs per step.
@@ -68,8 +71,8 @@ class CausalTransformer(nn.Module):
     :func:`attnlab.nn.record_attention` shows their weights.
     """
 
-    def __init__(self, input_dim: int = 1, output_dim: int = 1, d_model: int = 32, num_heads: int = 4,
-                 num_layers: int = 2, d_ff: int | None = None, dropout: float = 0.0, positional: str = "rotary",
+    def __init__(self, input_dim: int, output_dim: int, d_model: int, num_heads: int, num_layers: int,
+                 d_ff: int | None = None, dropout: float = 0.0, positional: str = "rotary",
                  input_window: int = 1) -> None:
         super().__init__()
         if positional not in POSITIONAL:
@@ -88,20 +91,46 @@ class CausalTransformer(nn.Module):
         return self.head(h)  # (B, L, output_dim)
 
 
-# ------------------------------------------------------------------------------------ configs and factories
+# ------------------------------------------------------------------------------------ the registry's models
 
 
-def sine_gru(config: SineGRUConfig) -> GRURegressor:
-    """The seed's GRU regressor for a 1-D series, tanh output."""
-    return GRURegressor(1, config.hidden_dim, config.num_layers, 1, output_activation=nn.Tanh)
+class SineGRU(GRURegressor):
+    """The classic GRU of the question, for a 1-D series: ``nn.GRU(1, hidden_dim, num_layers) → Linear(hidden_dim, 1)
+    → tanh`` (the seed's network with the defaults: hidden size 4, 2 layers).
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.sine.SineGRUConfig`).
+
+    Forward: x (B, L, 1); ``lengths`` (B,) accepted and not needed (causal) → (B, L, 1), in (−1, 1).
+    """
+
+    def __init__(self, config: SineGRUConfig) -> None:
+        super().__init__(1, config.hidden_dim, config.num_layers, 1, output_activation=nn.Tanh)
 
 
-def sine_transformer(config: SineTransformerConfig) -> CausalTransformer:
-    """A causal Transformer regressor for a 1-D series."""
-    return CausalTransformer(1, 1, config.d_model, config.num_heads, config.num_layers, config.d_ff, config.dropout,
-                             config.positional, config.input_window)
+class SineTransformer(CausalTransformer):
+    """A :class:`CausalTransformer` for a 1-D series: one input and one output per step.
+
+    Args:
+        config: its hyper-parameters (:class:`~attnlab.catalog.sine.SineTransformerConfig`).
+
+    Forward: x (B, L, 1); ``lengths`` (B,) valid steps → (B, L, 1).
+    """
+
+    def __init__(self, config: SineTransformerConfig) -> None:
+        c = config
+        super().__init__(1, 1, c.d_model, c.num_heads, c.num_layers, c.d_ff, c.dropout, c.positional, c.input_window)
 
 
-def sine_attentive_rnn(config: AttentiveRNNConfig) -> AttentiveGRU:
-    """A GRU attending over its own past hidden states, for a 1-D series."""
-    return AttentiveGRU(1, config.hidden_dim, config.num_layers, 1, config.score)
+class SineAttentiveRNN(AttentiveGRU):
+    """An :class:`~attnlab.models.rnn.AttentiveGRU` for a 1-D series: a GRU attending over its own past hidden
+    states.
+
+    Args:
+        config: its sizes and score (:class:`~attnlab.catalog.sine.AttentiveRNNConfig`).
+
+    Forward: x (B, L, 1); ``lengths`` (B,) valid steps → (B, L, 1).
+    """
+
+    def __init__(self, config: AttentiveRNNConfig) -> None:
+        super().__init__(1, config.hidden_dim, config.num_layers, 1, config.score)

@@ -60,9 +60,6 @@ def _check_vocab(src_vocab_size: int, tgt_vocab_size: int) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------- configs
-
-
 # ---------------------------------------------------------------------------------------------- interface
 
 
@@ -122,10 +119,16 @@ class GRUEncoder(nn.Module):
 class Seq2Seq(Translator):
     """GRU encoder–decoder without attention (d2l): the decoder input at every step is the embedded previous
     token concatenated with the context c = the encoder's final top-layer state; the decoder GRU starts
-    from the encoder's final states."""
+    from the encoder's final states.
 
-    def __init__(self, c: RNNTranslatorConfig) -> None:
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.translate.RNNTranslatorConfig`); the experiment fills
+            the vocabulary sizes from the corpus.
+    """
+
+    def __init__(self, config: RNNTranslatorConfig) -> None:
         super().__init__()
+        c = config
         _check_vocab(c.src_vocab_size, c.tgt_vocab_size)
         self.tgt_vocab_size = c.tgt_vocab_size
         self.encoder = GRUEncoder(c.src_vocab_size, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
@@ -160,10 +163,15 @@ class Bahdanau(Translator):
     At step t the previous top-layer decoder state s_{t-1} queries the encoder states h_1..h_S:
     ``c_t = Σ_s softmax(wᵥᵀ tanh(W_q s_{t-1} + W_k h_s)) h_s``; the GRU reads ``[c_t; embed(y_{t-1})]``.
     Teacher-forced training runs the same step T times (the query depends on the previous step).
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.translate.RNNTranslatorConfig`); the experiment fills
+            the vocabulary sizes from the corpus.
     """
 
-    def __init__(self, c: RNNTranslatorConfig) -> None:
+    def __init__(self, config: RNNTranslatorConfig) -> None:
         super().__init__()
+        c = config
         _check_vocab(c.src_vocab_size, c.tgt_vocab_size)
         self.tgt_vocab_size = c.tgt_vocab_size
         self.encoder = GRUEncoder(c.src_vocab_size, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
@@ -204,10 +212,15 @@ class Luong(Translator):
     ``h_t = GRU(embed(y_{t-1}) [; h̃_{t-1}], h_{t-1})``, ``c_t = attend(h_t, encoder states)`` with a dot or
     general score, ``h̃_t = tanh(W_c [c_t; h_t])``, ``logits = W_s h̃_t``. Without input feeding the GRU and the
     attention run over all target positions at once during training.
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.translate.LuongConfig`); the experiment fills
+            the vocabulary sizes from the corpus.
     """
 
-    def __init__(self, c: LuongConfig) -> None:
+    def __init__(self, config: LuongConfig) -> None:
         super().__init__()
+        c = config
         _check_vocab(c.src_vocab_size, c.tgt_vocab_size)
         self.tgt_vocab_size = c.tgt_vocab_size
         self.input_feeding = c.input_feeding
@@ -278,10 +291,15 @@ class TransformerTranslator(Translator):
     non-padded encoder outputs. With ``use_cache`` in :meth:`start`, each :meth:`step` feeds one token and
     reuses the keys and values of earlier steps (and the projected memory); without it every step re-runs
     the whole prefix. Both give the same logits.
+
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.translate.TransformerTranslatorConfig`); the experiment fills
+            the vocabulary sizes from the corpus.
     """
 
-    def __init__(self, c: TransformerTranslatorConfig) -> None:
+    def __init__(self, config: TransformerTranslatorConfig) -> None:
         super().__init__()
+        c = config
         _check_vocab(c.src_vocab_size, c.tgt_vocab_size)
         check_heads(c.d_model, c.num_heads)
         self.tgt_vocab_size = c.tgt_vocab_size
@@ -342,25 +360,3 @@ class TransformerTranslator(Translator):
             out["prefix"] = state["prefix"].index_select(0, index)
         return out
 
-
-# ---------------------------------------------------------------------------------------------- factories
-
-
-def seq2seq(config: RNNTranslatorConfig) -> Seq2Seq:
-    """GRU encoder–decoder without attention."""
-    return Seq2Seq(config)
-
-
-def bahdanau(config: RNNTranslatorConfig) -> Bahdanau:
-    """GRU decoder with additive (Bahdanau) attention."""
-    return Bahdanau(config)
-
-
-def luong(config: LuongConfig) -> Luong:
-    """GRU decoder with Luong (dot / general) attention and attentional hidden state."""
-    return Luong(config)
-
-
-def transformer(config: TransformerTranslatorConfig) -> TransformerTranslator:
-    """Transformer encoder–decoder."""
-    return TransformerTranslator(config)

@@ -49,6 +49,10 @@ class PatchEmbedding(nn.Module):
 class ViT(nn.Module):
     """Vision Transformer: patch embedding, class token, learned positions, pre-norm encoder, linear head.
 
+    Args:
+        config: its hyper-parameters (:class:`~attnlab.catalog.digits_vit.ViTConfig`); ``patch_size`` must divide
+            ``image_size`` and ``num_heads`` must divide ``d_model`` (a ValueError says so).
+
     Forward: images (B, C, H, W) → logits (B, num_classes). Self-attention layers are
     ``encoder.layers.<i>.self_attn``; token 0 is the class token, tokens 1… the patches.
     """
@@ -101,6 +105,9 @@ def class_token_attention(model: ViT, images: Tensor, layer: int = -1) -> tuple[
 class MLPClassifier(nn.Module):
     """Fully connected baseline: flattened pixels → hidden layers (GELU, dropout) → logits.
 
+    Args:
+        config: its sizes (:class:`~attnlab.catalog.digits_vit.MLPConfig`).
+
     Forward: images (B, C, H, W) → logits (B, num_classes).
     """
 
@@ -118,12 +125,3 @@ class MLPClassifier(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)  # (B, classes)
 
-
-def vit(config: ViTConfig) -> ViT:
-    """A :class:`ViT` from its config."""
-    return ViT(config)
-
-
-def mlp(config: MLPConfig) -> MLPClassifier:
-    """An :class:`MLPClassifier` from its config."""
-    return MLPClassifier(config)

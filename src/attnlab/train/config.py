@@ -104,7 +104,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], experiment_cls: ExperimentSpec, spec: ModelSpec) -> RunConfig:
-        """Rebuild the dataclasses from :meth:`to_dict` output, converting values by their field types."""
+        """Rebuild the dataclasses from :meth:`to_dict` output, converting values by their field types.
+
+        A config written before a key of the task changed meaning is first rewritten by the task's
+        ``Config.upgrade_saved(data) -> data`` (a staticmethod), where it has one.
+        """
+        upgrade = getattr(experiment_cls.Config, "upgrade_saved", None)
+        if upgrade is not None:
+            data = upgrade(dict(data))
         return cls(
             experiment=str(data["experiment"]),
             model=str(data["model"]),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -93,6 +93,45 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.world_size))
 
 
+class BatchShardSampler(Sampler[list[int]]):
+    """The batches a task chose (:attr:`DataSplits.batches`), in an order shuffled per epoch from ``seed + epoch``
+    and shared out among ranks: a :class:`ShardSampler` over whole batches.
+
+    With ``pad=True`` (training) every rank gets the same number of batches by repeating a few; with ``pad=False``
+    (evaluation) each batch, so each example, is seen exactly once over all ranks.
+
+    Args:
+        batches: lists of example indices that hold each of the dataset's ``size`` examples exactly once.
+        size: number of examples in the dataset.
+        seed, shuffle, rank, world_size, pad: as in :class:`ShardSampler`, applied to the batches.
+
+    Raises:
+        ValueError: a batch is empty, or the batches do not hold every example exactly once.
+    """
+
+    def __init__(self, batches: Sequence[Sequence[int]], size: int, seed: int, shuffle: bool, rank: int = 0,
+                 world_size: int = 1, pad: bool = True) -> None:
+        self.batches = [list(batch) for batch in batches]
+        if not all(self.batches):
+            raise ValueError("a task's batches must not be empty")
+        if sorted(i for batch in self.batches for i in batch) != list(range(size)):
+            raise ValueError(f"a task's batches must hold each of the {size} examples of the split exactly once")
+        # Lightning calls set_epoch on a DataLoader's batch_sampler.sampler at every epoch.
+        self.sampler = ShardSampler(len(self.batches), seed, shuffle, rank, world_size, pad)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the order is drawn at the first batch, after Lightning's set_epoch, not when the DataLoader
+        # makes its iterator (Lightning makes the first epoch's before it sets the epoch of a resumed run).
+        for i in self.sampler:
+            yield self.batches[i]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class TaskModule(L.LightningModule):
     """Trains ``model`` on ``experiment`` with the settings of ``config``.
 
@@ -124,34 +163,30 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------ data
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = ShardSampler(
-            len(dataset),  # type: ignore[arg-type]
-            seed=self.config.seed,
-            shuffle=train,
-            rank=self.trainer.global_rank,
-            world_size=self.trainer.world_size,
-            pad=train,
-        )
+    def _loader(self, dataset: Dataset, split: str) -> DataLoader:
+        """The loader of ``split`` (``"train"``, ``"val"`` or ``"test"``): this rank's shard, shuffled per epoch for
+        training; batches of ``batch_size`` examples, or the task's own (:attr:`DataSplits.batches`)."""
+        train = split == "train"
+        size = len(dataset)  # type: ignore[arg-type]
+        shard = {"seed": self.config.seed, "shuffle": train, "rank": self.trainer.global_rank,
+                 "world_size": self.trainer.world_size, "pad": train}
+        batches = self.splits.batches(split, self.config.batch_size, self.config.seed) if self.splits.batches else None
         workers = self.config.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            sampler=sampler,
-            collate_fn=self.splits.collate_fn,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.config.accelerator in ("gpu", "cuda"),
-        )
+        options = {"collate_fn": self.splits.collate_fn, "num_workers": workers, "persistent_workers": workers > 0,
+                   "pin_memory": self.config.accelerator in ("gpu", "cuda")}
+        if batches is None:
+            sampler = ShardSampler(size, **shard)
+            return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, **options)
+        return DataLoader(dataset, batch_sampler=BatchShardSampler(batches, size, **shard), **options)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train, train=True)
+        return self._loader(self.splits.train, "train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, train=False)
+        return self._loader(self.splits.val, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, train=False)
+        return self._loader(self.splits.test, "test")
 
     # ------------------------------------------------------------------ metric sums
 
