@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                 "time attnlab's CPU dropout against torch's, alone and in a patch_transformer training step"),
     "forecast": ("attnlab.bench.forecast",
                  "forecast models on a CSV under the ETT protocol, next to published numbers"),
+    "m4": ("attnlab.bench.m4",
+           "the M4 competition's protocol on one group (sMAPE, MASE, OWA, MSIS), next to its published table"),
     "translate": ("attnlab.bench.translate",
                   "train each translation model for a fixed number of epochs; BLEU, chrF, parameters, decoding speed"),
     "startup": ("attnlab.bench.startup",

@@ -42,7 +42,10 @@ class ForecastConfig:
         horizon: H, steps to forecast (required unless ``split=ett``, where it defaults to 96).
         season: steps per seasonal cycle (default: from the frequency: hourly 24, daily 7, weekly 52,
             monthly 12, quarterly 4, else 1).
-        val_size, test_size: steps held out per series by a ``last`` split (default: the horizon).
+        val_size, test_size: steps held out per series by a ``last`` split (default: the horizon; ``test_size``
+            0 = no test part).
+        train_stride: steps between the origins of training windows (1 = every window; a panel of long series
+            trains as well on every k-th window, in 1/k of the time per epoch).
         fill: missing cells (and rows added by ``freq``): ``none`` (an error), ``ffill`` or ``interpolate``.
         freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS``…, or a whole step for integer
             periods); none = inferred, and irregular time stamps are an error. Given, missing time stamps
@@ -78,6 +81,7 @@ class ForecastConfig:
     season: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    train_stride: int = 1
     fill: Literal["none", "ffill", "interpolate"] = "none"
     freq: str | None = None
     decimal: Literal[".", ","] = "."
@@ -98,6 +102,7 @@ class ForecastConfig:
                   ("season", self.season is None or self.season >= 1, "at least 1 step or none"),
                   ("val_size", self.val_size is None or self.val_size >= 1, "at least 1 step or none"),
                   ("test_size", self.test_size is None or self.test_size >= 0, "0 or more steps, or none"),
+                  ("train_stride", self.train_stride >= 1, "at least 1"),
                   ("plot_windows", self.plot_windows >= 0, "0 or more"),
                   ("forecast_windows", self.forecast_windows is None or self.forecast_windows >= 0,
                    "0 or more, or none (all)"),

@@ -163,6 +163,7 @@ def prepare_forecast(
     target: Sequence[str] = (),
     val_size: int | None = None,
     test_size: int | None = None,
+    train_stride: int = 1,
 ) -> ForecastData:
     """Split, window and standardise a panel (see the module docstring).
 
@@ -222,7 +223,10 @@ def prepare_forecast(
         panel = panel.select(usable)
         edges, train_n, val_first, val_n = edges[usable], train_n[usable], val_first[usable], val_n[usable]
         test_first, test_n = test_first[usable], test_n[usable]
-    windows = {"train": WindowSet(np.full(len(edges), L), train_n), "val": WindowSet(val_first, val_n),
+    # Strided training windows end at each series' last training origin, so the newest window is always used.
+    train_first = np.full(len(edges), L) + (train_n - 1) % train_stride
+    windows = {"train": WindowSet(train_first, (train_n - 1) // train_stride + 1, train_stride),
+               "val": WindowSet(val_first, val_n),
                "test": WindowSet(test_first, test_n)}
     S, C = panel.n_series, panel.n_channels
     covariates = np.concatenate([panel.hist, panel.futr], axis=1)

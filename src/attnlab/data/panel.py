@@ -123,6 +123,11 @@ class Panel:
         stop = int(self.lengths[s]) if stop is None else stop
         return time_range(self.starts[s], self.freq, self.time_kind, start, stop)
 
+    def future_times(self, steps: int) -> pd.Index:
+        """The time stamps of the ``steps`` steps after the end of every series, concatenated (S · steps,)."""
+        return concat_times([self.times(s, int(self.lengths[s]), int(self.lengths[s]) + steps)
+                             for s in range(self.n_series)])
+
     def select(self, keep: np.ndarray) -> Panel:
         """The panel of the series where ``keep`` (S,) bool is true."""
         idx = np.flatnonzero(keep)
@@ -170,6 +175,13 @@ def time_range(start: Any, freq: str, kind: TimeKind, begin: int, stop: int) -> 
         return pd.Index(np.arange(begin, stop, dtype=np.int64) * step + int(start), name=None)
     grid = pd.date_range(start, periods=stop, freq=freq)
     return grid[begin:stop]
+
+
+def concat_times(parts: Sequence[pd.Index]) -> pd.Index:
+    """Time indexes joined into one, keeping their kind (datetimes stay datetimes)."""
+    if not parts:
+        return pd.Index([])
+    return parts[0].append(list(parts[1:])) if len(parts) > 1 else parts[0]
 
 
 def season_of(freq: str, kind: TimeKind) -> int:
@@ -242,6 +254,15 @@ def find_time_column(frame: pd.DataFrame, time_col: str | None, where: str) -> s
 
 def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, TimeKind]:
     """A time column as datetimes or integer periods (whole numbers, also written ``1700.0``)."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.DatetimeIndex(raw)
+        if stamps.tz is not None:
+            stamps = stamps.tz_convert("UTC").tz_localize(None)
+        if stamps.isna().any():
+            first = int(np.flatnonzero(stamps.isna())[0])
+            raise UserError(f"{where}: column {column!r} has empty time stamps (the first at row {first}); every row "
+                            "needs a time stamp")
+        return stamps, "datetime"
     numbers = pd.to_numeric(raw, errors="coerce")
     if not numbers.isna().any() and np.all(np.mod(numbers.to_numpy(dtype=np.float64), 1) == 0):
         return pd.Index(numbers.to_numpy(dtype=np.float64).astype(np.int64)), "int"

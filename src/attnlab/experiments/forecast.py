@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from attnlab.catalog.forecast import SPEC, ForecastConfig, ForecastSizes
 from attnlab.data.forecasting import ForecastData, prepare_forecast
-from attnlab.data.panel import default_input_len, load_panel, season_of
+from attnlab.data.panel import concat_times, default_input_len, load_panel, season_of
 from attnlab.data.windows import ForecastBatch, PanelWindows, keep_batch
 from attnlab.errors import UserError
 from attnlab.experiments.base import (
@@ -95,7 +95,7 @@ def split_data(panel: Any, config: ForecastConfig) -> ForecastData:
     input_len = config.input_len or default_input_len(horizon, season)
     return prepare_forecast(panel, input_len=input_len, horizon=horizon, season=season, split=split,
                             ratios=config.ratios, target=config.target if panel.layout == "wide" else (),
-                            val_size=config.val_size, test_size=config.test_size)
+                            val_size=config.val_size, test_size=config.test_size, train_stride=config.train_stride)
 
 
 def resolve_split(split: str, layout: str) -> str:
@@ -380,6 +380,17 @@ class Forecast(Experiment):
             values = values.transpose(0, 1, 3, 2)
         return np.concatenate(chunks), values
 
+    def window_mse(self, model: nn.Module, split: str = "test") -> Tensor:
+        """MSE of each window of ``split`` over its target channels, standardised scale: (N,) float32. Every window
+        holds H × targets values, so the mean of this vector is the split's MSE, and the mean of a slice is the
+        MSE of those windows alone (e.g. the first ones, which a loader that drops an incomplete last batch
+        scores)."""
+        errors = []
+        for chunk, out in self.predicted(model, split):
+            truth = self.series.dataset(split).batch(chunk).y
+            errors.append((self._targets(self.point(out)) - self._targets(truth)).pow(2).mean(dim=(1, 2)))  # (b,)
+        return torch.cat(errors) if errors else torch.empty(0)
+
     def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
         """Test metrics that need every window at once, written beside the run: prediction intervals (coverage,
         width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
@@ -508,7 +519,8 @@ class Forecast(Experiment):
     def write_forecasts(self, model: nn.Module, path: Path, max_windows: int | None = None) -> Path:
         """The forecasts of test windows (all, or ``max_windows`` spread over the split) in original units: one
         row per window and step with ``window, unique_id, origin, step, ds`` and, per target channel,
-        ``<name>_forecast`` and ``<name>_actual``."""
+        ``<name>_forecast``, ``<name>_actual`` and, per interval level, ``<name>_lo_<level>``,
+        ``<name>_hi_<level>``."""
         d = self.series
         n = d.n_windows("test")
         chosen = np.arange(n) if max_windows is None or max_windows >= n else np.asarray(spread(n, max_windows))
@@ -522,13 +534,16 @@ class Forecast(Experiment):
             "unique_id": np.repeat([d.panel.ids[s] for s in series], H),
             "origin": np.repeat([d.panel.times(s, o - 1, o)[0] for s, o in zip(series, origin, strict=True)], H),
             "step": np.tile(np.arange(1, H + 1), len(windows)),
-            "ds": np.concatenate([d.panel.times(s, o, o + H) for s, o in zip(series, origin, strict=True)])
-            if len(windows) else [],
+            "ds": concat_times([d.panel.times(s, o, o + H) for s, o in zip(series, origin, strict=True)]),
         }
+        bounds = self.intervals(model, forecast, series, idx)
         for k in idx:
             name = d.columns[k]
             frame[f"{name}_forecast"] = point[..., k].ravel()
             frame[f"{name}_actual"] = truth[..., k].ravel()
+            for level, (lower, upper) in bounds.items():
+                frame[f"{name}_lo_{level:g}"] = lower[..., idx.index(k)].ravel()
+                frame[f"{name}_hi_{level:g}"] = upper[..., idx.index(k)].ravel()
         pd.DataFrame(frame).to_csv(path, index=False, float_format="%.6g")
         return path
 

@@ -39,7 +39,7 @@ from attnlab.experiments.forecast import (
     Forecast,
     split_data,
 )
-from attnlab.train.config import parse_overrides
+from attnlab.train.config import TrainConfig, convert, field_types, not_a, parse_overrides
 from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit, prepare_run
 from attnlab.train.weights import CONFIG_FILE, load_model, read_config
 
@@ -89,16 +89,34 @@ def _check_overrides(overrides: Mapping[str, Any]) -> None:
                             f"not as the override {key!r}")
 
 
+def _data_overrides(overrides: dict[str, Any], model_config: type) -> dict[str, Any]:
+    """Move the data options among ``overrides`` (``data.loss=mae``, or an unprefixed key only the data config
+    has) out of them, converted to their field types."""
+    types = field_types(ForecastConfig)
+    others = set(field_types(TrainConfig)) | set(field_types(model_config))
+    moved = {}
+    for key in list(overrides):
+        prefix, dot, rest = key.partition(".")
+        name = rest if dot and prefix in ("data", "experiment") else key
+        if name in types and (dot and prefix in ("data", "experiment") or (not dot and name not in others)):
+            value = overrides.pop(key)
+            try:
+                moved[name] = convert(value, types[name])
+            except ValueError:
+                raise UserError(f"bad value for {key}: {not_a(value, types[name])}") from None
+    return moved
+
+
 def data_config(**options: Any) -> ForecastConfig:
     """A :class:`ForecastConfig` from keyword options; a UserError for an impossible one."""
     try:
-        return ForecastConfig(**{k: v for k, v in options.items() if v is not None or k in ("horizon", "input_len")})
+        return ForecastConfig(**options)
     except ValueError as err:
         raise UserError(str(err)) from None
 
 
 def forecast(
-    csv: str | Path | pd.DataFrame,
+    csv: str | Path | pd.DataFrame | Panel,
     model: str = "linear",
     overrides: Mapping[str, Any] | Iterable[str] = (),
     *,
@@ -116,7 +134,8 @@ def forecast(
     nothing behind.
 
     Args:
-        csv: the data (long or wide; see :mod:`attnlab.data.panel`).
+        csv: the data (long or wide; see :mod:`attnlab.data.panel`), or a panel already read (its reading
+            options are then the ones it was read with).
         model: a forecast model name (``attnlab list forecast``).
         overrides: ``key=value`` items or a mapping for the train config and the model config (as
             ``attnlab fit``); the data options have their own keyword arguments.
@@ -136,18 +155,20 @@ def forecast(
     Raises:
         UserError: a bad file, option, model name or override, in one line.
     """
-    model_name, _ = registry.get_model(Forecast.spec, model)
+    model_name, model_spec = registry.get_model(Forecast.spec, model)
     user = parse_overrides(overrides)
     _check_overrides(user)
+    options = {**_data_overrides(user, model_spec.config), **options}
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ForecastConfig)})
     if unknown:
         raise TypeError(f"forecast() got unknown data option(s) {unknown}")
     options.setdefault("forecast_windows", DEFAULT_FORECAST_WINDOWS)
-    config = data_config(csv="" if isinstance(csv, pd.DataFrame) else str(csv), **options)
-    panel = load_panel(csv, id_col=config.id_col, time_col=config.date_col, target=config.target,
-                       inputs=config.inputs, exclude=config.exclude, futr=config.futr_cols, freq=config.freq,
-                       fill=config.fill, decimal=config.decimal, calendar=config.calendar,
-                       static=config.static_csv or None)
+    source = csv.source if isinstance(csv, Panel) else "" if isinstance(csv, pd.DataFrame) else str(csv)
+    config = data_config(csv=source if source != "DataFrame" else "", **options)
+    panel = csv if isinstance(csv, Panel) else load_panel(
+        csv, id_col=config.id_col, time_col=config.date_col, target=config.target, inputs=config.inputs,
+        exclude=config.exclude, futr=config.futr_cols, freq=config.freq, fill=config.fill, decimal=config.decimal,
+        calendar=config.calendar, static=config.static_csv or None)
     data = split_data(panel, config)
     task = Forecast(config, data)
     run = prepare_run("forecast", model_name, user, task=task, run_dir=run_dir, runs_root=runs_root)
@@ -283,8 +304,7 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
                else (f"{label}:{info['targets'][k]}" if label else info["targets"][k]) for k in scored}
     rows_out: dict[str, Any] = {
         "unique_id": np.repeat(list(panel.ids), H),
-        "ds": np.concatenate([panel.times(s, int(panel.lengths[s]), int(panel.lengths[s]) + H)
-                              for s in range(panel.n_series)]),
+        "ds": panel.future_times(H),
     }
     levels = list(saved.intervals.get("levels", [])) if levels is None else list(levels)
     for k in scored:

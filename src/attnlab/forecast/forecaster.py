@@ -181,7 +181,8 @@ class Forecaster:
             static_df: static covariates.
 
         Returns:
-            ``unique_id, ds, cutoff, y`` and one column per model (with interval bounds).
+            ``unique_id, ds, cutoff, window, y`` (``window``: 0 for the first cutoff) and one column per model
+            (with interval bounds).
         """
         if n_windows < 1:
             raise UserError(f"n_windows={n_windows} must be at least 1")
@@ -208,6 +209,7 @@ class Forecaster:
             idc, tc = self.options["id_col"], self.options["date_col"]
             forecasts = forecasts.rename(columns={idc: "unique_id", tc: "ds"})
             table = truth.merge(cutoff, on="unique_id").merge(forecasts, on=["unique_id", "ds"])
+            table.insert(3, "window", w)
             tables.append(table)
         out = pd.concat(tables, ignore_index=True)
         return out.rename(columns={"unique_id": self.options["id_col"], "ds": self.options["date_col"]})
@@ -230,17 +232,17 @@ class Forecaster:
         return pd.concat(rows, ignore_index=True)
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
-        """Lines of MASE and sMAPE per model and cutoff, then over every cutoff."""
+        """Lines of MASE and sMAPE per model and backtest window, then over every window."""
         y = table["y"].to_numpy()
-        lines = [f"{'model':<22}{'cutoff':<22}{'MASE':>10}{'sMAPE':>10}"]
+        lines = [f"{'model':<22}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
         scale = self._scales(table)
         for model in self.models:
-            for cutoff, part in table.groupby("cutoff", sort=True):
+            for window, part in table.groupby("window", sort=True):
                 s = point_scores(part["y"].to_numpy()[:, None, None], part[model].to_numpy()[:, None, None],
                                  scale[part.index][:, None])
-                lines.append(f"{model:<22}{str(cutoff):<22}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+                lines.append(f"{model:<22}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
             s = point_scores(y[:, None, None], table[model].to_numpy()[:, None, None], scale[:, None])
-            lines.append(f"{model:<22}{'all':<22}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+            lines.append(f"{model:<22}{'all':<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
         return lines
 
     def _scales(self, table: pd.DataFrame) -> np.ndarray:
