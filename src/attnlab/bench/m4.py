@@ -60,6 +60,8 @@ MODEL_SETTINGS: dict[str, list[str]] = {
                           "lr=1e-3", "model.patch_len={period}", "model.stride={period}", "model.d_model=64",
                           "model.num_layers=2", "model.d_ff=128", "model.dropout=0.0", "model.norm=layer",
                           "model.center=mean"],
+    "horizon_attention": ["data.loss=mae", "data.train_stride=4", "max_epochs=8", "patience=2", "batch_size=256",
+                          "lr=1e-3"],
     "linear": ["data.loss=mae", "data.train_stride=4", "max_epochs=8", "patience=2", "batch_size=256"],
 }
 INPUT_SEASONS = 14  # input length in seasons (336 steps of hourly data: two weeks)

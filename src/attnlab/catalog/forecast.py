@@ -127,6 +127,7 @@ class ForecastSizes:
         pred_len: H, forecast steps (``--horizon``).
         n_channels: C, target channels.
         n_hist, n_futr, n_static: widths of the historical, future-known and static covariates.
+        season: steps per seasonal cycle of the data (a model may size its patches by it).
         quantiles: the quantiles a model with quantile heads predicts (the median first); empty = a point
             forecast.
     """
@@ -140,6 +141,7 @@ class ForecastSizes:
     n_hist: int = 0
     n_futr: int = 0
     n_static: int = 0
+    season: int | None = None
     quantiles: tuple[float, ...] = ()
 
     def sizes(self) -> tuple[int, int, int]:
@@ -223,6 +225,37 @@ class PatchTransformerConfig(ForecastSizes):
 
 
 @dataclass
+class HorizonAttentionConfig(ForecastSizes):
+    """Horizon attention (see :class:`attnlab.models.horizon.HorizonAttention`): input patches as keys, output
+    patches as queries, historical, future-known and static covariates, quantile heads.
+
+    Args:
+        patch_len: steps per patch (default: the data's season when it fits the input, else 16).
+        d_model, num_heads, d_ff, dropout: the transformer's sizes.
+        encoder_layers: self-attention layers over the input patches.
+        decoder_layers: layers of the horizon queries (self-attention among them, cross-attention to the input).
+        attention: ``full``, or ``mean`` for the attention-free twin (feed-forward only; queries read the mean
+            of the input patches).
+        linear_skip: add a linear map of the normalised input to the forecast.
+        center: normalise each window by its ``mean`` or its ``last`` value (and its standard deviation).
+    """
+
+    COVARIATES: ClassVar[frozenset[str]] = frozenset({"hist", "futr", "static"})
+    QUANTILES: ClassVar[bool] = True
+
+    patch_len: int | None = None
+    d_model: int = 64
+    num_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 1
+    d_ff: int = 128
+    dropout: float = 0.1
+    attention: Literal["full", "mean"] = "full"
+    linear_skip: bool = True
+    center: Literal["mean", "last"] = "mean"
+
+
+@dataclass
 class RidgeConfig(ForecastSizes):
     """``ridge`` has no hyper-parameters: its strength is chosen on validation (see :data:`RIDGE_ALPHAS`)."""
 
@@ -285,6 +318,12 @@ MODELS: dict[str, ModelSpec] = {
         "attnlab.models.patch:PatchTransformer", PatchTransformerConfig,
         "PatchTST: patches of each channel as tokens, channel-independent, per-window instance normalisation",
         train_overrides=PATCH_TRAINING,
+    ),
+    "horizon_attention": ModelSpec(
+        "attnlab.models.horizon:HorizonAttention", HorizonAttentionConfig,
+        "attnlab's own: input patches as keys, output patches as queries, covariates, quantile heads, linear skip",
+        train_overrides={"batch_size": 128, "min_steps_per_epoch": 32, "lr": 1e-3, "max_epochs": 20, "patience": 3,
+                         "optimizer": "adamw", "weight_decay": 1e-4},
     ),
     "ridge": ModelSpec(
         "attnlab.models.retrieval:RidgeForecaster", RidgeConfig,

@@ -262,7 +262,7 @@ class Forecast(Experiment):
                             "intervals=conformal for this one")
         sizes = {"seq_len": d.input_len, "pred_len": d.horizon, "n_channels": d.n_channels,
                  "n_hist": kinds["hist"], "n_futr": kinds["futr"], "n_static": kinds["static"],
-                 "quantiles": self.quantiles}
+                 "season": d.season, "quantiles": self.quantiles}
         origin = {"seq_len": "--input-len", "pred_len": "--horizon", "n_channels": "the data's target channels"}
         for key, value in sizes.items():
             current = getattr(model_config, key)
