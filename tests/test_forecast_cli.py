@@ -358,8 +358,8 @@ def test_plot_channel_must_be_a_target(tmp_path, capsys):
 
 
 def test_attention_figure_keeps_the_drawn_channels_maps_channel_by_channel():
-    from attnlab.experiments.base import AttentionMap
     from attnlab.experiments.forecast import maps_of_channels
+    from attnlab.nn.maps import AttentionMap
 
     def amap(layer):
         return AttentionMap(layer, "self", torch.zeros(1, 2, 2), ["p0", "p1"], ["p0", "p1"])

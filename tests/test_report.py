@@ -23,19 +23,20 @@ import torch
 
 from attnlab import registry
 from attnlab.cli import main
+from attnlab.demo import write_demo_index
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, write_baselines
-from attnlab.report import (
-    build_report,
-    load_attention,
+from attnlab.nn.maps import (
+    AttentionMap,
+    AttentionSample,
+    infer_kind,
+    layer_role,
     merge_calls,
-    read_run,
     record_maps,
     samples_from_maps,
-    save_attention,
-    write_demo_index,
 )
-from attnlab.report.attention import ATTENTION_FILE_BUDGET, fit_budget, infer_kind, layer_role
+from attnlab.report import build_report, load_attention, read_run, save_attention
+from attnlab.report.attention import ATTENTION_FILE_BUDGET, fit_budget
+from attnlab.report.files import write_baselines
 from attnlab.report.page import ATTENTION_BUDGET, MAX_SIDE, attention_payload
 from attnlab.train import RunResult
 from attnlab.train.config import resolve
@@ -138,6 +139,25 @@ def test_infer_kind_from_layer_names():
     assert infer_kind("decoder.layers.1.cross_attn") == "cross"
     assert infer_kind("encoder.layers.0.self_attn") == "self"
     assert infer_kind("pool") == "pooling"
+
+
+def test_infer_kind_from_the_module_and_shape_when_the_name_does_not_say():
+    from attnlab.nn import Attention, DotScore, MultiHeadAttention
+
+    mha = MultiHeadAttention(8, 2)
+    assert infer_kind("decoder.attn", mha, 4, 16) == "cross"  # queries are not the keys
+    assert infer_kind("encoder.attn", mha, 16, 16) == "self"
+    assert infer_kind("attention", Attention(DotScore()), 16, 16) == "pooling"
+    assert infer_kind("decoder.cross", Attention(DotScore()), 1, 16) == "cross"  # the name decides first
+
+
+def test_record_maps_gives_each_layer_its_kind():
+    from attnlab.nn import Decoder
+
+    model = Decoder(num_layers=1, d_model=8, num_heads=2, d_ff=16)
+    _, maps = record_maps(model, lambda: model(torch.randn(2, 3, 8), torch.randn(2, 5, 8)))
+    assert {name: maps.kinds[name] for name in maps} == {"layers.0.self_attn": "self", "layers.0.cross_attn": "cross"}
+    assert [tuple(w.shape) for w in maps.values()] == [(2, 2, 3, 3), (2, 2, 3, 5)]
 
 
 def test_record_maps_restores_training_mode_and_gives_nothing_without_attention():
@@ -636,7 +656,7 @@ def test_attention_command_parquet_needs_pyarrow(tmp_path, capsys, monkeypatch):
     out = tmp_path / "weights.parquet"
     if importlib.util.find_spec("pyarrow") is not None:
         assert _cli(["attention", str(run), "--out", str(out)], capsys)[0] == 0
-        assert len(pd.read_parquet(out)) == 34
+        assert len(pd.read_parquet(out)) == 2 * 3 * 3 + 2 * 2 * 3 + 2 * 2 * 2  # as the CSV
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else True)
     code, err, _ = _cli(["attention", str(run), "--out", str(tmp_path / "other.parquet")], capsys)
     assert code == 2 and len(err) == 1 and "pip install pyarrow" in err[0]

@@ -35,7 +35,7 @@ import pandas as pd
 from attnlab.catalog.forecast import MODELS
 from attnlab.data.panel import M4_GROUPS, load_panel, read_m4
 from attnlab.errors import UserError
-from attnlab.forecast.metrics import interval_scores, owa, smape_values
+from attnlab.metrics import interval_scores, owa, smape_values
 
 # The published Hourly table (M4 paper, "Evaluation and Ranks"; ../shared/data/README.md): sMAPE, MASE, OWA,
 # and the best 95 % MSIS.

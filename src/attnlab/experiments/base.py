@@ -15,9 +15,7 @@ The three are declared, with the table of models, in :mod:`attnlab.catalog` (no 
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -27,28 +25,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from attnlab.nn.maps import AttentionSample
+
 if TYPE_CHECKING:
     from attnlab.registry import ExperimentSpec
-
-BASELINES_FILE = "baselines.json"  # test metrics of simple reference predictors, written by a task's save_artifacts
-
-
-def write_baselines(run_dir: Path, baselines: Mapping[str, Mapping[str, float]]) -> Path:
-    """Write ``baselines.json``: the test metrics of simple reference predictors (repeat the last value,
-    predict the majority class, …), which the run report shows beside the model's.
-
-    Args:
-        run_dir: the run folder.
-        baselines: baseline description -> {metric name -> test value}, same names as ``evaluate`` returns.
-
-    Returns:
-        The path written.
-    """
-    data = {"split": "test", "baselines": {name: {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-                                           for name, metrics in baselines.items()}}
-    path = Path(run_dir) / BASELINES_FILE
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    return path
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -83,43 +63,6 @@ class DataSplits:
     test: Dataset
     collate_fn: Callable[[list[Any]], Any] | None = None
     batches: Batches | None = None
-
-
-@dataclass
-class AttentionMap:
-    """The weights of one attention layer for one example, with what its axes mean.
-
-    Attributes:
-        layer: the layer's qualified name in the model (e.g. ``"decoder.layers.0.cross_attn"``).
-        kind: ``"self"``, ``"cross"`` or ``"pooling"``.
-        weights: (H, Q, K) float32 — one row per query, summing to 1 over keys (H = 1 for single-head).
-        query_labels: Q labels (tokens, time stamps, patch indices, …).
-        key_labels: K labels.
-        full_shape: (Q, K) of the whole map when the saved weights are its top-left corner (a run keeps its
-            saved attention under a byte budget); None when nothing was cropped.
-    """
-
-    layer: str
-    kind: str
-    weights: Tensor
-    query_labels: list[str]
-    key_labels: list[str]
-    full_shape: tuple[int, int] | None = None
-
-
-@dataclass
-class AttentionSample:
-    """One held-out example whose attention a report shows: a title and one map per attention layer.
-
-    Attributes:
-        title: what the example is (``"test series 3 (first 80 steps)"``).
-        maps: one map per attention layer, in the model's order.
-        in_figures: the task's figures draw this example; the report's explorer opens on the first such sample.
-    """
-
-    title: str
-    maps: list[AttentionMap]
-    in_figures: bool = False
 
 
 class Experiment:

@@ -40,8 +40,10 @@ from torch.utils.data import TensorDataset
 
 from attnlab.catalog.count import SPEC
 from attnlab.data.synthetic import make_count_batch
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
-from attnlab.report.attention import collect_attention
+from attnlab.experiments.base import DataSplits, Experiment, model_device
+from attnlab.models.capabilities import PoolsWithAttention
+from attnlab.nn.maps import AttentionSample, collect_attention
+from attnlab.report.files import write_baselines
 from attnlab.viz.count import plot_count_attention, plot_loss_only
 from attnlab.viz.heatmaps import save_figure
 
@@ -90,7 +92,7 @@ def pooling_weights(model: nn.Module, X: Tensor) -> tuple[Tensor, Tensor | None]
         ``(logits, weights)``: logits (B, 1) and the weights (B, L) of the pooling query (they carry
         gradients), or ``None`` for a model that does not pool with attention (the GRU).
     """
-    if getattr(model, "pools_with_attention", False):
+    if isinstance(model, PoolsWithAttention):
         return model(X, need_weights=True)
     return model(X), None
 

@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from attnlab.catalog.digits_vit import SPEC
 from attnlab.data.digits import NUM_CLASSES, RandomAffine, digit_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
+from attnlab.experiments.base import DataSplits, Experiment, model_device
 from attnlab.models.vit import ViT, class_token_attention
-from attnlab.report.attention import collect_attention
+from attnlab.nn.maps import AttentionSample, collect_attention
+from attnlab.report.files import write_baselines
 from attnlab.viz.digits_vit import plot_class_token_attention, plot_confusion
 from attnlab.viz.heatmaps import save_figure
 

@@ -42,18 +42,11 @@ from attnlab.data.forecasting import ForecastData, prepare_forecast
 from attnlab.data.panel import concat_times, default_input_len, load_panel, season_of
 from attnlab.data.windows import ForecastBatch, PanelWindows, keep_batch
 from attnlab.errors import UserError
-from attnlab.experiments.base import (
-    AttentionMap,
-    AttentionSample,
-    DataSplits,
-    Experiment,
-    model_device,
-    write_baselines,
-)
-from attnlab.forecast.metrics import interval_scores, point_scores
-from attnlab.nn.attention import Attention
-from attnlab.nn.mha import MultiHeadAttention
-from attnlab.nn.record import record_attention
+from attnlab.experiments.base import DataSplits, Experiment, model_device
+from attnlab.metrics import interval_scores, point_scores
+from attnlab.models.capabilities import ClosedFormFit, LabelsQueries, LabelsTokens, PatchModel
+from attnlab.nn.maps import AttentionMap, AttentionSample, record_maps
+from attnlab.report.files import write_baselines
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +133,11 @@ def label_format(timestamps: pd.Index) -> str:
     return DATE_FORMAT if bool((timestamps == timestamps.normalize()).all()) else TIME_FORMAT
 
 
-def _labels(model: nn.Module, method: str, n: int, timestamps: list[str]) -> list[str]:
-    """Axis labels of n tokens: the model's ``method(timestamps)`` if it gives n, the time stamps if there are
-    n of them, else ``token i``."""
-    fn = getattr(model, method, None)
-    if fn is not None:
-        labels = list(fn(timestamps))
-        if len(labels) == n:
-            return labels
+def _labels(labels: list[str] | None, n: int, timestamps: list[str]) -> list[str]:
+    """Axis labels of n tokens: the model's ``labels`` if there are n of them, the time stamps if there are n of
+    them, else ``token i``."""
+    if labels is not None and len(labels) == n:
+        return labels
     if n == len(timestamps):
         return list(timestamps)
     return [f"token {i}" for i in range(n)]
@@ -161,24 +151,17 @@ def attention_maps(model: nn.Module, call: Any, timestamps: list[str], channels:
     Query labels come from the model's ``query_labels(timestamps)``, key labels from
     ``token_labels(timestamps)`` when it has them.
     """
-    if not any(isinstance(m, (Attention, MultiHeadAttention)) for m in model.modules()):
-        return []
-    model.eval()
-    with torch.no_grad(), record_attention(model) as record:
-        call()
+    _, recorded = record_maps(model, call)
     maps = []
-    for name, calls in record.items():
-        weights = calls[-1].float().cpu()  # (N, H, Q, K) multi-head, (N, Q, K) single
-        if weights.dim() == 3:
-            weights = weights.unsqueeze(1)  # (N, 1, Q, K)
+    for name, weights in recorded.items():  # (N, H, Q, K): N = 1 window, or its C channels
         n, _, q, k = weights.shape
-        module = model.get_submodule(name) if name in dict(model.named_modules()) else None
-        kind = "pooling" if isinstance(module, Attention) else ("cross" if "cross" in name or q != k else "self")
-        key_labels = _labels(model, "token_labels", k, timestamps)
-        query_labels = _labels(model, "query_labels", q, timestamps) if q != k else key_labels
+        keys = list(model.token_labels(timestamps)) if isinstance(model, LabelsTokens) else None
+        queries = list(model.query_labels(timestamps)) if isinstance(model, LabelsQueries) else None
+        key_labels = _labels(keys, k, timestamps)
+        query_labels = _labels(queries, q, timestamps) if q != k else key_labels
         for row in range(n):
             suffix = f" [{channels[row]}]" if n == len(channels) and n > 1 else (f" [row {row}]" if n > 1 else "")
-            maps.append(AttentionMap(name + suffix, kind, weights[row], query_labels, key_labels))
+            maps.append(AttentionMap(name + suffix, recorded.kinds[name], weights[row], query_labels, key_labels))
     return maps
 
 
@@ -277,13 +260,12 @@ class Forecast(Experiment):
     def prepare_model(self, model: nn.Module, data: DataSplits) -> None:
         """Closed-form models (``ridge``, ``retrieval``) solve their maps on the training windows and pick their
         settings on the validation windows."""
-        fit = getattr(model, "fit_closed_form", None)
-        if fit is None:
+        if not isinstance(model, ClosedFormFit):
             return
         d = self.series
         memory = d.tensors["target"][: int(d.borders[0, 0])] if d.panel.n_series == 1 else None  # (R, C)
         try:
-            chosen = fit(windows_of(data.train), windows_of(data.val), memory)
+            chosen = model.fit_closed_form(windows_of(data.train), windows_of(data.val), memory)
         except ValueError as error:  # settings the data cannot support (e.g. a memory too large)
             raise UserError(str(error)) from None
         log.info("closed-form fit on %d training windows: %s", len(data.train),
@@ -647,7 +629,7 @@ class Forecast(Experiment):
         maps = maps_of_channels(maps, d.columns, names)
         if maps:
             s, o, _ = self._window(focus)
-            spans = model.patch_spans() if hasattr(model, "patch_spans") else None
+            spans = model.patch_spans() if isinstance(model, PatchModel) else None
             fig = plot_attention_over_input(
                 times, d.history(s, o)[o - d.input_len:][:, channels], names, maps,
                 title=f"attention on test window {focus}", key_spans=spans,

@@ -23,13 +23,13 @@ from torch import Tensor, nn
 from attnlab.catalog.kernel_regression import SPEC, NadarayaWatsonConfig
 from attnlab.data.kernel_regression import X_MAX, CollateWithKeys, regression_splits, true_function
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device
+from attnlab.experiments.base import DataSplits, Experiment, model_device
 from attnlab.models.kernel_regression import (
     NadarayaWatson,
     leave_one_out_mask,
 )
 from attnlab.nn import KERNELS, record_attention
-from attnlab.report.attention import record_maps, samples_from_maps
+from attnlab.nn.maps import AttentionSample, record_maps, samples_from_maps
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.kernel_regression import plot_fits, plot_sweep
 

@@ -30,12 +30,10 @@ from torch import Tensor, nn
 
 from attnlab.catalog.sine import SPEC
 from attnlab.data.synthetic import SeriesDataset, collate_next_step, make_sines
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
-from attnlab.nn import record_attention
-from attnlab.nn.attention import Attention
+from attnlab.experiments.base import DataSplits, Experiment, model_device
+from attnlab.nn.maps import AttentionSample, has_attention, layer_role, record_maps, samples_from_maps
 from attnlab.nn.masking import sequence_mask
-from attnlab.nn.mha import MultiHeadAttention
-from attnlab.report.attention import has_attention, layer_role, record_maps, samples_from_maps
+from attnlab.report.files import write_baselines
 from attnlab.viz.heatmaps import save_figure, show_heatmaps
 from attnlab.viz.sine import plot_rollouts
 
@@ -83,15 +81,12 @@ def attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, list[str]] | No
     :class:`~attnlab.nn.Attention` layer gives one panel. Returns ``None`` for a model without
     attnlab attention layers (the GRU).
     """
-    if not any(isinstance(m, (Attention, MultiHeadAttention)) for m in model.modules()):
+    _, maps = record_maps(model, lambda: model(x))
+    if not maps:
         return None
-    with torch.no_grad(), record_attention(model) as record:
-        model(x)
     rows, titles = [], []
-    for name, calls in record.items():
-        weights = calls[-1][0]  # (H, L, L) for multi-head layers, (L, L) for Attention
-        if weights.dim() == 2:
-            weights = weights.unsqueeze(0)
+    for name, weights in maps.items():
+        weights = weights[0]  # (H, L, L); H = 1 for Attention
         rows.append(weights)
         layer = layer_role(name, "self")
         titles += [f"{layer}, head {h + 1}" if weights.shape[0] > 1 else layer for h in range(weights.shape[0])]

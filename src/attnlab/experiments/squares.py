@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from attnlab.catalog.squares import SPEC
 from attnlab.data.squares import CLOCKWISE, DIRECTION_NAMES, square_splits
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, DataSplits, Experiment, model_device, write_baselines
+from attnlab.experiments.base import DataSplits, Experiment, model_device
 from attnlab.nn import Attention, MultiHeadAttention, record_attention
-from attnlab.report.attention import record_maps, samples_from_maps
+from attnlab.nn.maps import AttentionSample, record_maps, samples_from_maps
+from attnlab.report.files import write_baselines
 from attnlab.viz.heatmaps import save_figure
 from attnlab.viz.squares import plot_squares, show_alphas
 

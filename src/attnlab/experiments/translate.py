@@ -60,15 +60,10 @@ from attnlab.data.text import (
 )
 from attnlab.decode import greedy_with_attention, translate_ids
 from attnlab.errors import UserError
-from attnlab.experiments.base import (
-    AttentionMap,
-    AttentionSample,
-    DataSplits,
-    Experiment,
-    model_device,
-    write_baselines,
-)
+from attnlab.experiments.base import DataSplits, Experiment, model_device
 from attnlab.nn import Attention, MultiHeadAttention
+from attnlab.nn.maps import AttentionMap, AttentionSample
+from attnlab.report.files import write_baselines
 
 log = logging.getLogger(__name__)
 

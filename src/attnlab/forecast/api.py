@@ -40,7 +40,8 @@ from attnlab.experiments.forecast import (
     split_data,
 )
 from attnlab.train.config import TrainConfig, convert, field_types, not_a, parse_overrides
-from attnlab.train.engine import DEFAULT_RUNS_ROOT, RunResult, fit, prepare_run
+from attnlab.train.engine import DEFAULT_RUNS_ROOT, fit, prepare_run
+from attnlab.train.result import RunResult
 from attnlab.train.weights import CONFIG_FILE, load_model, read_config
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from attnlab.data.panel import Panel, future_covariates, load_panel
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import Forecast, split_data
 from attnlab.forecast.api import data_config, forecast_future
-from attnlab.forecast.metrics import point_scores
+from attnlab.metrics import point_scores
 from attnlab.train.config import parse_overrides
 from attnlab.train.engine import fit, prepare_run
 
@@ -313,11 +313,8 @@ class Forecaster:
         Raises:
             UserError: no model (or not ``model``) has attention.
         """
-        import torch
-
         from attnlab.forecast.api import SavedSeries, future_inputs
-        from attnlab.nn.record import record_attention
-        from attnlab.report.attention import has_attention
+        from attnlab.nn.maps import has_attention, record_maps
         from attnlab.train.weights import load_model
 
         panel = self.history if df is None else self._panel(df)
@@ -331,11 +328,8 @@ class Forecaster:
                 continue
             inputs = future_inputs(SavedSeries.read(self.runs[name]), type(config.model_config).COVARIATES, panel,
                                    None)
-            with torch.no_grad(), record_attention(net) as record:
-                net(inputs.x, **inputs.extra)
-            for number, (layer, calls) in enumerate(record.items(), 1):
-                weights = calls[-1].float()
-                weights = weights.unsqueeze(1) if weights.dim() == 3 else weights  # (N, H, Q, K)
+            _, maps = record_maps(net, lambda net=net, inputs=inputs: net(inputs.x, **inputs.extra))
+            for number, (layer, weights) in enumerate(maps.items(), 1):  # weights (N, H, Q, K)
                 n = weights.shape[0]
                 if n != panel.n_series:  # channel-independent: (S·C, H, Q, K) -> mean over channels
                     weights = weights.reshape(panel.n_series, n // panel.n_series, *weights.shape[1:]).mean(1)

@@ -28,7 +28,7 @@ Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from attnlab.catalog.forecast import RetrievalConfig, RidgeConfig
 from attnlab.data.forecasting import count_windows
+from attnlab.models.capabilities import Windows
 from attnlab.nn.attention import Attention
 from attnlab.nn.scoring import DotScore
 
@@ -44,8 +45,6 @@ from attnlab.nn.scoring import DotScore
 RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 _CHUNK = 256  # windows per step while accumulating sums over a split
 MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
-# A function that gives every window of a split, a batch at a time: x (n, L, C), y (n, H, C), standardised.
-Windows = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 
 
 def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -1,4 +1,4 @@
-"""Attention saved with a run: record it from a model, save it, load it back.
+"""Attention saved with a run: save it under a byte budget, load it back, flatten it to a table.
 
 Two files in the run folder hold the attention of a few held-out examples:
 
@@ -14,10 +14,8 @@ kept (its maps cropped to their top-left corner if it alone is over the budget, 
 the whole map's size); later examples, or their maps, that do not fit are left out and named in
 ``dropped``.
 
-Tasks build their :class:`~attnlab.experiments.base.AttentionSample` list with :func:`record_maps`
-(run a forward pass under :func:`attnlab.nn.record_attention`, join repeated decoder-step calls) and
-:func:`samples_from_maps` (split the batch into examples, attach labels, crop padding), or both at
-once with :func:`collect_attention`.
+Tasks capture the :class:`~attnlab.nn.maps.AttentionSample` list this module saves with the helpers of
+:mod:`attnlab.nn.maps`.
 """
 
 from __future__ import annotations
@@ -25,21 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import safetensors
 import safetensors.torch
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionMap, AttentionSample, DataSplits, Experiment
-from attnlab.nn.record import RECORDABLE, record_attention
+from attnlab.nn.maps import KINDS, AttentionMap, AttentionSample, layer_roles
 from attnlab.report.files import checked_path
 
 log = logging.getLogger(__name__)
@@ -49,180 +43,6 @@ ATTENTION_WEIGHTS = "attention.safetensors"
 ATTENTION_FORMAT = 1
 DEFAULT_LIMIT = 4  # held-out examples a run saves
 ATTENTION_FILE_BUDGET = 2_500_000  # bytes of float32 weights in one run's attention.safetensors
-KINDS = ("self", "cross", "pooling")
-ROLE_WORDS = {"self": "self-attention", "cross": "cross-attention", "pooling": "attention pooling"}
-
-Labels = Callable[[int, str, str], tuple[Sequence[Any], Sequence[Any]]]
-
-
-# ---------------------------------------------------------------------------------------------- recording
-
-
-def has_attention(model: nn.Module) -> bool:
-    """True if ``model`` holds an attnlab attention layer that :func:`attnlab.nn.record_attention` can see."""
-    return any(isinstance(m, RECORDABLE) for m in model.modules())
-
-
-def infer_kind(layer: str) -> str:
-    """Kind of a layer from its name: ``cross`` if it says ``cross``, ``self`` if it says ``self``,
-    else ``pooling`` (a query that is not one of the keys, e.g. a learned pooling query)."""
-    name = layer.lower()
-    if "cross" in name:
-        return "cross"
-    if "self" in name:
-        return "self"
-    return "pooling"
-
-
-def layer_role(layer: str, kind: str) -> str:
-    """What a layer is, for people: ``"Decoder cross-attention, layer 2"`` for ``decoder.layers.1.cross_attn``.
-
-    The part (encoder / decoder) comes from the name's first component (cross-attention is the decoder's);
-    the layer number is the first integer component of the name plus 1 (layers count from 1); a channel
-    suffix (``"encoder.layers.0.self_attn [OT]"``, a channel-independent forecaster) becomes ``", channel OT"``.
-
-    Args:
-        layer: the module path the map was recorded from (with an optional ``" [suffix]"``).
-        kind: ``"self"``, ``"cross"`` or ``"pooling"``.
-
-    Returns:
-        The role, capitalised.
-    """
-    match = re.fullmatch(r"(.*?)(?: \[(.+)\])?", layer)
-    path, suffix = (match.group(1), match.group(2)) if match else (layer, None)
-    first = path.split(".")[0].lower()
-    part = first if first in ("encoder", "decoder") else ("decoder" if kind == "cross" else "")
-    number = re.search(r"(?:^|\.)(\d+)(?:\.|$)", path)
-    role = " ".join(w for w in (part, ROLE_WORDS.get(kind, kind)) if w)
-    if number:
-        role += f", layer {int(number.group(1)) + 1}"
-    if suffix:
-        role += f", {suffix}" if suffix.startswith("row ") else f", channel {suffix}"
-    return role[:1].upper() + role[1:]
-
-
-def layer_roles(maps: Sequence[AttentionMap]) -> list[str]:
-    """:func:`layer_role` of each map of one example; two maps with the same role get their module path added."""
-    roles = [layer_role(m.layer, m.kind) for m in maps]
-    return [f"{r} ({m.layer})" if roles.count(r) > 1 else r for r, m in zip(roles, maps, strict=True)]
-
-
-def merge_calls(calls: Sequence[Tensor], newest_only: bool = False) -> Tensor:
-    """Join the weights of the calls of one layer during one forward pass into one map per example.
-
-    A decoder that generates step by step calls its layers once per step: with a KV cache, step t
-    gives one query row over t + 1 self-attention keys (or over all S encoder keys for
-    cross-attention). The rows are stacked along the query axis; a row with fewer keys than the
-    longest is padded with zeros on the right (the keys it could not see yet).
-
-    Args:
-        calls: the recorded weights of each call, (B, H, Q_i, K_i) for multi-head layers or
-            (B, Q_i, K_i) for :class:`attnlab.nn.Attention` (read as H = 1).
-        newest_only: keep only the last query row of each call: for a decoder without a cache that
-            re-runs its whole prefix at every step (call t holds t + 1 rows; the earlier ones repeat).
-
-    Returns:
-        (B, H, ΣQ_i, max K_i) float32 (ΣQ_i = number of calls when ``newest_only``).
-    """
-    if not calls:
-        raise ValueError("merge_calls needs at least one recorded call")
-    rows = []
-    for weights in calls:
-        if weights.dim() == 3:
-            weights = weights.unsqueeze(1)  # (B, Q, K) -> (B, 1, Q, K)
-        if weights.dim() != 4:
-            raise ValueError(f"attention weights must be (B, H, Q, K) or (B, Q, K), got shape {tuple(weights.shape)}")
-        rows.append(weights[:, :, -1:] if newest_only else weights)
-    keys = max(w.shape[-1] for w in rows)
-    rows = [F.pad(w, (0, keys - w.shape[-1])) for w in rows]  # right-pad keys with zeros
-    return torch.cat(rows, dim=2).float()  # (B, H, ΣQ, K)
-
-
-def record_maps(
-    model: nn.Module, forward: Callable[[], Any], newest_only: bool = False
-) -> tuple[Any, dict[str, Tensor]]:
-    """Run ``forward()`` once with every attention layer of ``model`` recorded, in eval mode, without gradients.
-
-    Args:
-        model: the model ``forward`` calls (its training mode is restored afterwards).
-        forward: a function of no arguments that runs the model on a batch, e.g. ``lambda: model(x)``.
-        newest_only: see :func:`merge_calls`.
-
-    Returns:
-        ``(output, maps)``: what ``forward()`` returned, and for each attention layer in order of first
-        call, its weights (B, H, Q, K) with repeated calls joined along Q (:func:`merge_calls`).
-        ``maps`` is empty for a model without attnlab attention layers.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        if not has_attention(model):
-            with torch.no_grad():
-                return forward(), {}
-        with torch.no_grad(), record_attention(model) as record:
-            output = forward()
-    finally:
-        model.train(was_training)
-    return output, {name: merge_calls(calls, newest_only).cpu() for name, calls in record.items()}
-
-
-def samples_from_maps(
-    maps: Mapping[str, Tensor],
-    titles: Sequence[str],
-    labels: Labels,
-    kind: Callable[[str], str] = infer_kind,
-) -> list[AttentionSample]:
-    """Split batched maps into one :class:`AttentionSample` per example, with labelled axes.
-
-    Args:
-        maps: layer name -> (B, H, Q, K) weights (what :func:`record_maps` returns).
-        titles: B titles, one per example (e.g. ``"test sentence 3: BLEU 41.2"``).
-        labels: ``labels(i, layer, kind) -> (query_labels, key_labels)`` for example ``i`` of the
-            batch. Labels are turned into strings. Fewer labels than rows or columns crop the map
-            to its top-left corner: return only the real tokens of a padded example to drop the padding.
-        kind: layer name -> ``"self"``, ``"cross"`` or ``"pooling"`` (default :func:`infer_kind`).
-
-    Returns:
-        B samples; each holds one :class:`AttentionMap` per layer, weights (H, Q, K) float32 on the CPU.
-    """
-    samples = [AttentionSample(str(title), []) for title in titles]
-    for layer, weights in maps.items():
-        if weights.dim() != 4 or weights.shape[0] != len(titles):
-            raise ValueError(f"layer {layer}: expected weights (B={len(titles)}, H, Q, K), got {tuple(weights.shape)}")
-        layer_kind = kind(layer)
-        if layer_kind not in KINDS:
-            raise ValueError(f"layer {layer}: kind {layer_kind!r} is not one of {', '.join(KINDS)}")
-        for i, sample in enumerate(samples):
-            queries, keys = (list(map(str, axis)) for axis in labels(i, layer, layer_kind))
-            if len(queries) > weights.shape[2] or len(keys) > weights.shape[3]:
-                raise ValueError(f"layer {layer}, example {i}: {len(queries)} query and {len(keys)} key labels "
-                                 f"for a map of {weights.shape[2]} queries and {weights.shape[3]} keys")
-            w = weights[i, :, : len(queries), : len(keys)].detach().float().cpu().contiguous()  # (H, Q, K)
-            sample.maps.append(AttentionMap(layer, layer_kind, w, queries, keys))
-    return samples
-
-
-def collect_attention(
-    model: nn.Module,
-    forward: Callable[[], Any],
-    titles: Sequence[str],
-    labels: Labels,
-    kind: Callable[[str], str] = infer_kind,
-    newest_only: bool = False,
-) -> list[AttentionSample]:
-    """:func:`record_maps` then :func:`samples_from_maps`: the common case of ``Experiment.attention_samples``.
-
-    Example (a Transformer encoder over token ids ``x`` (B, L))::
-
-        tokens = [[vocab[t] for t in row] for row in x.tolist()]
-        return collect_attention(model, lambda: model(x), [f"test {i}" for i in range(len(x))],
-                                 lambda i, layer, kind: (tokens[i], tokens[i]))
-
-    Returns [] for a model without attention layers.
-    """
-    _, maps = record_maps(model, forward, newest_only)
-    return samples_from_maps(maps, titles, labels, kind) if maps else []
-
 
 # ---------------------------------------------------------------------------------------------- files
 
@@ -420,24 +240,6 @@ def load_attention(run_dir: str | Path) -> list[AttentionSample]:
         UserError: nothing saved, or the files are damaged.
     """
     return read_attention(run_dir).samples
-
-
-def write_run_attention(
-    run_dir: str | Path, experiment: Experiment, model: nn.Module, data: DataSplits, limit: int = DEFAULT_LIMIT
-) -> Path:
-    """Ask the experiment for the attention of up to ``limit`` held-out examples and save it in ``run_dir``.
-
-    With nothing to show, ``attention.json`` still records why (no attention layers in the model, or
-    a task that does not provide attention samples).
-    """
-    samples = experiment.attention_samples(model, data, limit=limit)
-    note = ""
-    if not samples:
-        if has_attention(model):
-            note = f"the {type(experiment).name} experiment does not provide attention samples"
-        else:
-            note = f"{type(model).__name__} has no attention layers"
-    return save_attention(run_dir, samples[:limit], note)
 
 
 # ---------------------------------------------------------------------------------------------- tidy table

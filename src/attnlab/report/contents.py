@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import BASELINES_FILE, AttentionSample
+from attnlab.nn.maps import AttentionSample
 from attnlab.report.attention import ATTENTION_JSON, read_attention
-from attnlab.report.files import checked_path, is_inside, regular_file
+from attnlab.report.files import BASELINES_FILE, checked_path, is_inside, regular_file
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -190,7 +190,7 @@ def _number(text: str | None) -> float | None:
 
 
 def _read_baselines(run_dir: Path) -> dict[str, dict[str, float]]:
-    """``baselines.json`` (see :func:`attnlab.experiments.base.write_baselines`); {} if absent or unreadable."""
+    """``baselines.json`` (see :func:`attnlab.report.files.write_baselines`); {} if absent or unreadable."""
     path = run_dir / BASELINES_FILE
     if not regular_file(run_dir, path):
         return {}

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample
+from attnlab.nn.maps import AttentionSample
 from attnlab.report.attention import TABLE_COLUMNS, attention_rows, read_attention
 from attnlab.report.contents import CONFIG_FILE
 from attnlab.report.files import checked_path

@@ -1,4 +1,5 @@
-"""Reading a run folder safely: only regular files inside it, never a symbolic link.
+"""Files of a run folder: ``baselines.json``, and reading a folder safely (only regular files inside it, never a
+symbolic link).
 
 A run folder may come from someone else (a CI artifact, a colleague's tarball): a symbolic link in it
 (``figures/a.png -> /etc/passwd``) must not put another file's contents into a report or an export.
@@ -6,9 +7,32 @@ A run folder may come from someone else (a CI artifact, a colleague's tarball): 
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from attnlab.errors import UserError
+
+BASELINES_FILE = "baselines.json"  # test metrics of simple reference predictors, written by a task's save_artifacts
+
+
+def write_baselines(run_dir: Path, baselines: Mapping[str, Mapping[str, float]]) -> Path:
+    """Write ``baselines.json``: the test metrics of simple reference predictors (repeat the last value,
+    predict the majority class, …), which the run report shows beside the model's.
+
+    Args:
+        run_dir: the run folder.
+        baselines: baseline description -> {metric name -> test value}, same names as ``evaluate`` returns.
+
+    Returns:
+        The path written.
+    """
+    data = {"split": "test", "baselines": {name: {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+                                           for name, metrics in baselines.items()}}
+    path = Path(run_dir) / BASELINES_FILE
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def is_inside(run_dir: Path, path: Path) -> bool:

@@ -40,8 +40,8 @@ import numpy as np
 
 from attnlab import registry
 from attnlab.errors import UserError
-from attnlab.experiments.base import AttentionSample, Experiment
-from attnlab.report.attention import layer_roles
+from attnlab.nn.maps import AttentionSample, layer_roles
+from attnlab.registry import ExperimentSpec
 from attnlab.report.contents import REPORT_FILE, RunContents, TaskOutput, read_run
 
 ATTENTION_BUDGET = 1_200_000  # bytes of float32 attention weights embedded in one report (base64: x 4/3)
@@ -210,7 +210,7 @@ def chart_specs(contents: RunContents) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-def _experiment(contents: RunContents) -> type[Experiment] | None:
+def _experiment(contents: RunContents) -> ExperimentSpec | None:
     try:
         return registry.get_experiment(str(contents.config["experiment"]))
     except UserError:  # a run of an experiment this installation does not register

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +44,10 @@ from attnlab import registry
 from attnlab.console import is_rank_zero
 from attnlab.errors import Interrupted, UserError
 from attnlab.experiments.base import DataSplits, Experiment
+from attnlab.nn.maps import has_attention
 from attnlab.registry import ExperimentSpec, ModelSpec
 from attnlab.report import build_report
-from attnlab.report.attention import write_run_attention
+from attnlab.report.attention import DEFAULT_LIMIT, save_attention
 from attnlab.system import available_memory_bytes
 from attnlab.train import rundir
 from attnlab.train.callbacks import (
@@ -60,7 +60,8 @@ from attnlab.train.callbacks import (
 )
 from attnlab.train.config import RunConfig, TrainConfig, resolve
 from attnlab.train.module import TaskModule
-from attnlab.train.weights import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_model, read_config, write_config
+from attnlab.train.result import RunResult, write_metrics
+from attnlab.train.weights import CONFIG_FILE, WEIGHTS_FILE, build_model, read_config, write_config
 
 log = logging.getLogger(__name__)
 
@@ -78,54 +79,6 @@ _NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning 2.6 with torch >= 2.9
     r".*Total length of `DataLoader` across ranks is zero.*",  # a forecast fitted on every step has no test part
 )
-
-
-@dataclass
-class RunResult:
-    """What one :func:`fit` produced.
-
-    Attributes:
-        run_dir: the run folder.
-        experiment: experiment name.
-        model: model name.
-        metrics: held-out test metrics of the best model, by the names :meth:`Experiment.evaluate` returns.
-        val_metrics: validation metrics of the best model, same names.
-        params: number of parameters of the model.
-        train_seconds: wall-clock seconds of training (including earlier runs it resumed).
-        epochs: finished training epochs.
-        steps: optimiser steps taken (over this run and the runs it resumed).
-        stopped_by: why training ended: ``max_epochs``, ``max_steps``, ``early_stopping``, ``time`` (the
-            ``max_time_s`` cap) or ``no_training``.
-        warnings: one line per sign of under-training (and a time cap that evaluation overran), each naming
-            what to raise; empty when none.
-        figures: paths of the figures drawn.
-        history: one dict per epoch (``epoch``, ``train_loss``, ``val_<metric>``, ``lr``).
-        monitor: ``(validation metric, "min"|"max")`` that chose the best checkpoint.
-        config: the resolved configuration.
-    """
-
-    run_dir: Path
-    experiment: str
-    model: str
-    metrics: dict[str, float]
-    val_metrics: dict[str, float]
-    params: int
-    train_seconds: float
-    epochs: int
-    steps: int = 0
-    stopped_by: str = "max_epochs"
-    warnings: list[str] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
-    history: list[dict[str, float]] = field(default_factory=list)
-    monitor: tuple[str, str] = ("val_loss", "min")
-    config: RunConfig | None = None
-
-    @property
-    def metric(self) -> tuple[str, float]:
-        """The headline test metric: the experiment's ``headline``, else its monitor metric
-        (``val_acc`` -> ``("acc", test acc)``)."""
-        name = registry.get_experiment(self.experiment).headline or self.monitor[0].removeprefix("val_")
-        return name, self.metrics.get(name, math.nan)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -535,7 +488,7 @@ def fit(
         if figures:
             result.figures = [Path(p) for p in task.figures(net, splits, out / "figures", result.history)]
         _best_effort("save the attention", write_run_attention, out, task, net, splits)
-        _write_metrics(result, trainable)
+        write_metrics(result, trainable)
         if not keep_checkpoints:
             rundir.drop_checkpoints(out)
         if report:
@@ -567,6 +520,25 @@ def check_model_memory(spec: ModelSpec, model_config: Any) -> None:
         )
 
 
+def write_run_attention(
+    run_dir: str | Path, experiment: Experiment, model: nn.Module, data: DataSplits, limit: int = DEFAULT_LIMIT
+) -> Path:
+    """Ask the experiment for the attention of up to ``limit`` held-out examples and save it in ``run_dir``.
+
+    With nothing to show, ``attention.json`` still records why (no attention layers in the model, or
+    a task that does not provide attention samples).
+    """
+    samples = experiment.attention_samples(model, data, limit=limit)
+    note = ""
+    if not samples:
+        if has_attention(model):
+            note = f"the {type(experiment).name} experiment does not provide attention samples"
+        else:
+            note = f"{type(model).__name__} has no attention layers"
+    return save_attention(run_dir, samples[:limit], note)
+
+
+
 def _best_effort(what: str, function: Any, *args: Any) -> None:
     """Run an optional last step of a run; a failure is logged as a warning, the run is kept."""
     try:
@@ -574,51 +546,3 @@ def _best_effort(what: str, function: Any, *args: Any) -> None:
     except Exception as err:  # the trained run matters more than its extras
         log.warning("could not %s of %s: %s: %s", what, args[0], type(err).__name__, err)
         log.debug("traceback", exc_info=True)
-
-
-def _write_metrics(result: RunResult, trainable: int) -> None:
-    data = {
-        "experiment": result.experiment,
-        "model": result.model,
-        "monitor": list(result.monitor),
-        "test": result.metrics,
-        "val": result.val_metrics,
-        "params": result.params,
-        "trainable_params": trainable,
-        "train_seconds": result.train_seconds,
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "stopped_by": result.stopped_by,
-        "warnings": result.warnings,
-        "figures": [
-            str(p.relative_to(result.run_dir)) if p.is_relative_to(result.run_dir) else str(p) for p in result.figures
-        ],
-        "history": result.history,
-    }
-    (result.run_dir / METRICS_FILE).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-
-
-def load_result(run_dir: str | Path) -> RunResult:
-    """Read a finished run folder back into a :class:`RunResult` (no training, no pickle)."""
-    run_dir = Path(run_dir)
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        raise UserError(f"{path} not found; the run did not finish")
-    data = json.loads(path.read_text())
-    return RunResult(
-        run_dir=run_dir,
-        experiment=data["experiment"],
-        model=data["model"],
-        metrics={k: float(v) for k, v in data["test"].items()},
-        val_metrics={k: float(v) for k, v in data["val"].items()},
-        params=int(data["params"]),
-        train_seconds=float(data["train_seconds"]),
-        epochs=int(data["epochs"]),
-        steps=int(data.get("steps", 0)),
-        stopped_by=str(data.get("stopped_by", "max_epochs")),
-        warnings=[str(w) for w in data.get("warnings", [])],
-        figures=[run_dir / p for p in data.get("figures", [])],
-        history=list(data.get("history", [])),
-        monitor=tuple(data.get("monitor", ("val_loss", "min"))),  # type: ignore[arg-type]
-        config=read_config(run_dir),
-    )

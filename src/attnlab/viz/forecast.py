@@ -15,8 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from attnlab.experiments.base import AttentionMap  # noqa: E402
-from attnlab.report.attention import layer_role  # noqa: E402
+from attnlab.nn.maps import AttentionMap, layer_role  # noqa: E402
 from attnlab.viz.heatmaps import ATTENTION_CMAP, clip_top  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from attnlab.report.attention import layer_role
+from attnlab.nn.maps import layer_role
 from attnlab.viz.heatmaps import show_heatmaps
 
 
