@@ -57,7 +57,8 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 if child.module.split(".")[0] == "attnlab":
                     found.add(child.module)
-                    found.update(f"{child.module}.{a.name}" for a in child.names if is_module(f"{child.module}.{a.name}"))
+                    names = (f"{child.module}.{a.name}" for a in child.names)
+                    found.update(n for n in names if is_module(n))
             visit(child)
 
     visit(tree)
