@@ -42,7 +42,9 @@ class ForecastConfig:
         horizon: H, steps to forecast (required unless ``split=ett``, where it defaults to 96).
         season: steps per seasonal cycle (default: from the frequency: hourly 24, daily 7, weekly 52,
             monthly 12, quarterly 4, else 1).
-        val_size, test_size: steps held out per series by a ``last`` split (default: the horizon; ``test_size``
+        val_size, test_size: steps held out per series by a ``last`` split (default: the horizon, and for a
+            panel of fewer than 100 series a longer validation part, see
+            :func:`attnlab.data.forecasting.default_val_size`; ``test_size``
             0 = no test part).
         train_stride: steps between the origins of training windows (1 = every window; a panel of long series
             trains as well on every k-th window, in 1/k of the time per epoch).
@@ -218,7 +220,7 @@ class PatchTransformerConfig(ForecastSizes):
     affine: bool = False  # learnable scale/shift inside instance normalisation
     # Instance normalisation centres each window on its last value (PatchTST's `subtract_last`), not its mean:
     # on ETTh1 (seed 0) validation MSE 0.6596 / 0.9089 / 1.1551 / 1.4467 at H = 96 / 192 / 336 / 720 against
-    # 0.6639 / 0.9126 / 1.1665 / 1.4474 for the mean (docs/forecasting.md has the test figures).
+    # 0.6639 / 0.9126 / 1.1665 / 1.4474 for the mean (docs/notes/forecasting-ett.md has the test figures).
     center: Literal["mean", "last"] = "last"
     # Runs saved before `center` existed centred on the mean; loading one keeps that (RunConfig.from_dict).
     saved_defaults: ClassVar[dict[str, Any]] = {"center": "mean"}
@@ -298,7 +300,7 @@ MODELS: dict[str, ModelSpec] = {
         # DLinear/etth1.sh, batch 8 at lr 1e-4, gave 0.39 at H=96). The lr is halved after every epoch; LTSF-Linear's
         # lradj "type1" first halves it after the second (lr_hold_epochs=1). Validation prefers the earlier
         # halving (median val MSE over seeds 0-2 at H=192: 0.843 vs 0.869; H=336: 1.052 vs 1.061; equal at 96
-        # and 720), so it stays; type1's test medians are in docs/forecasting.md.
+        # and 720), so it stays; type1's test medians are in docs/notes/forecasting-ett.md.
         train_overrides={"optimizer": "adam", "lr": 5e-3, "batch_size": 32, "max_epochs": 10, "weight_decay": 0.0,
                          "scheduler": "halving", "grad_clip": None},
     ),

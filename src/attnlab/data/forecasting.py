@@ -41,6 +41,25 @@ def count_windows(rows: int, input_len: int, horizon: int) -> int:
     return max(0, rows - input_len - horizon + 1)
 
 
+MIN_VAL_WINDOWS = 100  # validation windows a `last` split aims for by default (early stopping, conformal intervals)
+
+
+def default_val_size(lengths: np.ndarray, split: str, input_len: int, horizon: int, test_size: int) -> int:
+    """The validation steps per series of a ``last`` split when none are given: the horizon, so one window per
+    series (the M4 protocol) when the panel has at least :data:`MIN_VAL_WINDOWS` series; for fewer series, enough
+    steps for ``MIN_VAL_WINDOWS`` windows in all (at most 3 more horizons), so that early stopping and the
+    conformal intervals see more than a handful of errors. The longer validation part is kept only if it leaves
+    as many series with a training window as the horizon alone does."""
+    if split != "last":
+        return horizon
+    extra = min(-(-MIN_VAL_WINDOWS // len(lengths)) - 1, 3 * horizon)
+
+    def trainable(val_size: int) -> int:
+        return int((lengths - test_size - val_size >= input_len + horizon).sum())
+
+    return horizon + extra if extra > 0 and trainable(horizon + extra) == trainable(horizon) else horizon
+
+
 def borders(length: int, split: str, ratios: Sequence[float], val_size: int, test_size: int) -> tuple[int, int, int]:
     """``(b1, b2, b3)``: train rows ``[0, b1)``, validation ``[b1, b2)``, test ``[b2, b3)`` of a series.
 
@@ -175,7 +194,9 @@ def prepare_forecast(
         split: ``ett``, ``ratio`` or ``last``.
         ratios: train, validation, test fractions of a ``ratio`` split.
         target: the scored target channels (default: all).
-        val_size, test_size: steps of each series held out by a ``last`` split (default: the horizon).
+        val_size: steps of each series held out for validation by a ``last`` split (default:
+            :func:`default_val_size`).
+        test_size: steps of each series held out for testing by a ``last`` split (default: the horizon).
 
     Raises:
         UserError: non-positive sizes, an unknown target, no series long enough, a constant channel of a single
@@ -187,8 +208,9 @@ def prepare_forecast(
         raise UserError(f"--horizon must be at least 1 step, got {horizon}")
     if season < 1:
         raise UserError(f"--season must be at least 1 step, got {season}")
-    val_size = horizon if val_size is None else val_size
     test_size = horizon if test_size is None else test_size
+    if val_size is None:
+        val_size = default_val_size(panel.lengths, split, input_len, horizon, test_size)
     if split == "last" and (val_size < horizon or 0 < test_size < horizon):
         raise UserError(f"val_size ({val_size}) and test_size ({test_size}) must be at least the horizon ({horizon}) "
                         "(test_size 0: no test part, every step before validation trains)")

@@ -396,7 +396,7 @@ class Forecast(Experiment):
         write_baselines(run_dir, baselines)
         if bounds:
             (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
-        warnings = []
+        warnings = self.interval_warnings() if bounds else []
         model_scores = point_scores(truth, point, scale)
         naive = baselines.get("seasonal naive")
         if naive is not None and model_scores["mase"] > naive["mase"]:
@@ -430,6 +430,18 @@ class Forecast(Experiment):
         if not self.quantiles and self._multipliers is not None:
             record["multipliers"] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
         return record
+
+    def interval_warnings(self) -> list[str]:
+        """One line per conformal level that the validation windows are too few to calibrate: with n windows a
+        level above n / (n + 1) has no finite split-conformal interval, and the bound used (the largest validation
+        error) covers more than the level asks."""
+        if self.quantiles:
+            return []
+        n = self.series.n_windows("val")
+        return [f"the {level:g} % interval rests on {n} validation windows, too few for that level (split conformal "
+                f"needs at least {math.ceil(level / (100 - level))}): it is the largest validation error and wider "
+                "than the level needs; hold out more steps per series (--val-size) or ask for a lower level"
+                for level in self.config.levels if math.ceil((n + 1) * level / 100) > n]
 
     def conformal_multipliers(self, model: nn.Module) -> dict[float, np.ndarray]:
         """Per level, the (H, T) multiplier of each series' MASE scale that covers that share of the validation

@@ -419,23 +419,21 @@ def format_metrics(result: ForecastResult) -> list[str]:
     m = r.metrics
     targets = "all" if len(d.targets) == d.n_channels else ",".join(d.targets)
     where = Path(d.panel.source).name
+    baselines_path = r.run_dir / "baselines.json"
+    baselines = json.loads(baselines_path.read_text()).get("baselines", {}) if baselines_path.is_file() else {}
+    rows = [(f"{r.model} (standardised)", m, ("mse", "mae", "mase", "smape")),
+            (f"{r.model} (original)", m, ("mse_orig", "mae_orig"))]
+    rows += [(name, values, ("mse", "mae", "mase", "smape")) for name, values in baselines.items()
+             if name != "seasonal naive"]
+    width = max(24, *(len(name) + 2 for name, _, _ in rows))
     lines = [
         f"forecast/{r.model}: {where}  {d.panel.n_series} series  split {d.split}  input {d.input_len}  "
         f"horizon {d.horizon}  season {d.season}  channels {d.n_channels}  targets {targets}",
         f"  run folder: {r.run_dir}",
         f"  params {r.params:,}   train {r.train_seconds:.1f} s   test windows {result.test_windows}",
-        f"  {'test':<24}{'MSE':>10}{'MAE':>10}{'MASE':>10}{'sMAPE':>10}",
-        f"  {r.model + ' (standardised)':<24}{_cell(m, 'mse')}{_cell(m, 'mae')}{_cell(m, 'mase')}{_cell(m, 'smape')}",
-        f"  {r.model + ' (original)':<24}{_cell(m, 'mse_orig')}{_cell(m, 'mae_orig')}",
+        f"  {'test':<{width}}{'MSE':>10}{'MAE':>10}{'MASE':>10}{'sMAPE':>10}",
     ]
-    baselines_path = r.run_dir / "baselines.json"
-    if baselines_path.is_file():
-        baselines = json.loads(baselines_path.read_text()).get("baselines", {})
-        for name, values in baselines.items():
-            if name == "seasonal naive":
-                continue
-            lines.append(f"  {name:<24}{_cell(values, 'mse')}{_cell(values, 'mae')}{_cell(values, 'mase')}"
-                         f"{_cell(values, 'smape')}")
+    lines += [f"  {name:<{width}}" + "".join(_cell(values, key) for key in keys) for name, values, keys in rows]
     for key in sorted(k for k in m if k.startswith("coverage_")):
         level = key.removeprefix("coverage_")
         width, msis = m.get(f"width_{level}", math.nan), m.get(f"msis_{level}", math.nan)

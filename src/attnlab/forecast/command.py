@@ -64,6 +64,9 @@ def _add_data_options(parser: argparse.ArgumentParser, suppress: bool = False) -
                         "month, dayofyear, weekofyear")
     parser.add_argument("--split", choices=("auto", "last", "ratio", "ett"), default=d("auto"),
                         help="last (default for many series), ratio (default for one), ett")
+    parser.add_argument("--val-size", type=int, metavar="N", default=d(None),
+                        help="steps of each series that validate in a last split (default: the horizon; with fewer "
+                        "than 100 series, enough for 100 validation windows, at most 4 horizons)")
     parser.add_argument("--ratios", metavar="R,R,R", default=d("0.7,0.1,0.2"),
                         help="train,val,test fractions of a ratio split (default 0.7,0.1,0.2)")
     parser.add_argument("--input-len", type=int, metavar="L", default=d(None),
@@ -203,7 +206,8 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
         "inputs": _names(args.inputs), "exclude": _names(args.exclude), "futr_cols": _names(args.futr_cols),
         "static_csv": args.static_csv or "", "calendar": _names(args.calendar), "split": args.split,
         "ratios": _numbers(args.ratios, "--ratios", float, 3), "input_len": args.input_len, "horizon": args.horizon,
-        "season": args.season, "fill": args.fill, "freq": args.freq, "decimal": args.decimal, "levels": levels,
+        "season": args.season, "val_size": args.val_size, "fill": args.fill, "freq": args.freq,
+        "decimal": args.decimal, "levels": levels,
     }
 
 

@@ -118,7 +118,8 @@ class Forecaster:
 
     def fit(self, df: pd.DataFrame | str | Path, static_df: pd.DataFrame | None = None,
             val_size: int | None = None) -> Forecaster:
-        """Train every model on ``df``; the last ``val_size`` (default ``h``) steps of each series validate.
+        """Train every model on ``df``; the last ``val_size`` steps of each series validate (default ``h``, longer
+        for a panel of fewer than 100 series: :func:`attnlab.data.forecasting.default_val_size`).
 
         Returns:
             ``self``; the run folder of each model is in :attr:`runs`.
