@@ -396,7 +396,11 @@ class Forecast(Experiment):
         width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
         Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive)."""
         d = self.series
-        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score
+        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score, but
+            if self.config.levels:  # predict still needs the intervals calibrated on the validation windows
+                if not self.quantiles:
+                    self.conformal_multipliers(model)
+                (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
             return {}, []
         idx = list(d.target_index)
         windows, forecast = self.forecasts(model, "test")
