@@ -202,6 +202,13 @@ class Forecaster:
         if every < 1:
             raise UserError(f"refit={refit!r} must be False, True or a number of windows >= 1")
         panel = self._panel(df, static_df)
+        first = self.h + (n_windows - 1) * step  # steps after the first cutoff
+        short = np.flatnonzero(panel.lengths <= first)
+        if len(short):
+            s = int(short[0])
+            raise UserError(f"series {panel.ids[s]!r} has {int(panel.lengths[s])} steps, too few for {n_windows} "
+                            f"backtest windows of horizon {self.h}, {step} apart (the first cutoff is {first} steps "
+                            "before the end of each series); use fewer windows, a smaller step, or leave it out")
         tables = []
         for w in range(n_windows):
             held = self.h + (n_windows - 1 - w) * step  # steps after the cutoff, to the end of each series
