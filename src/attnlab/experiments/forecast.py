@@ -474,7 +474,8 @@ class Forecast(Experiment):
 
     def baselines(self, series: np.ndarray, origin: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
         """Test metrics of forecasts that learn nothing or little, on the same windows: the last value, the
-        value one season before (seasonal naive), and the closed-form ridge map."""
+        value one season before (seasonal naive; the last value for a window with less than a season of
+        history before it), and the closed-form ridge map."""
         d = self.series
         idx = list(d.target_index)
         scale = d.mase_scale[series][:, idx]
@@ -482,7 +483,8 @@ class Forecast(Experiment):
         offsets = d.panel.offsets[series][:, None]
         last = d.panel.target[offsets[:, 0] + origin - 1][:, None, idx]  # (N, 1, T)
         steps = np.arange(H)
-        lag_rows = offsets + origin[:, None] - m + (steps % m)  # (N, H): the last season, repeated
+        lag = np.where(origin >= m, m, 1)[:, None]  # a window with less than a season of history: the last value
+        lag_rows = offsets + origin[:, None] - lag + (steps % lag)  # (N, H): the last season, repeated
         forecasts = {"naive (last value)": np.broadcast_to(last, truth.shape),
                      f"seasonal naive (season {m})": d.panel.target[lag_rows][..., idx]}
         ridge = self._ridge_forecast(series, origin)
