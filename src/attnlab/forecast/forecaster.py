@@ -160,7 +160,9 @@ class Forecaster:
         if not self.runs:
             raise UserError("fit the Forecaster (or load a saved one) before predict")
         panel = self.history if df is None else self._panel(df, static_df)
-        assert panel is not None
+        if panel is None:  # a loaded forecaster keeps its models, not the data they were fitted on
+            raise UserError("pass the history df to continue: a loaded Forecaster does not keep the data it was "
+                            "fitted on")
         future = None
         if futr_df is not None:
             o = self.options
