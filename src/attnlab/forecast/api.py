@@ -385,7 +385,7 @@ def predict(
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
     saved = SavedSeries.read(run_dir)
-    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=(), inputs=(), exclude=c.exclude,
+    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=c.target, inputs=c.inputs, exclude=c.exclude,
                        futr=c.futr_cols, freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None,
                        fill=c.fill if fill is None else fill, decimal=c.decimal, calendar=c.calendar,
                        static=c.static_csv or None)
