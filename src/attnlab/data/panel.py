@@ -37,6 +37,7 @@ from attnlab.data.reading import (
     quiet_pandas,
     read_text_table,
     regular_index,
+    row_label,
     to_numbers,
 )
 from attnlab.errors import UserError
@@ -470,6 +471,11 @@ def panel_from_frame(
     for series_id, rows in groups:
         what = f"{where}, series {series_id!r}"
         stamps = times[rows]
+        repeated = np.flatnonzero(np.diff(np.asarray(stamps)).astype(np.int64) == 0)
+        if len(repeated):  # named by its row in the table (the series' rows are sorted, and may be interleaved)
+            i = int(repeated[0]) + 1
+            raise UserError(f"{what}: time stamp {stamps[i]} is duplicated at {row_label(int(rows[i]))}; remove or "
+                            "merge the duplicate rows")
         check_order(pd.Index(stamps), Path(what), columns.time_col)
         if kind == "datetime":
             grid, series_freq = regular_index(pd.DatetimeIndex(stamps), freq, what)
