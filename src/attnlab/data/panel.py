@@ -192,6 +192,8 @@ def season_of(freq: str, kind: TimeKind) -> int:
         return 1
     offset = pd.tseries.frequencies.to_offset(freq)
     base = offset.name.split("-")[0].rstrip("SE") or offset.name
+    if len(base) > 1 and base[0] == "B" and base[1:] in SEASONS:  # business month, quarter, year ends and starts
+        base = base[1:]
     if offset.n != 1:  # e.g. 15min, 2h: no standard season
         return 96 if base == "min" and offset.n == 15 else 1
     return SEASONS.get(base, SEASONS.get(base[:1], 1))
