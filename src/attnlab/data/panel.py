@@ -191,7 +191,8 @@ def season_of(freq: str, kind: TimeKind) -> int:
     if kind == "int":
         return 1
     offset = pd.tseries.frequencies.to_offset(freq)
-    base = offset.name.split("-")[0].rstrip("SE") or offset.name
+    code = offset.rule_code  # ("name" is deprecated in pandas 3)
+    base = code.split("-")[0].rstrip("SE") or code
     if len(base) > 1 and base[0] == "B" and base[1:] in SEASONS:  # business month, quarter, year ends and starts
         base = base[1:]
     if offset.n != 1:  # e.g. 15min, 2h: no standard season
