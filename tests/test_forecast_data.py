@@ -195,7 +195,7 @@ def test_missing_rows_are_added_by_freq_and_filled(tmp_path):
     path.write_text("\n".join(lines[:4] + lines[6:]) + "\n")  # rows 3 and 4 (03:00, 04:00) gone
     with pytest.raises(UserError, match=r"pass --freq \(e.g. --freq h\) with --fill ffill"):
         load_panel(path)
-    with pytest.raises(UserError, match=r"2 missing value\(s\)"):
+    with pytest.raises(UserError, match=r"4 missing value\(s\) \(a: 2 from row 3"):
         load_panel(path, freq="h")  # the rows are added, but not filled
     panel = load_panel(path, freq="h", fill="interpolate")
     assert panel.lengths.tolist() == [10] and panel.freq == "h"

@@ -204,7 +204,7 @@ class SavedSeries:
                 raise KeyError(sorted(missing)[0])
             for key in ("ids", "targets", "input_len", "horizon", "freq", "time_kind"):
                 info[key]  # noqa: B018 (a KeyError names a damaged file)
-        except (ValueError, KeyError, TypeError, OSError) as err:
+        except (ValueError, KeyError, TypeError, OSError, safetensors.SafetensorError) as err:
             what = f"missing {err}" if isinstance(err, KeyError) else type(err).__name__
             raise UserError(f"{run_dir} holds a damaged {SERIES_FILE} or {STATS_FILE} ({what}); retrain the run "
                             "with `attnlab forecast`") from None
