@@ -209,7 +209,11 @@ class SavedSeries:
             raise UserError(f"{run_dir} holds a damaged {SERIES_FILE} or {STATS_FILE} ({what}); retrain the run "
                             "with `attnlab forecast`") from None
         intervals_path = run_dir / INTERVALS_FILE
-        intervals = json.loads(intervals_path.read_text()) if intervals_path.is_file() else {}
+        try:
+            intervals = json.loads(intervals_path.read_text()) if intervals_path.is_file() else {}
+        except (ValueError, OSError) as err:
+            raise UserError(f"{intervals_path} is damaged ({type(err).__name__}); retrain the run with `attnlab "
+                            "forecast`") from None
         return cls(info, stats, intervals)
 
 
