@@ -288,6 +288,9 @@ class Forecast(Experiment):
             raise UserError(str(error)) from None
         log.info("closed-form fit on %d training windows: %s", len(data.train),
                  ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
+        if hasattr(model, "memory_labels") and memory is not None:  # keys labelled by their last input step
+            first = d.input_len - 1
+            model.memory_labels = self.labels(d.panel.times(0, first, first + model.memory_windows))
 
     def data(self, seed: int) -> DataSplits:
         """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
