@@ -394,8 +394,8 @@ def choose_columns(
                         f"{', '.join(map(str, frame.columns))})")
     used = {time, id_col}
     candidates = [c for c in frame.columns if c not in used and c not in exclude]
-    if inputs:
-        candidates = [c for c in candidates if c in inputs or c in target or c in futr]
+    if inputs:  # the covariates to use; the target (named, or the default y) is always read
+        candidates = [c for c in candidates if c in inputs or c in target or c in futr or (not target and c == "y")]
     bad_target = [t for t in target if t in exclude]
     if bad_target:
         raise UserError(f"target column(s) {', '.join(map(repr, bad_target))} cannot be excluded")
