@@ -215,8 +215,8 @@ def calendar_features(times: pd.Index, names: Sequence[str]) -> np.ndarray:
         if name not in CALENDAR:
             raise UserError(f"unknown calendar feature {name!r}; choose from {', '.join(CALENDAR)}")
         value, period = {
-            "hour": (times.hour, 24), "dayofweek": (times.dayofweek, 7), "day": (times.day - 1, 31),
-            "month": (times.month - 1, 12), "dayofyear": (times.dayofyear - 1, 366),
+            "hour": (times.hour, 24), "dayofweek": (times.day_of_week, 7), "day": (times.day - 1, 31),
+            "month": (times.month - 1, 12), "dayofyear": (times.day_of_year - 1, 366),
             "weekofyear": (times.isocalendar().week.to_numpy() - 1, 53),
         }[name]
         angle = 2 * np.pi * np.asarray(value, dtype=np.float64) / period
