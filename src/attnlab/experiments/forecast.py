@@ -469,10 +469,11 @@ class Forecast(Experiment):
         point = forecast[..., 0] if forecast.ndim == 4 else forecast
         residual = np.abs(d.truth(series, origin) - point)[..., idx] / d.mase_scale[series][:, None, idx]  # (N, H, T)
         n = len(residual)
+        ranked = np.sort(residual, axis=0)
         self._multipliers = {}
-        for level in self.config.levels:
-            q = min(1.0, math.ceil((n + 1) * level / 100) / n)
-            self._multipliers[level] = np.quantile(residual, q, axis=0, method="higher")  # (H, T)
+        for level in self.config.levels:  # the ceil((n + 1) · level)-th smallest error (the largest if beyond n)
+            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))
+            self._multipliers[level] = ranked[k - 1]  # (H, T)
         return self._multipliers
 
     def baselines(self, series: np.ndarray, origin: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
