@@ -581,9 +581,21 @@ def future_covariates(
         raise UserError(f"{where} lacks the column(s) {', '.join(map(repr, missing))} (the model takes the "
                         f"future-known covariates {', '.join(columns) or '(calendar only)'})")
     holder = frame[[id_col, time, *columns]].copy()
-    holder["__target__"] = 0.0
+    given = numeric_block(holder, list(columns), where, ".")
+    if np.isnan(given).any():
+        row, column = (int(i[0]) for i in np.nonzero(np.isnan(given)))
+        raise UserError(f"{where}: column {columns[column]!r} has no value at {row_label(row)}; give every step of "
+                        "the horizon a value")
+    # The placeholder target numbers the given rows: a row added for a missing time stamp repeats its neighbour's.
+    holder["__target__"] = np.arange(len(holder), dtype=np.float64)
     panel = panel_from_frame(holder, where, id_col=id_col, time_col=time, target=("__target__",), futr=columns,
-                             freq=freq)
+                             freq=freq, fill="ffill")
+    for s in range(panel.n_series):
+        added = np.flatnonzero(np.diff(panel.target[panel.rows(s), 0]) == 0)
+        if len(added):
+            stamp = panel.times(s, int(added[0]) + 1, int(added[0]) + 2)[0]
+            raise UserError(f"the future covariates of series {panel.ids[s]!r} lack {stamp} (they must cover every "
+                            f"step of the horizon); column(s) {', '.join(columns)}")
     return add_calendar(panel, calendar) if calendar else panel
 
 
