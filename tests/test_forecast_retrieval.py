@@ -181,3 +181,17 @@ def test_cli_bad_key_len(tmp_path, capsys):
     err = cli_error(capsys, ["--csv", str(csv), "--input-len", "24", "--horizon", "6", "--model", "retrieval",
                              "model.key_len=99"], tmp_path / "run")
     assert "key_len must be between 2 and the input length 24, got 99" in err
+
+
+def test_retrieval_attends_over_one_series_only(tmp_path):
+    """Its memory is the training rows of one series: a panel of many is refused, before a run folder exists."""
+    from attnlab.errors import UserError
+    from attnlab.forecast import forecast
+    from test_forecast_panel import panel_frame
+
+    model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6))
+    with pytest.raises(ValueError, match="attends over the training windows of one series"):
+        model.fit_closed_form(batches(series(200, 0)), batches(series(120, 1)), None)
+    with pytest.raises(UserError, match="for many series use ridge or patch_transformer"):
+        forecast(panel_frame(), "retrieval", horizon=4, input_len=12, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
