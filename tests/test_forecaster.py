@@ -13,7 +13,7 @@ import pytest
 from attnlab import cli
 from attnlab.data.panel import load_panel
 from attnlab.errors import UserError
-from attnlab.forecast import Forecaster
+from attnlab.forecast import Forecaster, forecast
 from attnlab.forecast.api import forecast_future
 from attnlab.forecast.metrics import point_scores
 from test_forecast_panel import SERIES, panel_frame
@@ -267,6 +267,8 @@ def _edit(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     ("plain", ["--val-size-too-small"], "val_size (4) and test_size (8) must be at least the horizon (8)"),
     ("parquet", [], "Parquet"),
     ("plain", ["--freq", "h", "--fill", "sometimes"], "invalid choice: 'sometimes'"),
+    ("plain", ["--no-horizon"], "pass --horizon H, the steps to forecast (the data is at frequency h, so one season "
+                                "is 24 steps; e.g. --horizon 24)"),
 ])
 def test_bad_panels_are_one_line_and_leave_no_run_folder(tmp_path, cli_error, case, extra, message):
     frame = _edit(panel_frame(), case)
@@ -280,7 +282,9 @@ def test_bad_panels_are_one_line_and_leave_no_run_folder(tmp_path, cli_error, ca
     args = [str(tmp_path / "static.csv") if a == "STATIC" else a for a in extra]
     if "--val-size-too-small" in args:  # a horizon longer than every validation part: through the data option
         args = ["--horizon", "8", "--input-len", "8", "data.val_size=4"]
-    if "--horizon" not in args:
+    if "--no-horizon" in args:
+        args.remove("--no-horizon")
+    elif "--horizon" not in args:
         args += ["--horizon", "4"]
     run_dir = tmp_path / "run"
     if message.startswith("invalid choice"):  # argparse's own error (exit 2, its usage lines)
@@ -290,3 +294,17 @@ def test_bad_panels_are_one_line_and_leave_no_run_folder(tmp_path, cli_error, ca
         return
     assert message in cli_error(["forecast", "--csv", str(csv), *args, "--run-dir", str(run_dir)])
     assert not run_dir.exists()
+
+
+def test_integer_periods_end_to_end(tmp_path):
+    """Series indexed by years: trained with figures, the future continues the periods."""
+    t = np.arange(60)
+    frame = pd.concat([pd.DataFrame({"unique_id": sid, "ds": np.arange(1950 + i, 2010 + i), "y": np.sin(t / 4) + i})
+                       for i, sid in enumerate(("a", "b"))])
+    fc = Forecaster(["ridge"], h=3, input_len=8, levels=(90,), runs_root=tmp_path)
+    future = fc.fit(frame, val_size=6).predict()
+    assert future.ds.tolist() == [2010, 2011, 2012, 2011, 2012, 2013]
+    assert json.loads((fc.runs["ridge"] / "series.json").read_text())["time_kind"] == "int"
+    result = forecast(frame, "ridge", horizon=3, input_len=8, run_dir=tmp_path / "run", progress=False)
+    assert [p.name for p in result.run.figures] == ["forecast.png"]
+    assert pd.read_csv(result.forecasts_csv).ds.tolist()[:3] == [2007, 2008, 2009]  # series a's test window
