@@ -96,7 +96,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(files):
     result = forecast(files / "panel.csv", TOY, ["max_epochs=1", "lr=0.01"], futr_cols=("price",),
-                      static_csv=str(files / "static.csv"), calendar=("hour",), horizon=H, input_len=L,
+                      static_csv=str(files / "static.csv"), calendar=("hour",), horizon=H, input_len=L, val_size=H,
                       levels=(80,), run_dir=files / "run", progress=False, figures=False)
     return result
 

@@ -93,7 +93,7 @@ def jump_task(levels=(50, 80, 95)) -> Forecast:
     t = np.arange(40, dtype=float)
     frame = pd.concat([pd.DataFrame({"unique_id": f"s{j}", "ds": np.arange(40), "y": t + j * (t >= 34)})
                        for j in range(9)])
-    config = ForecastConfig(horizon=3, input_len=4, season=1, split="last", levels=tuple(levels))
+    config = ForecastConfig(horizon=3, input_len=4, season=1, split="last", val_size=3, levels=tuple(levels))
     return Forecast(config, split_data(load_panel(frame), config))
 
 
@@ -138,7 +138,7 @@ def test_the_summary_scores_intervals_baselines_and_steps(tmp_path):
 def test_naive_and_seasonal_naive_baselines_by_hand():
     t = np.arange(30)
     frame = pd.DataFrame({"unique_id": "a", "ds": t, "y": (t % 3) * 10.0 + t})  # a season of 3 on a trend
-    config = ForecastConfig(horizon=3, input_len=6, season=3, split="last")
+    config = ForecastConfig(horizon=3, input_len=6, season=3, split="last", val_size=3)
     task = Forecast(config, split_data(load_panel(frame), config))
     d = task.series
     series, origin = d.locate("test", [0])
@@ -158,7 +158,7 @@ def test_naive_and_seasonal_naive_baselines_by_hand():
 def test_seasonal_naive_with_less_than_a_season_of_history_is_the_last_value():
     frame = pd.concat([pd.DataFrame({"unique_id": sid, "ds": np.arange(20), "y": base + np.arange(20.0)})
                        for sid, base in (("a", 0.0), ("b", 100.0))])
-    config = ForecastConfig(horizon=2, input_len=4, season=24, split="last")
+    config = ForecastConfig(horizon=2, input_len=4, season=24, split="last", val_size=2)
     task = Forecast(config, split_data(load_panel(frame), config))
     series, origin = task.series.locate("test", [0, 1])
     scores = task.baselines(series, origin, task.series.truth(series, origin))

@@ -276,7 +276,7 @@ def test_the_batch_carries_every_covariate_kind_standardised():
     frame = panel_frame().assign(temp=np.arange(210.0), price=np.arange(210.0) % 7)
     static = pd.DataFrame({"unique_id": ["s0", "s1", "s2"], "size": [1.0, 2.0, 6.0]})
     panel = load_panel(frame, futr=("price",), static=static)
-    data = prepare_forecast(panel, input_len=8, horizon=4, split="last")
+    data = prepare_forecast(panel, input_len=8, horizon=4, split="last", val_size=4)
     batch = data.dataset("train").batch([0, 41])  # series s1's first window (s0 has 60 - 8 - 8 - 4 + 1 = 41)
     assert (batch.hist.shape, batch.futr.shape, batch.static.shape) == ((2, 8, 1), (2, 12, 1), (2, 1))
     assert batch.series.tolist() == [0, 1] and batch.origin.tolist() == [8, 8]
@@ -317,7 +317,7 @@ def test_window_index_over_series_and_origins():
 def test_windows_of_a_panel_by_hand(caplog):
     panel = load_panel(panel_frame((("a", 30, "2021-01-01"), ("b", 9, "2021-01-01"), ("c", 40, "2021-01-01"))))
     with caplog.at_level(logging.INFO, logger="attnlab.data.forecasting"):
-        data = prepare_forecast(panel, input_len=6, horizon=3, split="last", season=24)
+        data = prepare_forecast(panel, input_len=6, horizon=3, split="last", val_size=3, season=24)
     assert data.skipped == ("b",) and data.panel.ids == ("a", "c")  # 9 rows: no training window
     assert "left out 1 of 3 series too short for a training, validation and test window (e.g. b)" in caplog.text
     # last split: test = the last 3 steps, validation the 3 before; training windows end before validation
@@ -364,7 +364,7 @@ def test_training_windows_with_a_stride_end_at_the_last_training_origin():
 
 def test_each_series_is_scaled_by_its_own_training_rows():
     frame = panel_frame()
-    data = prepare_forecast(load_panel(frame), input_len=8, horizon=4, split="last", season=24)
+    data = prepare_forecast(load_panel(frame), input_len=8, horizon=4, split="last", val_size=4, season=24)
     for s, (sid, n, _) in enumerate(SERIES):
         train = frame.y[frame.unique_id == sid].to_numpy()[: n - 8]
         assert data.borders[s, 0] == n - 8
@@ -387,7 +387,7 @@ def test_mase_scale_falls_back_to_lag_one_and_constant_series_scale_by_one():
 
 def test_splits_of_a_panel():
     panel = load_panel(panel_frame())
-    no_test = prepare_forecast(panel, input_len=8, horizon=4, split="last", test_size=0)
+    no_test = prepare_forecast(panel, input_len=8, horizon=4, split="last", val_size=4, test_size=0)
     assert no_test.n_windows("test") == 0 and no_test.borders[:, 0].tolist() == [56, 76, 66]
     longer = prepare_forecast(panel, input_len=8, horizon=4, split="last", val_size=12, test_size=8)
     assert longer.windows["val"].count.tolist() == [9, 9, 9] and longer.windows["test"].count.tolist() == [5, 5, 5]

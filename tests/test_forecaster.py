@@ -264,7 +264,6 @@ def _edit(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     ("plain", ["--levels", "0,95"], "--levels '0,95': each level is a percentage in (0, 100)"),
     ("plain", ["--levels", "80,100"], "each level is a percentage in (0, 100)"),
     ("plain", ["--split", "ratio", "--input-len", "8", "--horizon", "10"], "no series of"),
-    ("plain", ["--val-size-too-small"], "val_size (4) and test_size (8) must be at least the horizon (8)"),
     ("parquet", [], "Parquet"),
     ("plain", ["--freq", "h", "--fill", "sometimes"], "invalid choice: 'sometimes'"),
     ("plain", ["--no-horizon"], "pass --horizon H, the steps to forecast (the data is at frequency h, so one season "
@@ -280,8 +279,6 @@ def test_bad_panels_are_one_line_and_leave_no_run_folder(tmp_path, cli_error, ca
         static = pd.concat([static, static.iloc[1:2]])
     static.to_csv(tmp_path / "static.csv", index=False)
     args = [str(tmp_path / "static.csv") if a == "STATIC" else a for a in extra]
-    if "--val-size-too-small" in args:  # a horizon longer than every validation part: through the data option
-        args = ["--horizon", "8", "--input-len", "8", "data.val_size=4"]
     if "--no-horizon" in args:
         args.remove("--no-horizon")
     elif "--horizon" not in args:
@@ -308,3 +305,9 @@ def test_integer_periods_end_to_end(tmp_path):
     result = forecast(frame, "ridge", horizon=3, input_len=8, run_dir=tmp_path / "run", progress=False)
     assert [p.name for p in result.run.figures] == ["forecast.png"]
     assert pd.read_csv(result.forecasts_csv).ds.tolist()[:3] == [2007, 2008, 2009]  # series a's test window
+
+
+def test_a_horizon_longer_than_the_validation_part_leaves_no_run_folder(tmp_path):
+    with pytest.raises(UserError, match=r"val_size \(4\) and test_size \(8\) must be at least the horizon \(8\)"):
+        forecast(panel_frame(), "ridge", horizon=8, input_len=8, val_size=4, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

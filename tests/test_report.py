@@ -636,7 +636,7 @@ def test_attention_command_parquet_needs_pyarrow(tmp_path, capsys, monkeypatch):
     out = tmp_path / "weights.parquet"
     if importlib.util.find_spec("pyarrow") is not None:
         assert _cli(["attention", str(run), "--out", str(out)], capsys)[0] == 0
-        assert len(pd.read_parquet(out)) == 2 * 3 * 3 + 2 * 2 * 3 + 2 * 2 * 2  # the rows of the CSV export
+        assert len(pd.read_parquet(out)) == 2 * 3 * 3 + 2 * 2 * 3 + 2 * 2 * 2  # as the CSV
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else True)
     code, err, _ = _cli(["attention", str(run), "--out", str(tmp_path / "other.parquet")], capsys)
     assert code == 2 and len(err) == 1 and "pip install pyarrow" in err[0]
