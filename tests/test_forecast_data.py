@@ -1,4 +1,5 @@
-"""attnlab.data.timeseries: reading, validation messages, the ETT / ratio splits, standardisation, windows."""
+"""Wide tables (attnlab.data.timeseries) split for forecasting (attnlab.data.forecasting): reading, validation
+messages, the ETT / ratio splits, standardisation, windows."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from attnlab.data.timeseries import (
-    ETT_BORDERS,
-    WindowDataset,
-    count_windows,
-    load_forecast_data,
-    read_table,
-    split_borders,
-)
+from attnlab.catalog.forecast import ForecastConfig
+from attnlab.data.forecasting import ETT_BORDERS, borders, count_windows, prepare_forecast
+from attnlab.data.panel import Panel, load_panel
+from attnlab.data.timeseries import parse_targets, read_table
+from attnlab.data.windows import PanelWindows, WindowSet
 from attnlab.errors import UserError
+from attnlab.experiments.forecast import load_data
 
-ETTH1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+# The shared data sit beside the repository: ../shared/data (a worktree's too: /work/<tree>/../shared).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ETTH1 = SHARED_DATA / "ett" / "ETTh1.csv"
 
 
 def write_series(path: Path, n: int = 200, seed: int = 0, freq: str = "h", **columns: np.ndarray) -> Path:
@@ -40,9 +41,14 @@ def edit_lines(path: Path, edits: dict[int, str]) -> Path:
     return path
 
 
+def data_of(csv: Path, **options) -> object:
+    """The split data of a CSV as ``attnlab forecast`` reads it (options: ForecastConfig's fields)."""
+    return load_data(ForecastConfig(csv=str(csv), **options))
+
+
 def error_of(**kwargs) -> str:
     with pytest.raises(UserError) as info:
-        load_forecast_data(**kwargs)
+        data_of(**kwargs)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -52,7 +58,7 @@ def error_of(**kwargs) -> str:
 
 
 def test_missing_file(tmp_path):
-    message = error_of(csv=tmp_path / "nope.csv")
+    message = error_of(csv=tmp_path / "nope.csv", horizon=5)
     assert "nope.csv not found" in message and "--csv" in message
 
 
@@ -110,6 +116,8 @@ def test_fill_ffill_and_interpolate(tmp_path):
     np.testing.assert_allclose(ffill[:8], [1, 1, 2, 3, 4, 4, 4, 7])  # leading gap takes the first value
     interp = read_table(path, fill="interpolate").values[:, 0]
     np.testing.assert_allclose(interp[:8], [1, 1, 2, 3, 4, 5, 6, 7])
+    # the same through the panel the forecasting code reads
+    np.testing.assert_allclose(load_panel(path, fill="ffill").target[:8, 0], [1, 1, 2, 3, 4, 4, 4, 7])
 
 
 def test_too_few_rows_names_the_split(tmp_path):
@@ -123,7 +131,7 @@ def test_too_few_rows_names_the_split(tmp_path):
 
 def test_unknown_target_lists_the_columns(tmp_path):
     path = write_series(tmp_path / "s.csv")
-    message = error_of(csv=path, target="OT", input_len=10, horizon=5)
+    message = error_of(csv=path, target=("OT",), input_len=10, horizon=5)
     assert "unknown target column(s) 'OT'" in message and "available: a, b" in message
 
 
@@ -149,8 +157,12 @@ def test_unsorted_timestamps(tmp_path):
 @pytest.mark.parametrize(("input_len", "horizon", "flag"), [(336, 0, "--horizon"), (336, -4, "--horizon"),
                                                              (0, 96, "--input-len")])
 def test_non_positive_sizes(tmp_path, input_len, horizon, flag):
-    message = error_of(csv=tmp_path / "not-read.csv", input_len=input_len, horizon=horizon)
-    assert message.startswith(f"{flag} must be at least 1 row")
+    # The options are refused before the file is read (ForecastConfig), and by the split itself.
+    with pytest.raises(ValueError, match=f"{flag.strip('-').replace('-', '_')}=.* is out of range"):
+        ForecastConfig(csv=str(tmp_path / "not-read.csv"), input_len=input_len, horizon=horizon)
+    panel = load_panel(write_series(tmp_path / "s.csv"))
+    with pytest.raises(UserError, match=f"^{flag} must be at least 1 step"):
+        prepare_forecast(panel, input_len=input_len, horizon=horizon)
 
 
 def test_bad_ratios_and_short_ett(tmp_path):
@@ -163,6 +175,7 @@ def test_text_columns_are_ignored(tmp_path):
     n = 50
     path = write_series(tmp_path / "s.csv", n=n, a=np.arange(n, dtype=float), station=np.array(["x"] * n))
     assert read_table(path).columns == ("a",)
+    assert load_panel(path).target_names == ("a",)
 
 
 def test_irregular_time_stamps_are_refused_at_load(tmp_path):
@@ -176,72 +189,130 @@ def test_irregular_time_stamps_are_refused_at_load(tmp_path):
     assert read_table(write_series(tmp_path / "w.csv", n=10, freq="W")).freq == "W-SUN"
 
 
+def test_missing_rows_are_added_by_freq_and_filled(tmp_path):
+    path = write_series(tmp_path / "s.csv", n=10, a=np.arange(10.0), b=np.arange(10.0))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4] + lines[6:]) + "\n")  # rows 3 and 4 (03:00, 04:00) gone
+    with pytest.raises(UserError, match=r"pass --freq \(e.g. --freq h\) with --fill ffill"):
+        load_panel(path)
+    with pytest.raises(UserError, match=r"4 missing value\(s\) \(a: 2 from row 3"):
+        load_panel(path, freq="h")  # the rows are added, but not filled
+    panel = load_panel(path, freq="h", fill="interpolate")
+    assert panel.lengths.tolist() == [10] and panel.freq == "h"
+    np.testing.assert_allclose(panel.target[:, 0], np.arange(10.0))
+
+
 # ---------------------------------------------------------------------------------------------- protocol
+
+
+def _series(n: int, channels: int = 1) -> Panel:
+    """A one-series panel of n hourly rows (values 0..n-1 in each channel)."""
+    values = np.repeat(np.arange(n, dtype=float)[:, None], channels, 1) * (1 + np.arange(channels))
+    return Panel(ids=("s",), time_kind="datetime", freq="h", starts=[pd.Timestamp("2016-07-01")],
+                 offsets=np.array([0, n]), target=values, target_names=tuple(f"c{i}" for i in range(channels)),
+                 layout="wide")
 
 
 @pytest.mark.parametrize(("L", "H"), [(336, 96), (336, 720), (512, 192), (96, 336)])
 def test_ett_split_arithmetic(L, H):
-    borders = split_borders(17420, "ett", L)
-    assert borders == {"train": (0, 8640), "val": (8640 - L, 11520), "test": (11520 - L, 14400)}
-    windows = {name: count_windows(end - start, L, H) for name, (start, end) in borders.items()}
+    assert borders(17420, "ett", (), 0, 0) == ETT_BORDERS == (8640, 11520, 14400)
+    data = prepare_forecast(_series(17420), input_len=L, horizon=H, split="ett")
+    windows = {name: len(w) for name, w in data.windows.items()}
     # README: windows per split = rows - input_len - horizon + 1, val/test rows include L rows of context.
     assert windows == {"train": 8640 - L - H + 1, "val": 2880 - H + 1, "test": 2880 - H + 1}
+    assert windows["train"] == count_windows(8640, L, H) and windows["val"] == count_windows(2880 + L, L, H)
+    # Origins (the first forecast step): train from L, validation from its border, test from its border.
+    assert [int(data.windows[name].first[0]) for name in ("train", "val", "test")] == [L, 8640, 11520]
+    last_test = data.windows["test"].locate([windows["test"] - 1])[1][0]
+    assert last_test + H == 14400  # the last test window ends on the border; later rows are unused
 
 
 def test_ratio_split_arithmetic():
-    assert split_borders(1000, "ratio", 24) == {"train": (0, 700), "val": (676, 800), "test": (776, 1000)}
-    assert split_borders(17420, "ratio", 336, (0.6, 0.2, 0.2)) == {
-        "train": (0, 10452), "val": (10116, 13936), "test": (13600, 17420)}
+    assert borders(1000, "ratio", (0.7, 0.1, 0.2), 0, 0) == (700, 800, 1000)
+    assert borders(17420, "ratio", (0.6, 0.2, 0.2), 0, 0) == (10452, 13936, 17420)
+    data = prepare_forecast(_series(1000), input_len=24, horizon=6)
+    # val: rows 676..799 (24 rows of context before its border), test: rows 776..999
+    assert {name: (int(w.first[0]), len(w)) for name, w in data.windows.items()} == {
+        "train": (24, 700 - 24 - 6 + 1), "val": (700, 124 - 24 - 6 + 1), "test": (800, 224 - 24 - 6 + 1)}
+    x = data.dataset("val").batch([0]).x[0, :, 0].double() * data.std[0, 0] + data.mean[0, 0]
+    torch.testing.assert_close(x, torch.arange(676, 700, dtype=torch.float64))
 
 
 @pytest.mark.skipif(not ETTH1.is_file(), reason="ETTh1.csv not available")
 def test_etth1_protocol():
-    data = load_forecast_data(ETTH1, split="ett", input_len=336, horizon=96)
+    data = data_of(ETTH1, split="ett", input_len=336, horizon=96)
     assert data.columns == ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
     assert data.targets == data.columns and data.n_channels == 7
-    assert {name: data.windows(name) for name in ("train", "val", "test")} == {"train": 8209, "val": 2785,
-                                                                               "test": 2785}
+    assert {name: data.n_windows(name) for name in ("train", "val", "test")} == {"train": 8209, "val": 2785,
+                                                                                 "test": 2785}
     assert len(data.dataset("test")) == 2785
     # ETT months are 30 days: the test split starts 16 · 30 days after 2016-07-01.
-    assert data.table.timestamps[ETT_BORDERS[1]] == pd.Timestamp("2016-07-01") + pd.Timedelta(days=480)
+    assert data.panel.times(0, ETT_BORDERS[1], ETT_BORDERS[1] + 1)[0] == \
+        pd.Timestamp("2016-07-01") + pd.Timedelta(days=480)
     raw = pd.read_csv(ETTH1)
-    np.testing.assert_allclose(data.scaler.mean, raw.iloc[:8640, 1:].mean().to_numpy())
-    np.testing.assert_allclose(data.scaler.std, raw.iloc[:8640, 1:].std(ddof=0).to_numpy())
+    np.testing.assert_allclose(data.mean[0], raw.iloc[:8640, 1:].mean().to_numpy())
+    np.testing.assert_allclose(data.std[0], raw.iloc[:8640, 1:].std(ddof=0).to_numpy())
 
 
 def test_standardisation_uses_train_rows_only(tmp_path):
     n = 100
     a = np.concatenate([np.linspace(0, 1, 70), np.linspace(50, 60, 30)])  # later rows far from train rows
     path = write_series(tmp_path / "s.csv", n=n, a=a, b=np.sin(np.arange(n)))
-    data = load_forecast_data(path, input_len=8, horizon=4)
-    assert data.borders["train"] == (0, 70)
-    np.testing.assert_allclose(data.scaler.mean[0], a[:70].mean())
-    np.testing.assert_allclose(data.scaler.std[0], a[:70].std())
-    train = data.standardised["train"].double()
+    data = data_of(path, input_len=8, horizon=4)
+    assert data.borders[0].tolist() == [70, 80, 100]
+    np.testing.assert_allclose(data.mean[0, 0], a[:70].mean())
+    np.testing.assert_allclose(data.std[0, 0], a[:70].std())
+    standard = data.tensors["target"].double()  # (100, 2)
+    train = standard[:70]
     torch.testing.assert_close(train.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-6, rtol=0)
     torch.testing.assert_close(train.std(0, unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-6, rtol=0)
-    assert data.standardised["test"][:, 0].min() > 10  # test rows keep the train statistics
-    assert data.borders["test"] == (80 - 8, 100)
-    np.testing.assert_allclose(data.scaler.inverse(data.standardised["test"].numpy()), data.table.values[72:],
-                               rtol=1e-5, atol=1e-5)
+    assert standard[80:, 0].min() > 10  # test rows keep the train statistics
+    test = data.dataset("test")
+    assert int(test.windows.first[0]) == 80  # its first input: rows 72..79
+    back = data.original(standard[None, 72:], np.array([0]))[0]
+    np.testing.assert_allclose(back, data.panel.target[72:], rtol=1e-5, atol=1e-5)
 
 
 def test_targets_select_channels(tmp_path):
     path = write_series(tmp_path / "s.csv")
-    data = load_forecast_data(path, target=["b", "a,b"], input_len=10, horizon=5)
+    assert parse_targets(["b", "a,b"]) == ("b", "a") and parse_targets("a") == ("a",) and parse_targets(None) == ()
+    data = data_of(path, target=("b", "a"), input_len=10, horizon=5)
     assert data.targets == ("b", "a") and data.target_index == (1, 0) and data.n_channels == 2
 
 
-def test_windows_are_views_in_order(tmp_path):
+def test_windows_are_gathered_in_order():
     series = torch.arange(30, dtype=torch.float32).view(15, 2)
-    dataset = WindowDataset(series, input_len=4, horizon=3)
+    empty = torch.empty(15, 0)
+    windows = WindowSet([4], [15 - 4 - 3 + 1])
+    dataset = PanelWindows(series, empty, empty, torch.empty(1, 0), np.array([0, 15]), windows, input_len=4,
+                           horizon=3)
     assert len(dataset) == 15 - 4 - 3 + 1
-    x, y = dataset[2]
-    torch.testing.assert_close(x, series[2:6])
-    torch.testing.assert_close(y, series[6:9])
-    assert x.untyped_storage().data_ptr() == series.untyped_storage().data_ptr()  # a view, no copy
-    bx, by = dataset.batch([0, 8])
-    torch.testing.assert_close(bx[1], series[8:12])
-    torch.testing.assert_close(by[1], series[12:15])
+    batch = dataset[2]  # origin 6: input rows 2..5, forecast rows 6..8
+    torch.testing.assert_close(batch.x[0], series[2:6])
+    torch.testing.assert_close(batch.y[0], series[6:9])
+    assert batch.origin.tolist() == [6] and batch.series.tolist() == [0]
+    both = dataset.batch([0, 8])
+    torch.testing.assert_close(both.x[1], series[8:12])
+    torch.testing.assert_close(both.y[1], series[12:15])
     with pytest.raises(IndexError):
         dataset[9]
+
+
+@pytest.mark.skipif(not ETTH1.is_file(), reason="ETTh1.csv not available")
+def test_etth1_ridge_keeps_the_published_protocols_figure(torch_single_thread):
+    """The wide ETT path gives the figures it gave before panels: ridge at L=512, H=96 scores test MSE 0.3639 and
+    MAE 0.3905 over every test window, all 7 channels (docs/forecasting.md)."""
+    from attnlab.catalog.forecast import RidgeConfig
+    from attnlab.experiments.forecast import Forecast
+    from attnlab.models.retrieval import RidgeForecaster
+
+    task = Forecast(ForecastConfig(csv=str(ETTH1), split="ett", input_len=512, horizon=96))
+    model = RidgeForecaster(task.complete_model_config(RidgeConfig()))
+    task.prepare_model(model, task.data(0))
+    test = task.series.dataset("test")
+    squared = absolute = 0.0
+    for chunk, out in task.predicted(model, "test"):
+        error = (out - test.batch(chunk).y).double()
+        squared, absolute = squared + error.pow(2).sum().item(), absolute + error.abs().sum().item()
+    values = len(test) * 96 * 7
+    assert (round(squared / values, 4), round(absolute / values, 4)) == (0.3639, 0.3905)

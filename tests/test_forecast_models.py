@@ -13,6 +13,7 @@ from attnlab.catalog.forecast import MODELS, DLinearConfig, ForecastSizes
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import Forecast, attention_maps, spread
 from attnlab.models.forecast import DLinear, InstanceNorm, MovingAverage
+from attnlab.models.retrieval import _window_batches
 from attnlab.train.weights import build_model
 from test_forecast_data import write_series
 
@@ -70,7 +71,8 @@ def test_every_model_maps_windows_to_horizons(name):
     torch.manual_seed(0)
     model = _sized(name)
     if hasattr(model, "fit_closed_form"):  # ridge, retrieval: solved from data, not trained
-        model.fit_closed_form(torch.randn(200, 3), torch.randn(80, 3))
+        train, val = torch.randn(200, 3), torch.randn(80, 3)
+        model.fit_closed_form(lambda: _window_batches(train, 24, 6), lambda: _window_batches(val, 24, 6), train)
     x = torch.randn(4, 24, 3)
     y = model(x)
     assert y.shape == (4, 6, 3)
@@ -130,16 +132,20 @@ def test_attention_maps_are_labelled_with_time_stamps():
     torch.manual_seed(0)
     stamps = [f"t{i}" for i in range(24)]
     x = torch.randn(1, 24, 3)
-    maps = attention_maps(_sized("attentive_rnn").eval(), x, stamps, ("a", "b", "c"))
+    def maps_of(name):
+        model = _sized(name).eval()
+        return attention_maps(model, lambda: model(x), stamps, ("a", "b", "c"))
+
+    maps = maps_of("attentive_rnn")
     assert [(m.layer, m.kind, tuple(m.weights.shape)) for m in maps] == [("attention", "pooling", (1, 1, 24))]
     assert maps[0].key_labels == stamps and maps[0].query_labels == ["final state (t23)"]
     torch.testing.assert_close(maps[0].weights.sum(-1), torch.ones(1, 1))
 
-    maps = attention_maps(_sized("transformer").eval(), x, stamps, ("a", "b", "c"))
+    maps = maps_of("transformer")
     assert [m.layer for m in maps] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
     assert all(m.kind == "self" and m.weights.shape == (4, 24, 24) and m.key_labels == stamps for m in maps)
     for name in ("linear", "gru", "lstm"):
-        assert attention_maps(_sized(name), x, stamps, ("a", "b", "c")) == []
+        assert maps_of(name) == []
 
 
 def test_channel_independent_attention_gives_one_map_per_channel():
@@ -160,7 +166,8 @@ def test_channel_independent_attention_gives_one_map_per_channel():
             return self.attn(tokens, tokens, tokens)[0]
 
     stamps = [f"t{i}" for i in range(16)]
-    maps = attention_maps(PerChannel(), torch.randn(1, 16, 3), stamps, ("a", "b", "c"))
+    model, x = PerChannel(), torch.randn(1, 16, 3)
+    maps = attention_maps(model, lambda: model(x), stamps, ("a", "b", "c"))
     assert [m.layer for m in maps] == ["attn [a]", "attn [b]", "attn [c]"]
     assert maps[0].key_labels == ["patch 0 (t0..)", "patch 1 (t4..)", "patch 2 (t8..)", "patch 3 (t12..)"]
     assert maps[0].weights.shape == (2, 4, 4)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from attnlab.catalog.forecast import PATCH_TRAINING
-from attnlab.data.timeseries import load_forecast_data
-from attnlab.forecast import forecast, load_data
+from attnlab.data.forecasting import prepare_forecast
+from attnlab.data.panel import load_panel
+from attnlab.forecast import forecast
 from attnlab.models.patch import (
     PatchTransformer,
     PatchTransformerConfig,
@@ -100,8 +101,9 @@ def test_the_patch_recipe_keeps_patchtsts_batch_on_etth1(input_len):
     # The measured ETTh1 figures were trained at batch 128: min_steps_per_epoch must leave them unchanged at
     # every horizon and input length `attnlab bench forecast` uses.
     train = TrainConfig(**PATCH_TRAINING)
+    panel = load_panel(ETTH1)
     for horizon in (96, 192, 336, 720):
-        data = load_forecast_data(ETTH1, split="ett", input_len=input_len, horizon=horizon)
+        data = prepare_forecast(panel, split="ett", input_len=input_len, horizon=horizon)
         assert fit_batch_to_data(train, len(data.dataset("train"))).batch_size == 128
 
 
@@ -113,11 +115,11 @@ def test_a_small_csv_gets_a_smaller_batch_and_is_fitted(tmp_path, torch_single_t
     t = np.arange(n)
     rng = np.random.default_rng(0)
     wave = np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=n)
-    data = load_data(write_series(tmp_path / "sine.csv", n=n, a=wave, b=2 * wave + 1), input_len=96, horizon=24)
+    panel = load_panel(write_series(tmp_path / "sine.csv", n=n, a=wave, b=2 * wave + 1))
 
     def fitted(*overrides: str):
-        return forecast(model="patch_transformer", data=data, overrides=list(overrides), runs_root=tmp_path,
-                        progress=False, figures=False, forecast_windows=0).run
+        return forecast(panel, "patch_transformer", list(overrides), runs_root=tmp_path, progress=False,
+                        figures=False, forecast_windows=0, input_len=96, horizon=24).run
 
     lowered, kept = fitted(), fitted("min_steps_per_epoch=none")
     assert (lowered.config.train.batch_size, kept.config.train.batch_size) == (9, 128)

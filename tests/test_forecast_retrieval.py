@@ -18,6 +18,7 @@ from attnlab.models.retrieval import (
     RidgeConfig,
     RidgeForecaster,
     RidgeLinear,
+    _window_batches,
     unit_keys,
 )
 from attnlab.nn import record_attention
@@ -37,6 +38,11 @@ def series(rows: int, seed: int) -> torch.Tensor:
     return torch.sin(2 * torch.pi * t / 8 + torch.tensor([0.0, 1.0])) + walk + 0.1 * torch.randn(rows, C, generator=g)
 
 
+def batches(s: torch.Tensor):
+    """The windows of a series (R, C), a batch at a time: what closed-form fits take."""
+    return lambda: _window_batches(s, L, H)
+
+
 def windows(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Every (window, channel) as rows, centred on the last input value: X (N·C, L), Y (N·C, H)."""
     w = s.double().T.unfold(1, L + H, 1).reshape(-1, L + H).numpy()
@@ -47,7 +53,7 @@ def windows(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def test_ridge_matches_a_direct_solve_and_the_best_strength():
     train, val = series(300, 0), series(120, 1)
     ridge = RidgeLinear(L, H)
-    val_mse = ridge.fit(train, val)
+    val_mse = ridge.fit(batches(train), batches(val))
     x, y = windows(train)
     xv, yv = windows(val)
     # Brute force: solve for every strength, predict the validation windows, keep the best.
@@ -71,7 +77,7 @@ def test_ridge_learns_an_exact_linear_recurrence():
     t = torch.arange(400, dtype=torch.float32)[:, None]
     clean = torch.cat([torch.sin(2 * torch.pi * t / 24), torch.cos(2 * torch.pi * t / 10)], 1)  # (400, 2)
     model = RidgeForecaster(RidgeConfig(seq_len=L, pred_len=H, n_channels=C))
-    model.fit_closed_form(clean[:300], clean[300 - L :])
+    model.fit_closed_form(batches(clean[:300]), batches(clean[300 - L :]))
     x = clean[300 - L : 300].unsqueeze(0)  # (1, L, C)
     torch.testing.assert_close(model(x)[0], clean[300 : 300 + H], atol=2e-3, rtol=0)
 
@@ -79,7 +85,8 @@ def test_ridge_learns_an_exact_linear_recurrence():
 def fitted(top_k: int = 5, temperature: float = 0.2) -> RetrievalForecaster:
     model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6, top_k=top_k,
                                                 temperature=temperature))
-    model.fit_closed_form(series(200, 0), series(120, 1))
+    train = series(200, 0)
+    model.fit_closed_form(batches(train), batches(series(120, 1)), train)
     return model.eval()
 
 
@@ -164,8 +171,9 @@ def test_memory_limit(monkeypatch):
     monkeypatch.setattr("attnlab.models.retrieval.MAX_BANK_BYTES", 1000)
     model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6))
     # 2 channels x 181 windows x (6 + 4) values x 4 bytes = 14480 bytes
+    train = series(200, 0)
     with pytest.raises(ValueError, match="would need 0.0 GiB \\(2 channels x 181 training windows x 10 values"):
-        model.fit_closed_form(series(200, 0), series(120, 1))
+        model.fit_closed_form(batches(train), batches(series(120, 1)), train)
 
 
 def test_cli_bad_key_len(tmp_path, capsys):
@@ -173,3 +181,17 @@ def test_cli_bad_key_len(tmp_path, capsys):
     err = cli_error(capsys, ["--csv", str(csv), "--input-len", "24", "--horizon", "6", "--model", "retrieval",
                              "model.key_len=99"], tmp_path / "run")
     assert "key_len must be between 2 and the input length 24, got 99" in err
+
+
+def test_retrieval_attends_over_one_series_only(tmp_path):
+    """Its memory is the training rows of one series: a panel of many is refused, before a run folder exists."""
+    from attnlab.errors import UserError
+    from attnlab.forecast import forecast
+    from test_forecast_panel import panel_frame
+
+    model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6))
+    with pytest.raises(ValueError, match="attends over the training windows of one series"):
+        model.fit_closed_form(batches(series(200, 0)), batches(series(120, 1)), None)
+    with pytest.raises(UserError, match="for many series use ridge or patch_transformer"):
+        forecast(panel_frame(), "retrieval", horizon=4, input_len=12, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

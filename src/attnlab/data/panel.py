@@ -37,6 +37,7 @@ from attnlab.data.reading import (
     quiet_pandas,
     read_text_table,
     regular_index,
+    row_label,
     to_numbers,
 )
 from attnlab.errors import UserError
@@ -190,7 +191,10 @@ def season_of(freq: str, kind: TimeKind) -> int:
     if kind == "int":
         return 1
     offset = pd.tseries.frequencies.to_offset(freq)
-    base = offset.name.split("-")[0].rstrip("SE") or offset.name
+    code = offset.rule_code  # ("name" is deprecated in pandas 3)
+    base = code.split("-")[0].rstrip("SE") or code
+    if len(base) > 1 and base[0] == "B" and base[1:] in SEASONS:  # business month, quarter, year ends and starts
+        base = base[1:]
     if offset.n != 1:  # e.g. 15min, 2h: no standard season
         return 96 if base == "min" and offset.n == 15 else 1
     return SEASONS.get(base, SEASONS.get(base[:1], 1))
@@ -211,8 +215,8 @@ def calendar_features(times: pd.Index, names: Sequence[str]) -> np.ndarray:
         if name not in CALENDAR:
             raise UserError(f"unknown calendar feature {name!r}; choose from {', '.join(CALENDAR)}")
         value, period = {
-            "hour": (times.hour, 24), "dayofweek": (times.dayofweek, 7), "day": (times.day - 1, 31),
-            "month": (times.month - 1, 12), "dayofyear": (times.dayofyear - 1, 366),
+            "hour": (times.hour, 24), "dayofweek": (times.day_of_week, 7), "day": (times.day - 1, 31),
+            "month": (times.month - 1, 12), "dayofyear": (times.day_of_year - 1, 366),
             "weekofyear": (times.isocalendar().week.to_numpy() - 1, 53),
         }[name]
         angle = 2 * np.pi * np.asarray(value, dtype=np.float64) / period
@@ -390,8 +394,8 @@ def choose_columns(
                         f"{', '.join(map(str, frame.columns))})")
     used = {time, id_col}
     candidates = [c for c in frame.columns if c not in used and c not in exclude]
-    if inputs:
-        candidates = [c for c in candidates if c in inputs or c in target or c in futr]
+    if inputs:  # the covariates to use; the target (named, or the default y) is always read
+        candidates = [c for c in candidates if c in inputs or c in target or c in futr or (not target and c == "y")]
     bad_target = [t for t in target if t in exclude]
     if bad_target:
         raise UserError(f"target column(s) {', '.join(map(repr, bad_target))} cannot be excluded")
@@ -470,6 +474,11 @@ def panel_from_frame(
     for series_id, rows in groups:
         what = f"{where}, series {series_id!r}"
         stamps = times[rows]
+        repeated = np.flatnonzero(np.diff(np.asarray(stamps)).astype(np.int64) == 0)
+        if len(repeated):  # named by its row in the table (the series' rows are sorted, and may be interleaved)
+            i = int(repeated[0]) + 1
+            raise UserError(f"{what}: time stamp {stamps[i]} is duplicated at {row_label(int(rows[i]))}; remove or "
+                            "merge the duplicate rows")
         check_order(pd.Index(stamps), Path(what), columns.time_col)
         if kind == "datetime":
             grid, series_freq = regular_index(pd.DatetimeIndex(stamps), freq, what)
@@ -572,9 +581,21 @@ def future_covariates(
         raise UserError(f"{where} lacks the column(s) {', '.join(map(repr, missing))} (the model takes the "
                         f"future-known covariates {', '.join(columns) or '(calendar only)'})")
     holder = frame[[id_col, time, *columns]].copy()
-    holder["__target__"] = 0.0
+    given = numeric_block(holder, list(columns), where, ".")
+    if np.isnan(given).any():
+        row, column = (int(i[0]) for i in np.nonzero(np.isnan(given)))
+        raise UserError(f"{where}: column {columns[column]!r} has no value at {row_label(row)}; give every step of "
+                        "the horizon a value")
+    # The placeholder target numbers the given rows: a row added for a missing time stamp repeats its neighbour's.
+    holder["__target__"] = np.arange(len(holder), dtype=np.float64)
     panel = panel_from_frame(holder, where, id_col=id_col, time_col=time, target=("__target__",), futr=columns,
-                             freq=freq)
+                             freq=freq, fill="ffill")
+    for s in range(panel.n_series):
+        added = np.flatnonzero(np.diff(panel.target[panel.rows(s), 0]) == 0)
+        if len(added):
+            stamp = panel.times(s, int(added[0]) + 1, int(added[0]) + 2)[0]
+            raise UserError(f"the future covariates of series {panel.ids[s]!r} lack {stamp} (they must cover every "
+                            f"step of the horizon); column(s) {', '.join(columns)}")
     return add_calendar(panel, calendar) if calendar else panel
 
 

@@ -163,7 +163,10 @@ def read_table(source: str | Path | pd.DataFrame, date_col: str | None = None, f
     if decimal not in DECIMALS:
         raise UserError(f"--decimal {decimal!r} must be '.' or ','")
     if isinstance(source, pd.DataFrame):
-        frame, path = source.reset_index() if _has_time_index(source) else source, Path("DataFrame")
+        frame, path = source, Path("DataFrame")
+        if _has_time_index(source):  # a pandas time series: its DatetimeIndex is the time column
+            frame = source.reset_index()
+            date_col = date_col or frame.columns[0]
     else:
         frame, path = read_frame(source), Path(source)
     if len(frame) == 0:

@@ -270,6 +270,9 @@ class Forecast(Experiment):
             raise UserError(str(error)) from None
         log.info("closed-form fit on %d training windows: %s", len(data.train),
                  ", ".join(f"{k} {v:.4g}" for k, v in chosen.items()))
+        if hasattr(model, "memory_labels") and memory is not None:  # keys labelled by their last input step
+            first = d.input_len - 1
+            model.memory_labels = self.labels(d.panel.times(0, first, first + model.memory_windows))
 
     def data(self, seed: int) -> DataSplits:
         """Train / val / test windows (deterministic; the seed only shuffles training batches). The figure
@@ -378,7 +381,11 @@ class Forecast(Experiment):
         width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
         Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive)."""
         d = self.series
-        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score
+        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score, but
+            if self.config.levels:  # predict still needs the intervals calibrated on the validation windows
+                if not self.quantiles:
+                    self.conformal_multipliers(model)
+                (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
             return {}, []
         idx = list(d.target_index)
         windows, forecast = self.forecasts(model, "test")
@@ -456,15 +463,17 @@ class Forecast(Experiment):
         point = forecast[..., 0] if forecast.ndim == 4 else forecast
         residual = np.abs(d.truth(series, origin) - point)[..., idx] / d.mase_scale[series][:, None, idx]  # (N, H, T)
         n = len(residual)
+        ranked = np.sort(residual, axis=0)
         self._multipliers = {}
-        for level in self.config.levels:
-            q = min(1.0, math.ceil((n + 1) * level / 100) / n)
-            self._multipliers[level] = np.quantile(residual, q, axis=0, method="higher")  # (H, T)
+        for level in self.config.levels:  # the ceil((n + 1) · level)-th smallest error (the largest if beyond n)
+            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))
+            self._multipliers[level] = ranked[k - 1]  # (H, T)
         return self._multipliers
 
     def baselines(self, series: np.ndarray, origin: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
         """Test metrics of forecasts that learn nothing or little, on the same windows: the last value, the
-        value one season before (seasonal naive), and the closed-form ridge map."""
+        value one season before (seasonal naive; the last value for a window with less than a season of
+        history before it), and the closed-form ridge map."""
         d = self.series
         idx = list(d.target_index)
         scale = d.mase_scale[series][:, idx]
@@ -472,7 +481,8 @@ class Forecast(Experiment):
         offsets = d.panel.offsets[series][:, None]
         last = d.panel.target[offsets[:, 0] + origin - 1][:, None, idx]  # (N, 1, T)
         steps = np.arange(H)
-        lag_rows = offsets + origin[:, None] - m + (steps % m)  # (N, H): the last season, repeated
+        lag = np.where(origin >= m, m, 1)[:, None]  # a window with less than a season of history: the last value
+        lag_rows = offsets + origin[:, None] - lag + (steps % lag)  # (N, H): the last season, repeated
         forecasts = {"naive (last value)": np.broadcast_to(last, truth.shape),
                      f"seasonal naive (season {m})": d.panel.target[lag_rows][..., idx]}
         ridge = self._ridge_forecast(series, origin)

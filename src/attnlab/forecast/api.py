@@ -205,12 +205,16 @@ class SavedSeries:
                 raise KeyError(sorted(missing)[0])
             for key in ("ids", "targets", "input_len", "horizon", "freq", "time_kind"):
                 info[key]  # noqa: B018 (a KeyError names a damaged file)
-        except (ValueError, KeyError, TypeError, OSError) as err:
+        except (ValueError, KeyError, TypeError, OSError, safetensors.SafetensorError) as err:
             what = f"missing {err}" if isinstance(err, KeyError) else type(err).__name__
             raise UserError(f"{run_dir} holds a damaged {SERIES_FILE} or {STATS_FILE} ({what}); retrain the run "
                             "with `attnlab forecast`") from None
         intervals_path = run_dir / INTERVALS_FILE
-        intervals = json.loads(intervals_path.read_text()) if intervals_path.is_file() else {}
+        try:
+            intervals = json.loads(intervals_path.read_text()) if intervals_path.is_file() else {}
+        except (ValueError, OSError) as err:
+            raise UserError(f"{intervals_path} is damaged ({type(err).__name__}); retrain the run with `attnlab "
+                            "forecast`") from None
         return cls(info, stats, intervals)
 
 
@@ -386,7 +390,7 @@ def predict(
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
     saved = SavedSeries.read(run_dir)
-    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=(), inputs=(), exclude=c.exclude,
+    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=c.target, inputs=c.inputs, exclude=c.exclude,
                        futr=c.futr_cols, freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None,
                        fill=c.fill if fill is None else fill, decimal=c.decimal, calendar=c.calendar,
                        static=c.static_csv or None)

@@ -303,11 +303,12 @@ def _run_backtest(args: argparse.Namespace) -> int:
     horizon = options.pop("horizon")
     if horizon is None:
         raise UserError("pass --horizon H, the steps each backtest window forecasts")
+    names = {"time_col": options.pop("date_col"), "target_col": options.pop("target")}  # Forecaster's names
     forecaster = Forecaster(models, h=horizon, overrides=overrides, runs_root=args.runs_root, progress=args.progress,
-                            **{k: v for k, v in options.items() if k not in ("split", "ratios")})
+                            **names, **{k: v for k, v in options.items() if k not in ("split", "ratios")})
     table = forecaster.cross_validation(args.csv, n_windows=args.n_windows, step_size=args.step_size, refit=refit)
     print("\n".join(forecaster.cv_summary(table)))
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.6g")
-        print(f"forecasts of {table['cutoff'].nunique()} cutoffs written to {args.out}")
+        print(f"forecasts of {table['window'].nunique()} cutoffs written to {args.out}")
     return 0

@@ -101,6 +101,13 @@ class Forecaster:
     def h(self) -> int:
         return int(self.options["horizon"])
 
+    @property
+    def _names(self) -> tuple[str, str, str]:
+        """The output tables' id, time and target column names (``unique_id``, ``ds``, ``y`` where the options
+        leave the input's columns to be found)."""
+        o = self.options
+        return o["id_col"] or "unique_id", o["date_col"] or "ds", (o["target"] or ("y",))[0]
+
     def _overrides(self, model: str) -> dict[str, Any]:
         if isinstance(self.overrides, Mapping) and model in self.overrides:
             return parse_overrides(self.overrides[model])
@@ -111,8 +118,9 @@ class Forecaster:
     def _panel(self, df: pd.DataFrame | str | Path, static_df: pd.DataFrame | None = None) -> Panel:
         o = self.options
         return load_panel(df, id_col=o["id_col"], time_col=o["date_col"], target=o["target"],
-                          futr=o["futr_cols"], freq=o["freq"], fill=o["fill"], calendar=o["calendar"],
-                          static=static_df)
+                          inputs=o.get("inputs", ()), exclude=o.get("exclude", ()), futr=o["futr_cols"],
+                          freq=o["freq"], fill=o["fill"], decimal=o.get("decimal", "."), calendar=o["calendar"],
+                          static=static_df if static_df is not None else o.get("static_csv") or None)
 
     # ------------------------------------------------------------------ fit and predict
 
@@ -153,7 +161,9 @@ class Forecaster:
         if not self.runs:
             raise UserError("fit the Forecaster (or load a saved one) before predict")
         panel = self.history if df is None else self._panel(df, static_df)
-        assert panel is not None
+        if panel is None:  # a loaded forecaster keeps its models, not the data they were fitted on
+            raise UserError("pass the history df to continue: a loaded Forecaster does not keep the data it was "
+                            "fitted on")
         future = None
         if futr_df is not None:
             o = self.options
@@ -164,7 +174,8 @@ class Forecaster:
         out = frames[0]
         for frame in frames[1:]:
             out = out.merge(frame, on=["unique_id", "ds"])
-        return out.rename(columns={"unique_id": self.options["id_col"], "ds": self.options["date_col"]})
+        idc, tc, _ = self._names
+        return out.rename(columns={"unique_id": idc, "ds": tc})
 
     # ------------------------------------------------------------------ backtests
 
@@ -194,6 +205,13 @@ class Forecaster:
         if every < 1:
             raise UserError(f"refit={refit!r} must be False, True or a number of windows >= 1")
         panel = self._panel(df, static_df)
+        first = self.h + (n_windows - 1) * step  # steps after the first cutoff
+        short = np.flatnonzero(panel.lengths <= first)
+        if len(short):
+            s = int(short[0])
+            raise UserError(f"series {panel.ids[s]!r} has {int(panel.lengths[s])} steps, too few for {n_windows} "
+                            f"backtest windows of horizon {self.h}, {step} apart (the first cutoff is {first} steps "
+                            "before the end of each series); use fewer windows, a smaller step, or leave it out")
         tables = []
         for w in range(n_windows):
             held = self.h + (n_windows - 1 - w) * step  # steps after the cutoff, to the end of each series
@@ -207,20 +225,23 @@ class Forecaster:
                                    "cutoff": [history.times(s, int(history.lengths[s]) - 1,
                                                             int(history.lengths[s]))[0]
                                               for s in range(history.n_series)]})
-            idc, tc = self.options["id_col"], self.options["date_col"]
+            idc, tc, yc = self._names
             forecasts = forecasts.rename(columns={idc: "unique_id", tc: "ds"})
             table = truth.merge(cutoff, on="unique_id").merge(forecasts, on=["unique_id", "ds"])
             table.insert(3, "window", w)
             tables.append(table)
         out = pd.concat(tables, ignore_index=True)
-        return out.rename(columns={"unique_id": self.options["id_col"], "ds": self.options["date_col"]})
+        order = ["unique_id", "ds", "cutoff", "window", "y"]
+        out = out[order + [c for c in out.columns if c not in order]]
+        return out.rename(columns={"unique_id": idc, "ds": tc, "y": yc})
 
     def _future_of(self, panel: Panel, history: Panel) -> pd.DataFrame | None:
         """The future-known covariates of the steps after ``history`` (from the full ``panel``)."""
         if not history.futr_names or not self.options["futr_cols"]:
             return None
-        frame = panel.to_frame()
-        return frame[["unique_id", "ds", *self.options["futr_cols"]]]
+        idc, tc, _ = self._names
+        frame = panel.to_frame(idc, tc)
+        return frame[[idc, tc, *self.options["futr_cols"]]]
 
     def _truth(self, panel: Panel, held: int) -> pd.DataFrame:
         """``unique_id, ds, y``: the ``h`` steps after each series' cutoff."""
@@ -234,12 +255,12 @@ class Forecaster:
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
         """Lines of MASE and sMAPE per model and backtest window, then over every window."""
-        y = table["y"].to_numpy()
+        y = table[self._names[2]].to_numpy()
         lines = [f"{'model':<22}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
         scale = self._scales(table)
         for model in self.models:
             for window, part in table.groupby("window", sort=True):
-                s = point_scores(part["y"].to_numpy()[:, None, None], part[model].to_numpy()[:, None, None],
+                s = point_scores(part[self._names[2]].to_numpy()[:, None, None], part[model].to_numpy()[:, None, None],
                                  scale[part.index][:, None])
                 lines.append(f"{model:<22}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
             s = point_scores(y[:, None, None], table[model].to_numpy()[:, None, None], scale[:, None])
@@ -256,7 +277,7 @@ class Forecaster:
         season = self.options["season"] or season_of(h.freq, h.time_kind)
         scales = {h.ids[s]: float(mase_denominator(h.target[h.rows(s)][:, :1], season)[0])
                   for s in range(h.n_series)}
-        return table[self.options["id_col"]].map(scales).fillna(1.0).to_numpy()
+        return table[self._names[0]].map(scales).fillna(1.0).to_numpy()
 
     # ------------------------------------------------------------------ persistence
 

@@ -131,6 +131,11 @@ def _describe(experiment: ExperimentSpec, detail: bool) -> list[str]:
         for name, spec in experiment.models.items():
             extra = f" (train overrides: {spec.train_overrides})" if spec.train_overrides else ""
             lines.append(f"  model. keys of {name}: {_defaults_line(spec.config)}{extra}")
+        kinds = {name: getattr(spec.config, "COVARIATES", None) for name, spec in experiment.models.items()}
+        if any(kind is not None for kind in kinds.values()):  # forecast models declare the covariates they take
+            lines.append("  covariates each model takes (hist, futr, static): "
+                         + "; ".join(f"{name} {', '.join(sorted(kind)) or 'none'}" for name, kind in kinds.items()
+                                     if kind is not None))
     return lines
 
 

@@ -1,0 +1,120 @@
+"""`attnlab bench m4`: Naive2 and the competition's scores by hand, the published Hourly figures reproduced from
+the real files, the table, a tiny run end to end on files the test writes, and its bad options."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from attnlab import cli
+from attnlab.bench import m4
+from attnlab.data.panel import read_m4
+from test_forecast_data import SHARED_DATA
+from test_forecast_panel import write_m4
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+M4_DATA = SHARED_DATA / "m4"
+
+
+def test_naive2_of_a_seasonal_series_repeats_its_seasonal_indices():
+    pattern = np.array([10.0, 20.0, 30.0, 40.0])
+    history = np.tile(pattern, 4)  # a level of 25 times the indices 0.4, 0.8, 1.2, 1.6
+    np.testing.assert_allclose(m4.naive2(history, 6, 4), [10, 20, 30, 40, 10, 20])
+    assert m4._seasonal(history, 4)
+
+
+def test_naive2_without_seasonality_is_the_last_value():
+    rng = np.random.default_rng(0)
+    walk = 100 + rng.normal(size=60).cumsum()
+    np.testing.assert_array_equal(m4.naive2(walk, 3, 1), np.repeat(walk[-1], 3))  # period 1: never seasonal
+    np.testing.assert_array_equal(m4.naive2(walk[:8], 3, 4), np.repeat(walk[7], 3))  # under 3 seasons of history
+    flat = np.full(40, 5.0)
+    assert not m4._seasonal(flat, 4) and m4.naive2(flat, 2, 4).tolist() == [5.0, 5.0]
+
+
+def test_the_competitions_scores_by_hand():
+    histories = [np.array([1.0, 2, 3, 4, 5]), np.array([10.0, 10, 12, 12, 14])]
+    truth = np.array([[6.0, 7.0], [14.0, 14.0]])
+    forecast = np.array([[5.0, 5.0], [15.0, 13.0]])
+    bounds = (np.array([[4.0, 6.0], [13.0, 13.5]]), np.array([[8.0, 6.5], [16.0, 15.0]]))
+    row = m4.score("x", histories, truth, forecast, 2, (10.0, 1.0), bounds, level=80.0)
+    # MASE period 2: scales mean |x_t - x_{t-2}| = 2 and (2 + 2 + 2) / 3 = 2
+    assert row.mase == pytest.approx(((1 + 2) / 2 / 2 + (1 + 1) / 2 / 2) / 2)
+    smape = 200 * np.mean([1 / 11, 2 / 12, 1 / 29, 1 / 27])
+    assert row.smape == pytest.approx(smape)
+    assert row.owa == pytest.approx(0.5 * (smape / 10.0 + row.mase / 1.0))
+    # 7 is above 6.5: 3 of 4 covered; MSIS (a = 0.2): widths 4, 0.5, 3, 1.5 + 10 · 0.5 for the miss, over 2
+    assert row.coverage == pytest.approx(0.75)
+    assert row.msis == pytest.approx(np.mean([4 / 2, (0.5 + 10 * 0.5) / 2, 3 / 2, 1.5 / 2]))
+
+
+def test_a_series_shorter_than_its_period_scales_by_lag_one():
+    assert m4._mase_scale(np.array([1.0, 3.0, 6.0]), 24) == pytest.approx(2.5)
+
+
+@pytest.mark.skipif(not (M4_DATA / "Hourly-train.csv").is_file(), reason="the M4 Hourly files are not available")
+def test_the_published_hourly_benchmarks_are_reproduced():
+    train, test = read_m4(M4_DATA, "Hourly")
+    ids = list(dict.fromkeys(train.unique_id))
+    assert len(ids) == 414 and test.groupby("unique_id").size().eq(48).all()
+    histories = [part.y.to_numpy() for _, part in train.groupby("unique_id", sort=False)]
+    truth = np.stack([part.y.to_numpy() for _, part in test.groupby("unique_id", sort=False)])
+    published = m4.M4_GROUPS["Hourly"][2:]
+    naive2 = m4.score("Naive2", histories, truth, np.stack([m4.naive2(x, 48, 24) for x in histories]), 24, published)
+    assert (round(naive2.smape, 3), round(naive2.mase, 3), round(naive2.owa, 3)) == (18.383, 2.395, 1.0)
+    seasonal = m4.score("seasonal naive", histories, truth, np.stack([np.resize(x[-24:], 48) for x in histories]),
+                        24, published)
+    smape, mase, owa = m4.PUBLISHED["Hourly"]["seasonal naive (M4)"]
+    assert (round(seasonal.smape, 3), round(seasonal.mase, 3)) == (smape, mase)
+    assert seasonal.owa == pytest.approx(owa, abs=1e-3)  # 0.6275: the paper rounds it down
+
+
+def test_table_lists_the_rows_then_the_published_ones():
+    rows = [m4.Row("Naive2", 18.383, 2.395, 1.0), m4.Row("ridge", 12.5, 1.25, 0.601, msis=9.5, coverage=0.93,
+                                                         seconds=12.4)]
+    lines = m4.table(rows, "Hourly").splitlines()
+    assert lines[0] == "| model | sMAPE | MASE | OWA | 95 % MSIS | coverage | seconds |"
+    assert lines[2] == "| Naive2 | 18.383 | 2.395 | 1.000 |  |  |  |"
+    assert lines[3] == "| ridge | 12.500 | 1.250 | 0.601 | 9.500 | 0.930 | 12 |"
+    assert lines[4] == "| *best method (M4)* | 8.913 | 0.801 | 0.410 |  |  |  |"
+    assert lines[-1] == "| *ARIMA (M4)* |  |  |  | 7.538 |  |  |"
+    assert len(m4.table(rows, "Yearly").splitlines()) == 4  # no published table for the group
+
+
+def test_tiny_benchmark_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 5)}
+    ahead = {sid: list(np.round(values[-1] + rng.normal(size=6).cumsum(), 2)) for sid, values in series.items()}
+    write_m4(tmp_path / "m4", "Yearly", series, ahead)
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "ridge",
+                     "--runs-root", str(tmp_path / "runs"), "--json", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("bench m4: Yearly, 4 series, horizon 6, MASE period 1, input 18, 95 % intervals")
+    rows = {row["model"]: row for row in json.loads(out.read_text())}
+    assert list(rows) == ["naive (last value)", "seasonal naive (1)", "Naive2", "ridge"]
+    histories = [np.array(v) for v in series.values()]
+    truth = np.array(list(ahead.values()))
+    naive = m4.score("naive", histories, truth, np.stack([np.repeat(x[-1], 6) for x in histories]), 1,
+                     m4.M4_GROUPS["Yearly"][2:])
+    assert rows["naive (last value)"]["smape"] == pytest.approx(naive.smape)
+    assert rows["Naive2"]["mase"] == pytest.approx(naive.mase)  # period 1: Naive2 is the last value
+    ridge = rows["ridge"]
+    assert 0 <= ridge["coverage"] <= 1 and math.isfinite(ridge["msis"]) and ridge["run_dir"].endswith("ridge")
+    assert "| ridge |" in text and (tmp_path / "runs" / "ridge" / "forecasts.csv").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--group", "Hourlyy"], "unknown M4 group 'Hourlyy'"),
+    (["--models", "ridge,nope"], "unknown forecast model(s) nope"),
+    (["--level", "100"], "--level 100 must be a percentage in (0, 100)"),
+    (["--data", "nowhere"], "Hourly-train.csv not found"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
+    assert message in cli_error(["bench", "m4", "--runs-root", str(tmp_path / "runs"), "--data", str(tmp_path),
+                                 *args])
+    assert not (tmp_path / "runs").exists()
