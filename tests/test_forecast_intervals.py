@@ -16,7 +16,7 @@ from torch import nn
 from attnlab.catalog.forecast import ForecastConfig
 from attnlab.data.panel import load_panel
 from attnlab.experiments.forecast import Forecast, quantile_levels, smape, split_data
-from attnlab.forecast.metrics import interval_scores, owa, point_scores, smape_values
+from attnlab.metrics import interval_scores, owa, point_scores, smape_values
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

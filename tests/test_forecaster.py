@@ -15,7 +15,7 @@ from attnlab.data.panel import load_panel
 from attnlab.errors import UserError
 from attnlab.forecast import Forecaster, forecast
 from attnlab.forecast.api import forecast_future
-from attnlab.forecast.metrics import point_scores
+from attnlab.metrics import point_scores
 from test_forecast_panel import SERIES, panel_frame
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 _FLAGS = {"csv": "--csv", "id_col": "--id-col", "date_col": "--date-col", "target": "--target/--all",
           "inputs": "--inputs", "exclude": "--exclude", "futr_cols": "--futr-cols", "static_csv": "--static-csv",
           "calendar": "--calendar", "split": "--split", "ratios": "--ratios", "input_len": "--input-len",
-          "horizon": "--horizon", "season": "--season", "fill": "--fill", "freq": "--freq", "decimal": "--decimal",
+          "horizon": "--horizon", "season": "--season", "val_size": "--val-size", "fill": "--fill", "freq": "--freq",
+          "decimal": "--decimal",
           "levels": "--levels", "forecast_windows": "--forecast-windows"}
 
 
