@@ -255,3 +255,20 @@ def test_forecaster_with_future_covariates_and_its_own_column_names(files, tmp_p
     table = fc.cross_validation(frame, n_windows=2, step_size=2, static_df=static)
     assert table.columns.tolist() == ["store", "hour", "cutoff", "window", "sales", TOY]
     assert len(table) == 2 * 3 * H
+
+
+def test_calendar_features_alone_need_no_future_file(files, tmp_path):
+    """Calendar features are known for any future time stamp: predict computes them for the horizon."""
+    result = forecast(files / "panel.csv", TOY, ["max_epochs=1"], exclude=("temp", "price"), calendar=("hour",),
+                      horizon=H, input_len=L, val_size=H, run_dir=tmp_path / "run", progress=False, figures=False)
+    frame = predict(result.run_dir, files / "panel.csv")
+    assert len(frame) == 3 * H and np.isfinite(frame[TOY]).all()
+    saved = SavedSeries.read(result.run_dir)
+    panel = load_panel(files / "panel.csv", exclude=("temp", "price"), calendar=("hour",))
+    inputs = future_inputs(saved, CovariateToyConfig.COVARIATES, panel, None, ("hour",))
+    hour = (pd.Timestamp("2021-01-05 13:00").hour + np.arange(H)) % 24  # s1's horizon
+    futr = inputs.extra["futr"][1, L:].double().numpy() * saved.stats["cov_std"][1] + saved.stats["cov_mean"][1]
+    np.testing.assert_allclose(futr[:, 0], np.sin(2 * np.pi * hour / 24), atol=1e-5)
+    np.testing.assert_allclose(futr[:, 1], np.cos(2 * np.pi * hour / 24), atol=1e-5)
+    with pytest.raises(UserError, match="pass their values for the horizon with --futr-csv"):
+        future_inputs(saved, CovariateToyConfig.COVARIATES, panel, None)  # without the run's calendar

@@ -29,7 +29,7 @@ from attnlab import registry
 from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS, ForecastConfig
 from attnlab.console import run_footer
 from attnlab.data.forecasting import ForecastData, mase_denominator
-from attnlab.data.panel import Panel, future_covariates, load_panel, season_of
+from attnlab.data.panel import Panel, calendar_features, calendar_names, future_covariates, load_panel, season_of
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import (
     FORECASTS_FILE,
@@ -51,8 +51,7 @@ _FLAGS = {"csv": "--csv", "id_col": "--id-col", "date_col": "--date-col", "targe
           "inputs": "--inputs", "exclude": "--exclude", "futr_cols": "--futr-cols", "static_csv": "--static-csv",
           "calendar": "--calendar", "split": "--split", "ratios": "--ratios", "input_len": "--input-len",
           "horizon": "--horizon", "season": "--season", "val_size": "--val-size", "fill": "--fill", "freq": "--freq",
-          "decimal": "--decimal",
-          "levels": "--levels", "forecast_windows": "--forecast-windows"}
+          "decimal": "--decimal", "levels": "--levels", "forecast_windows": "--forecast-windows"}
 
 
 @dataclass
@@ -232,9 +231,11 @@ class FutureInputs:
     scale: np.ndarray
 
 
-def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, futr: Panel | None) -> FutureInputs:
+def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, futr: Panel | None,
+                  calendar: Sequence[str] = ()) -> FutureInputs:
     """Standardise the last ``input_len`` steps of every series of ``panel`` (and the covariates the model takes)
-    with the run's statistics; a series the run has not seen, with its own history."""
+    with the run's statistics; a series the run has not seen, with its own history. ``calendar``: the run's
+    calendar features, computed for the horizon's time stamps when they are its only future covariates."""
     info, stats = saved.info, saved.stats
     L, H = int(info["input_len"]), int(info["horizon"])
     missing = [t for t in info["targets"] if t not in panel.target_names]
@@ -267,7 +268,7 @@ def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, fut
         if nh and "hist" in accepts:
             hist.append((panel.hist[rows][-L:] - cm[:nh]) / cs[:nh])
         if nf and "futr" in accepts:
-            futr_rows.append((_future_rows(panel, futr, s, L, H, info["futr"]) - cm[nh:]) / cs[nh:])
+            futr_rows.append((_future_rows(panel, futr, s, L, H, info["futr"], calendar) - cm[nh:]) / cs[nh:])
         if ns and "static" in accepts:
             static.append((panel.static[s] - stats["static_mean"]) / stats["static_std"])
     extra = {k: torch.as_tensor(np.stack(v), dtype=torch.float32)
@@ -300,7 +301,7 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
     model, config = load_model(run_dir)
     info = saved.info
     H = int(info["horizon"])
-    inputs = future_inputs(saved, type(config.model_config).COVARIATES, panel, futr)
+    inputs = future_inputs(saved, type(config.model_config).COVARIATES, panel, futr, config.experiment_config.calendar)
     with torch.no_grad():
         out = model(inputs.x, **inputs.extra).double().numpy()  # (S, H, C[, Q])
     quantile = out.ndim == 4
@@ -337,9 +338,14 @@ def _nonzero(std: np.ndarray) -> np.ndarray:
     return np.where(std > 0, std, 1.0)
 
 
-def _future_rows(panel: Panel, futr: Panel | None, s: int, L: int, H: int, names: Sequence[str]) -> np.ndarray:
-    """(L + H, Cf) future-known covariates of series ``s``: its last L steps, then H steps from ``futr``."""
+def _future_rows(panel: Panel, futr: Panel | None, s: int, L: int, H: int, names: Sequence[str],
+                 calendar: Sequence[str] = ()) -> np.ndarray:
+    """(L + H, Cf) future-known covariates of series ``s``: its last L steps, then H steps from ``futr`` (or, when
+    the calendar features are the only ones, computed from the horizon's time stamps)."""
     past = panel.futr[panel.rows(s)][-L:]
+    if futr is None and calendar and tuple(names) == calendar_names(calendar):
+        n = int(panel.lengths[s])
+        return np.concatenate([past, calendar_features(panel.times(s, n, n + H), calendar)])
     if futr is None:
         raise UserError(f"the model takes future-known covariates ({', '.join(names)}); pass their values for the "
                         "horizon with --futr-csv (Python: futr_df=)")

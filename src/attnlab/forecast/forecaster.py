@@ -349,7 +349,7 @@ class Forecaster:
             if not has_attention(net):
                 continue
             inputs = future_inputs(SavedSeries.read(self.runs[name]), type(config.model_config).COVARIATES, panel,
-                                   None)
+                                   None, config.experiment_config.calendar)
             _, maps = record_maps(net, lambda net=net, inputs=inputs: net(inputs.x, **inputs.extra))
             for number, (layer, weights) in enumerate(maps.items(), 1):  # weights (N, H, Q, K)
                 n = weights.shape[0]
