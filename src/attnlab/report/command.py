@@ -30,7 +30,7 @@ Samples, layers and heads are numbered from 1, as in the report; query and key a
 
 examples:
   attnlab attention runs/squares-transformer-20250101-120000 --out weights.csv
-  attnlab attention RUN --out weights.parquet      # needs pyarrow
+  attnlab attention RUN --out weights.parquet
 """
 
 
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder written by `attnlab fit`")
     export.add_argument("--out", "-o", required=True, type=Path, metavar="FILE",
-                        help="FILE.csv or FILE.parquet (Parquet needs pyarrow); an existing file is replaced only "
+                        help="FILE.csv or FILE.parquet; an existing file is replaced only "
                         "if it is a previous export")
     export.set_defaults(func=_run_attention)
 
