@@ -6,6 +6,6 @@ workbench lives in :mod:`attnlab.cli`.
 
 __version__ = "0.1.0"
 
-from attnlab.registry import ExperimentSpec, ModelSpec, register_experiment, register_model  # noqa: E402 (light)
+from attnlab.registry import ExperimentSpec, ModelSpec, Twin, register_experiment, register_model  # noqa: E402 (light)
 
-__all__ = ["ExperimentSpec", "ModelSpec", "__version__", "register_experiment", "register_model"]
+__all__ = ["ExperimentSpec", "ModelSpec", "Twin", "__version__", "register_experiment", "register_model"]

@@ -62,6 +62,29 @@ def resolve_object(target: str | Any, what: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Twin:
+    """The attention-free twin of an attention model: what the model would be without its attention, trained
+    under the same budget, so that a benchmark can say whether the attention earns its place.
+
+    Attributes:
+        model: a model of the same experiment (the attention model itself when a config key turns its attention
+            off).
+        overrides: ``KEY=VALUE`` items that make ``model`` the twin (``model.attention=mean``), applied before the
+            user's own overrides.
+    """
+
+    model: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How tables name it: ``ridge``, or ``horizon_attention[attention=mean]`` with its overrides."""
+        if not self.overrides:
+            return self.model
+        return f"{self.model}[{','.join(item.removeprefix('model.') for item in self.overrides)}]"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model of an experiment: how to build it from its config dataclass.
 
@@ -73,6 +96,7 @@ class ModelSpec:
         train_overrides: TrainConfig defaults of this model (its recipe), above the experiment's.
         module: the module to import so that the model is registered (recorded in a run's ``config.json``
             for models defined outside attnlab; None for built-in models).
+        twin: an attention model's attention-free :class:`Twin` (None: no attention, or no twin declared).
     """
 
     build: str | Callable[[Any], Any]
@@ -80,6 +104,7 @@ class ModelSpec:
     summary: str
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     module: str | None = None
+    twin: Twin | None = None
 
     def factory(self, config: Any) -> Any:
         """Build the model (an ``nn.Module``) from an instance of :attr:`config`."""
@@ -160,6 +185,7 @@ def register_model(
     config: type,
     summary: str = "",
     train_overrides: Mapping[str, Any] | None = None,
+    twin: Twin | None = None,
 ) -> ModelSpec:
     """Add a model to an experiment, e.g. your own forecaster to ``forecast``.
 
@@ -173,6 +199,8 @@ def register_model(
             ``n_channels``).
         summary: one line for ``attnlab list``.
         train_overrides: TrainConfig defaults for this model (``{"lr": 3e-4}``).
+        twin: for an attention model, its attention-free :class:`Twin` (``attnlab bench forecast --suite`` trains
+            both and prints the difference).
 
     Returns:
         The registered :class:`ModelSpec`. Runs of the model record the module that registered it, so
@@ -192,7 +220,8 @@ def register_model(
     if module in (None, "__main__"):
         module = build.partition(":")[0] if isinstance(build, str) else getattr(build, "__module__", None)
     model = ModelSpec(build, config, summary or (getattr(build, "__doc__", "") or name).strip().splitlines()[0],
-                      dict(train_overrides or {}), module=None if module in (None, "__main__") else module)
+                      dict(train_overrides or {}), module=None if module in (None, "__main__") else module,
+                      twin=twin)
     spec.models[name] = model
     return model
 

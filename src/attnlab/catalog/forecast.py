@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from attnlab.registry import ExperimentSpec, ModelSpec, register_experiment
+from attnlab.registry import ExperimentSpec, ModelSpec, Twin, register_experiment
 
 DEFAULT_RATIOS = (0.7, 0.1, 0.2)  # train, validation, test fractions of a ratio split
 DEFAULT_FORECAST_WINDOWS = 100  # test windows written to forecasts.csv by default: enough for figures and report
@@ -218,6 +218,9 @@ class PatchTransformerConfig(ForecastSizes):
     head_dropout: float = 0.0
     norm: Literal["batch", "layer"] = "batch"
     affine: bool = False  # learnable scale/shift inside instance normalisation
+    # ``mean``: the attention-free twin: each encoder layer's self-attention is replaced by the mean of the patches
+    # (attnlab.nn.TokenMean); the embedding, norms, feed-forward, head and training recipe stay the same.
+    attention: Literal["full", "mean"] = "full"
     # Instance normalisation centres each window on its last value (PatchTST's `subtract_last`), not its mean:
     # on ETTh1 (seed 0) validation MSE 0.6596 / 0.9089 / 1.1551 / 1.4467 at H = 96 / 192 / 336 / 720 against
     # 0.6639 / 0.9126 / 1.1665 / 1.4474 for the mean (docs/notes/forecasting-ett.md has the test figures).
@@ -290,6 +293,12 @@ PATCH_TRAINING = {"batch_size": 128, "min_steps_per_epoch": 32, "lr": 2.5e-4, "m
                   "optimizer": "adamw"}
 
 # One table for the CLI, `attnlab list` and the benchmark. Every config inherits ForecastSizes.
+# Each attention model names its attention-free twin (`attnlab bench forecast --suite` trains both under the same
+# budget and prints the difference): the same model with its attention replaced by a mean (horizon_attention,
+# patch_transformer), or the model it adds attention to, with the same recipe (retrieval is ridge + attention;
+# attentive_rnn is a one-layer GRU + attention over its states, and gru takes the same training defaults).
+# `transformer` declares none yet (issue #23's ablations name the four above); attnlab.nn.Encoder takes
+# attention="mean", so its twin is one config key away.
 MODELS: dict[str, ModelSpec] = {
     "linear": ModelSpec(
         "attnlab.models.forecast:forecast_linear", DLinearConfig,
@@ -311,6 +320,7 @@ MODELS: dict[str, ModelSpec] = {
     "attentive_rnn": ModelSpec(
         "attnlab.models.forecast:forecast_attentive_rnn", AttentiveRNNConfig,
         "GRU whose final state attends over all its hidden states; [state; context] -> Linear -> H x C",
+        twin=Twin("gru", ("model.num_layers=1",)),
     ),
     "transformer": ModelSpec(
         "attnlab.models.forecast:forecast_transformer", TransformerConfig,
@@ -320,12 +330,14 @@ MODELS: dict[str, ModelSpec] = {
         "attnlab.models.patch:PatchTransformer", PatchTransformerConfig,
         "PatchTST: patches of each channel as tokens, channel-independent, per-window instance normalisation",
         train_overrides=PATCH_TRAINING,
+        twin=Twin("patch_transformer", ("model.attention=mean",)),
     ),
     "horizon_attention": ModelSpec(
         "attnlab.models.horizon:HorizonAttention", HorizonAttentionConfig,
         "attnlab's own: input patches as keys, output patches as queries, covariates, quantile heads, linear skip",
         train_overrides={"batch_size": 128, "min_steps_per_epoch": 32, "lr": 1e-3, "max_epochs": 20, "patience": 3,
                          "optimizer": "adamw", "weight_decay": 1e-4},
+        twin=Twin("horizon_attention", ("model.attention=mean",)),
     ),
     "ridge": ModelSpec(
         "attnlab.models.retrieval:RidgeForecaster", RidgeConfig,
@@ -334,6 +346,7 @@ MODELS: dict[str, ModelSpec] = {
     "retrieval": ModelSpec(
         "attnlab.models.retrieval:RetrievalForecaster", RetrievalConfig,
         "attnlab's own: ridge + attention over the training windows' ridge errors (closed form; no training)",
+        twin=Twin("ridge"),
     ),
 }
 

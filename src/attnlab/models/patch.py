@@ -7,7 +7,8 @@ overlapping patches that become the tokens of a Transformer encoder, and mapped 
 Shapes: input (B, L, C) standardised values → output (B, H, C).
 
 With ``record_attention`` a patch model records (B·C, heads, P, P) per layer: one P × P map per channel
-of every window, P = :func:`num_patches`.
+of every window, P = :func:`num_patches`. ``attention="mean"`` is its attention-free twin: each layer's
+self-attention becomes the mean of the patches (:class:`attnlab.nn.TokenMean`), all else unchanged.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class PatchTransformer(nn.Module):
         self.dropout = Dropout(c.dropout)
         norm_layer = {"batch": BatchNormTokens, "layer": nn.LayerNorm}[c.norm]
         self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, norm_first=False,
-                               norm_layer=norm_layer, attn_dropout=c.attn_dropout)
+                               norm_layer=norm_layer, attn_dropout=c.attn_dropout, attention=c.attention)
         self.head = nn.Sequential(nn.Flatten(1), Dropout(c.head_dropout),
                                   nn.Linear(self.num_patches * c.d_model, pred_len))
 

@@ -18,7 +18,7 @@ from attnlab.nn.positional import (
 from attnlab.nn.record import AttentionRecord, record_attention
 from attnlab.nn.scoring import KERNELS, AdditiveScore, DotScore, GeneralScore, KernelScore, ScaledDotScore
 from attnlab.nn.switch import reference_attention_enabled, set_reference_attention, use_reference_attention
-from attnlab.nn.transformer import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward
+from attnlab.nn.transformer import Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, TokenMean
 from attnlab.nn.weights import TopKWeights
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "RotaryEmbedding",
     "ScaledDotScore",
     "SinusoidalPositionalEncoding",
+    "TokenMean",
     "TopKWeights",
     "causal_mask",
     "check_heads",

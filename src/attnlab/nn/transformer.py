@@ -1,7 +1,11 @@
-"""Transformer parts: feed-forward, encoder and decoder blocks (pre- or post-norm), and stacks."""
+"""Transformer parts: feed-forward, encoder and decoder blocks (pre- or post-norm), and stacks; and the
+attention-free stand-in for self-attention (:class:`TokenMean`) that an encoder's ablation twin uses."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
 from torch import Tensor, nn
 
 from attnlab.nn.dropout import Dropout
@@ -27,6 +31,31 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class TokenMean(nn.Module):
+    """Self-attention with its attention taken out: every token receives the mean of the tokens it could attend
+    to (uniform weights, no projections, nothing learned), so a block keeps its residual paths, norms and
+    feed-forward but cannot choose what to read. Not an attention layer: :func:`attnlab.nn.record_attention` does
+    not see it.
+
+    Forward (:class:`MultiHeadAttention`'s call, self-attention only): query, key, value (B, L, D) (only
+    ``value`` is read); ``key_padding_mask`` (B, L) True = padding, left out of the mean; ``is_causal``: each
+    token the mean of itself and the tokens before it → ``(output (B, L, D), None)``. An ``attn_mask`` or a KV
+    ``cache`` is refused.
+    """
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
+                attn_mask: Tensor | None = None, is_causal: bool = False, cache: object = None
+                ) -> tuple[Tensor, None]:
+        if attn_mask is not None or cache is not None:
+            raise ValueError("TokenMean takes no attn_mask and no KV cache: use attention='full' for those")
+        keep = torch.ones_like(value[..., :1])  # (B, L, 1)
+        if key_padding_mask is not None:
+            keep = (~key_padding_mask).unsqueeze(-1).to(value.dtype)
+        if is_causal:  # running sums: token t reads tokens 0..t
+            return (value * keep).cumsum(1) / keep.cumsum(1).clamp_min(1), None
+        return ((value * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1)).expand_as(value), None
 
 
 class _Residual(nn.Module):
@@ -58,6 +87,8 @@ class EncoderBlock(nn.Module):
         rotary: use rotary position embeddings in self-attention.
         attn_dropout: dropout on attention weights (default: ``dropout``). Any non-zero value takes
             torch's unfused attention kernel on CPU, which is several times slower.
+        attention: ``full`` (multi-head self-attention) or ``mean``: the attention-free twin, where
+            ``self_attn`` is a :class:`TokenMean` and everything else (norms, feed-forward, dropout) is the same.
 
     Forward: x (B, L, D); ``key_padding_mask`` (B, L) True = padding; ``attn_mask`` (L, L) True = not
     allowed; ``is_causal``; ``cache`` a :class:`KVCache` for incremental (causal) decoding → (B, L, D).
@@ -66,11 +97,14 @@ class EncoderBlock(nn.Module):
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
                  norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
                  norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
-                 attn_dropout: float | None = None) -> None:
+                 attn_dropout: float | None = None, attention: Literal["full", "mean"] = "full") -> None:
         super().__init__()
+        if attention not in ("full", "mean"):
+            raise ValueError(f"attention={attention!r} must be 'full' or 'mean'")
         rope = RotaryEmbedding(d_model // num_heads) if rotary and d_model % num_heads == 0 else None
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attn_dropout, rotary=rope)
+        self.self_attn: nn.Module = (MultiHeadAttention(d_model, num_heads, dropout=attn_dropout, rotary=rope)
+                                     if attention == "full" else TokenMean())
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.attn_res = _Residual(d_model, dropout, norm_first, norm_layer)
         self.ff_res = _Residual(d_model, dropout, norm_first, norm_layer)
@@ -129,7 +163,8 @@ class Encoder(nn.Module):
     """A stack of :class:`EncoderBlock` (plus a final norm when pre-norm).
 
     Args:
-        num_layers: number of blocks; the other arguments go to every :class:`EncoderBlock`.
+        num_layers: number of blocks; the other arguments go to every :class:`EncoderBlock` (``attention="mean"``:
+            the attention-free twin of the stack).
 
     Forward: x (B, L, D) with the block's masks; ``cache`` a list of one :class:`KVCache` per layer
     (see :meth:`new_cache`) → (B, L, D).
@@ -138,10 +173,11 @@ class Encoder(nn.Module):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
                  dropout: float = 0.0, norm_first: bool = True, activation: type[nn.Module] = nn.GELU,
                  norm_layer: type[nn.Module] = nn.LayerNorm, rotary: bool = False,
-                 attn_dropout: float | None = None) -> None:
+                 attn_dropout: float | None = None, attention: Literal["full", "mean"] = "full") -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary, attn_dropout)
+            EncoderBlock(d_model, num_heads, d_ff, dropout, norm_first, activation, norm_layer, rotary, attn_dropout,
+                         attention)
             for _ in range(num_layers)
         )
         self.norm = norm_layer(d_model) if norm_first else nn.Identity()
