@@ -93,6 +93,65 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.world_size))
 
 
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Training batches under DDP: the batches one process would take with the **global** batch of
+    ``batch_size × world_size`` examples, each shared out among the ranks.
+
+    Step ``k`` of an epoch is examples ``k·G .. (k+1)·G − 1`` of the permutation drawn from ``seed + epoch``
+    (``G = batch_size × world_size``, the last step's batch smaller when G does not divide the data), and rank
+    ``r`` takes every ``world_size``-th of them from the r-th: nothing is repeated or dropped, and every rank
+    makes the same number of steps. :meth:`weight` is what rank ``r``'s mean loss is multiplied by at step k so
+    that the gradients DDP averages over the ranks are the gradient of the global batch's mean loss: the same
+    training as one process with batch ``G``. A rank whose share of a last, tiny batch is empty (fewer examples
+    than ranks) gets one example with weight 0, so that it still joins the gradient exchange.
+
+    With one process this is the :class:`ShardSampler`'s order in batches of ``batch_size``.
+
+    Args:
+        size: examples in the dataset.
+        batch_size: examples per rank and step (the global batch over ``world_size``).
+        seed: base seed of the shuffle.
+        rank, world_size: this process's place.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        # Lightning calls set_epoch on a DataLoader's batch_sampler.sampler at every epoch.
+        self.sampler = ShardSampler(size, seed, shuffle=True)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _share(self, k: int) -> tuple[int, int]:
+        """(this rank's examples at step k, the step's global batch)."""
+        total = min(self.global_batch, self.size - k * self.global_batch)
+        return len(range(self.rank, total, self.world_size)), total
+
+    def weight(self, k: int) -> float:
+        """The factor of this rank's mean loss at step ``k`` (1 with one process and full batches)."""
+        mine, total = self._share(k)
+        return mine * self.world_size / total if total else 0.0
+
+    def examples(self, k: int) -> int:
+        """This rank's real examples at step ``k`` (0 for a placeholder batch)."""
+        return self._share(k)[0]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.sampler._indices()  # drawn at the first batch, after Lightning's set_epoch (see BatchShardSampler)
+        G = self.global_batch
+        for k in range(len(self)):
+            batch = order[k * G: (k + 1) * G]
+            mine = batch[self.rank:: self.world_size]
+            yield mine if mine else batch[:1]
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.global_batch)
+
+
 class BatchShardSampler(Sampler[list[int]]):
     """The batches a task chose (:attr:`DataSplits.batches`), in an order shuffled per epoch from ``seed + epoch``
     and shared out among ranks: a :class:`ShardSampler` over whole batches.
@@ -159,6 +218,10 @@ class TaskModule(L.LightningModule):
         self._sums: dict[str, dict[str, Tensor]] = {}
         self._counts: dict[str, float] = {}
         self._seconds_before = 0.0  # training time of earlier runs (resume)
+        self._train_sampler: GlobalBatchSampler | None = None
+        # Wall-clock seconds of each training epoch of this fit: its batches ("train") and its validation ("val").
+        self.epoch_times: list[dict[str, float]] = []
+        self._epoch_marks: list[float] = []
         self._fit_start: float | None = None
 
     # ------------------------------------------------------------------ data
@@ -174,6 +237,10 @@ class TaskModule(L.LightningModule):
         workers = self.config.num_workers
         options = {"collate_fn": self.splits.collate_fn, "num_workers": workers, "persistent_workers": workers > 0,
                    "pin_memory": self.config.accelerator in ("gpu", "cuda")}
+        if batches is None and train:
+            self._train_sampler = GlobalBatchSampler(size, self.config.batch_size, self.config.seed,
+                                                     self.trainer.global_rank, self.trainer.world_size)
+            return DataLoader(dataset, batch_sampler=self._train_sampler, **options)
         if batches is None:
             sampler = ShardSampler(size, **shard)
             return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, **options)
@@ -190,8 +257,8 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------ metric sums
 
-    def _accumulate(self, stage: str, metrics: dict[str, Any], batch: Any) -> None:
-        n = self.experiment.batch_size_of(batch)
+    def _accumulate(self, stage: str, metrics: dict[str, Any], batch: Any, n: int | None = None) -> None:
+        n = self.experiment.batch_size_of(batch) if n is None else n
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
         sums = self._sums.setdefault(stage, {})
         if sums and set(sums) != set(metrics):
@@ -235,9 +302,15 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.experiment.loss(self.model, batch)
-        self._accumulate("train", {"loss": loss}, batch)
+        sampler = self._train_sampler
+        if sampler is None or sampler.world_size == 1:
+            self._accumulate("train", {"loss": loss}, batch)
+            self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            return loss
+        # DDP: this rank's share of the global batch, weighted so the averaged gradient is the global batch's.
+        self._accumulate("train", {"loss": loss}, batch, n=sampler.examples(batch_idx))
         self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        return loss * sampler.weight(batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._accumulate("val", self.experiment.evaluate(self.model, batch), batch)
@@ -249,10 +322,13 @@ class TaskModule(L.LightningModule):
         self._sums.pop("train", None)
         self._counts.pop("train", None)
         self.val_metrics = {}
+        self._epoch_marks = [time.perf_counter()]
 
     def on_validation_epoch_start(self) -> None:
         self._sums.pop("val", None)
         self._counts.pop("val", None)
+        if len(self._epoch_marks) == 1 and not self.trainer.sanity_checking:
+            self._epoch_marks.append(time.perf_counter())  # the epoch's batches are done
 
     def on_test_epoch_start(self) -> None:
         self._sums.pop("test", None)
@@ -281,6 +357,10 @@ class TaskModule(L.LightningModule):
         entry.update({f"val_{k}": v for k, v in self.val_metrics.items()})
         entry["lr"] = float(lr)
         self.history.append(entry)
+        if self._epoch_marks:
+            now = time.perf_counter()
+            batches_done = self._epoch_marks[1] if len(self._epoch_marks) > 1 else now
+            self.epoch_times.append({"train": batches_done - self._epoch_marks[0], "val": now - batches_done})
 
     # ------------------------------------------------------------------ optimiser
 
