@@ -164,7 +164,7 @@ class ForecastData:
         return self.panel.target[self.panel.offsets[s]: self.panel.offsets[s] + stop]
 
 
-STATS_ROWS = 1 << 22  # rows per chunk of the statistics pass: bounded memory whatever the panel's size
+STATS_ROWS = 1 << 20  # rows per chunk of the statistics pass: bounded memory whatever the panel's size
 
 
 def _segment_reduce(ufunc: np.ufunc, block: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:

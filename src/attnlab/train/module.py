@@ -12,12 +12,14 @@ value is exact whatever the number of processes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -48,6 +50,23 @@ def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+MAX_AUTO_WORKERS = 4
+
+
+def loader_workers(setting: int | str, on_cpu: bool, processes_here: int, cpus: int | None = None) -> int:
+    """The data-loader workers of each process: ``setting`` when it is a number; for ``"auto"``, none when the
+    model runs on the CPU (a batch of windows is one cheap gather, ~1 ms for 256 forecast windows, and worker processes
+    would only take the cores the model computes on), and on an accelerator (GPU, MPS, ...) the CPUs left to
+    each of the ``processes_here`` processes of this machine beside its own, at most :data:`MAX_AUTO_WORKERS`,
+    so batches are gathered while the device computes."""
+    if setting != "auto":
+        return int(setting)
+    if on_cpu:
+        return 0
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(0, min(MAX_AUTO_WORKERS, cpus // max(1, processes_here) - 1))
+
+
 class ShardSampler(Sampler[int]):
     """Indices of one rank's shard of a dataset, shuffled per epoch from ``seed + epoch``.
 
@@ -73,10 +92,14 @@ class ShardSampler(Sampler[int]):
         """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
 
+    def permutation(self) -> torch.Tensor:
+        """This epoch's shuffle of all ``size`` indices (int64), from ``seed + epoch``."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.size, generator=generator)
+
     def _indices(self) -> list[int]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(self.size, generator=generator).tolist()
+            indices = self.permutation().tolist()
         else:
             indices = list(range(self.size))
         if self.pad and self.size and self.size % self.world_size:
@@ -141,12 +164,14 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return self._share(k)[0]
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.sampler._indices()  # drawn at the first batch, after Lightning's set_epoch (see BatchShardSampler)
+        # Drawn at the first batch, after Lightning's set_epoch (see BatchShardSampler); kept as one int64 tensor
+        # (8 bytes a window), each batch made a list only when it is taken.
+        order = self.sampler.permutation()
         G = self.global_batch
         for k in range(len(self)):
             batch = order[k * G: (k + 1) * G]
             mine = batch[self.rank:: self.world_size]
-            yield mine if mine else batch[:1]
+            yield (mine if len(mine) else batch[:1]).tolist()
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.global_batch)
@@ -234,7 +259,9 @@ class TaskModule(L.LightningModule):
         shard = {"seed": self.config.seed, "shuffle": train, "rank": self.trainer.global_rank,
                  "world_size": self.trainer.world_size, "pad": train}
         batches = self.splits.batches(split, self.config.batch_size, self.config.seed) if self.splits.batches else None
-        workers = self.config.num_workers
+        accelerator = getattr(self.trainer, "accelerator", None)
+        on_cpu = accelerator is None or isinstance(accelerator, CPUAccelerator)
+        workers = loader_workers(self.config.num_workers, on_cpu, getattr(self.trainer, "num_devices", 1))
         options = {"collate_fn": self.splits.collate_fn, "num_workers": workers, "persistent_workers": workers > 0,
                    "pin_memory": self.config.accelerator in ("gpu", "cuda")}
         if batches is None and train:
