@@ -219,3 +219,34 @@ def test_bench_scale_end_to_end_at_a_tiny_size(tmp_path):
         assert abs(pair[0]["val_loss"] - pair[1]["val_loss"]) <= 1e-4 and pair[0]["steps"] == pair[1]["steps"]
         assert len(pair[1]["peak_rss_mib"]) == 2 and all(j["naive_mase"] > 0 for j in pair)
     assert [row["series"] for row in results["data"]] == [40, 80] and results["data"][1]["rows"] > 80 * 96
+
+
+@pytest.mark.slow
+def test_test_scores_summed_over_chunks_of_windows_equal_one_pass(tmp_path, monkeypatch):
+    import attnlab.experiments.forecast as experiment
+    from attnlab.forecast.api import forecast
+
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    csv = _panel_csv(tmp_path, n=30)
+    runs = {}
+    monkeypatch.setattr(experiment, "EVAL_BATCH", 8)  # the model sees the same batches in both runs
+    for chunk in (16, 100_000):
+        monkeypatch.setattr(experiment, "SCORE_CHUNK", chunk)
+        out = tmp_path / f"chunk{chunk}"
+        forecast(csv, "linear", ["max_epochs=1", "batch_size=64", "min_steps_per_epoch=none"], run_dir=out,
+                 progress=False, figures=False, exclude=("promo",), horizon=12, input_len=48, forecast_windows=0,
+                 levels=(80,), test_size=36)  # three test windows per series
+        runs[chunk] = out
+    few, one = runs[16], runs[100_000]
+    a, b = (json.loads((d / "metrics.json").read_text())["test"] for d in (few, one))
+    assert a.keys() == b.keys() and "coverage_80" in a
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-12)
+    x, y = (json.loads((d / "baselines.json").read_text())["baselines"] for d in (few, one))
+    assert list(x) == list(y) == ["naive (last value)", "seasonal naive (season 24)", "ridge (closed form)",
+                                  "seasonal naive"]
+    for name in x:
+        for key in x[name]:
+            assert x[name][key] == pytest.approx(y[name][key], rel=1e-12)
+    pd.testing.assert_frame_equal(pd.read_csv(few / "horizon_errors.csv"), pd.read_csv(one / "horizon_errors.csv"),
+                                  rtol=1e-12)

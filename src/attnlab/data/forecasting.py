@@ -157,14 +157,14 @@ class ForecastData:
     def truth(self, series: np.ndarray, origin: np.ndarray) -> np.ndarray:
         """(B, H, C) original-unit target values of the forecast steps of windows (series, origin)."""
         rows = self.panel.offsets[series][:, None] + origin[:, None] + np.arange(self.horizon)
-        return self.panel.target[rows]
+        return np.asarray(self.panel.target[rows], dtype=np.float64)  # a stored panel keeps float32: scores in float64
 
     def history(self, s: int, stop: int) -> np.ndarray:
         """(stop, C) original-unit target rows ``0 .. stop − 1`` of series ``s``."""
-        return self.panel.target[self.panel.offsets[s]: self.panel.offsets[s] + stop]
+        return np.asarray(self.panel.target[self.panel.offsets[s]: self.panel.offsets[s] + stop], dtype=np.float64)
 
 
-STATS_ROWS = 1 << 20  # rows per chunk of the statistics pass: bounded memory whatever the panel's size
+STATS_ROWS = 1 << 18  # rows per chunk of the statistics pass: bounded memory whatever the panel's size
 
 
 def _segment_reduce(ufunc: np.ufunc, block: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:

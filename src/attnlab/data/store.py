@@ -45,7 +45,7 @@ STORE_VERSION = 1
 CACHE_ENV = "ATTNLAB_CACHE"
 META = "panel.json"
 ARRAYS = ("target", "hist", "futr", "offsets", "starts")
-BATCH_ROWS = 1 << 20  # rows per Parquet batch read: ~30 MB of columns at a time
+BATCH_ROWS = 1 << 18  # rows per Parquet batch read: a few MB of columns at a time
 COPY_ROWS = 1 << 22  # rows per chunk when copying between stores
 
 
@@ -359,7 +359,9 @@ def _stream_parquet(path: Path, out: Path, columns: Columns, freq: str | None, c
         raise NotStreamable("calendar features of integer periods")
     values = [*columns.targets, *columns.hist, *columns.futr]
     nt, nh, nf = len(columns.targets), len(columns.hist), len(columns.futr)
-    file = pq.ParquetFile(path, read_dictionary=dictionary)
+    # One row group at a time, without pre-buffering or reader threads: read so, pyarrow's memory stays at about a
+    # batch; one reader over the whole file keeps buffers that grow with the file (~20 MB per million rows).
+    file = pq.ParquetFile(path, read_dictionary=dictionary, pre_buffer=False)
     n = file.metadata.num_rows
     if n == 0:
         raise NotStreamable("no rows")
@@ -377,7 +379,10 @@ def _stream_parquet(path: Path, out: Path, columns: Columns, freq: str | None, c
     step: int | None = None
     head_open = True
     last_id, last_time, row = None, 0, 0
-    for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[columns.id_col, columns.time_col, *values]):
+    batches = (batch for group in range(file.metadata.num_row_groups)
+               for batch in file.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], use_threads=False,
+                                              columns=[columns.id_col, columns.time_col, *values]))
+    for batch in batches:
         size = batch.num_rows
         if size == 0:
             continue
