@@ -15,7 +15,7 @@ from torch import nn
 
 from attnlab.catalog.forecast import ForecastConfig
 from attnlab.data.panel import load_panel
-from attnlab.experiments.forecast import Forecast, quantile_levels, smape, split_data
+from attnlab.experiments.forecast import Forecast, quantile_levels, smape, split_data, window_scores
 from attnlab.metrics import interval_scores, owa, point_scores, smape_values
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -135,6 +135,19 @@ def test_the_summary_scores_intervals_baselines_and_steps(tmp_path):
     assert warnings[0].endswith("against 2, season 1)")
 
 
+def _baseline_scores(task, windows):
+    """Every baseline's scores on test windows ``windows``, as summarize scores them (no ridge)."""
+    d = task.series
+    series, origin = d.locate("test", np.asarray(windows))
+    idx = list(d.target_index)
+    truth = d.truth(series, origin)[..., idx]
+    scale = d.mase_scale[series][:, idx]
+    scores = {name: window_scores(d, truth, values, series, idx, scale)
+              for name, values in task.baseline_forecasts(np.asarray(windows), series, origin, idx, truth.shape, None)}
+    scores["seasonal naive"] = scores[f"seasonal naive (season {d.season})"]
+    return scores
+
+
 def test_naive_and_seasonal_naive_baselines_by_hand():
     t = np.arange(30)
     frame = pd.DataFrame({"unique_id": "a", "ds": t, "y": (t % 3) * 10.0 + t})  # a season of 3 on a trend
@@ -146,7 +159,7 @@ def test_naive_and_seasonal_naive_baselines_by_hand():
     truth = d.truth(series, origin)  # rows 27..29: 27, 38, 49
     np.testing.assert_allclose(truth[0, :, 0], [27, 38, 49])
     assert d.mase_scale[0, 0] == pytest.approx(3.0)  # y_t - y_{t-3} = 3 over the training rows
-    scores = task.baselines(series, origin, truth)
+    scores = _baseline_scores(task, [0])
     naive = scores["naive (last value)"]  # 46 each step: errors 19, 8, 3
     assert naive["mase"] == pytest.approx(30 / 3 / 3) and naive["mae_orig"] == pytest.approx(10.0)
     assert naive["smape"] == pytest.approx(200 * np.mean([19 / 73, 8 / 84, 3 / 95]))
@@ -160,8 +173,7 @@ def test_seasonal_naive_with_less_than_a_season_of_history_is_the_last_value():
                        for sid, base in (("a", 0.0), ("b", 100.0))])
     config = ForecastConfig(horizon=2, input_len=4, season=24, split="last", val_size=2)
     task = Forecast(config, split_data(load_panel(frame), config))
-    series, origin = task.series.locate("test", [0, 1])
-    scores = task.baselines(series, origin, task.series.truth(series, origin))
+    scores = _baseline_scores(task, [0, 1])
     # 18 steps of history, a season of 24: the last value (errors 1, 2 over the lag-1 scale 1), never the other
     # series' rows
     assert scores["seasonal naive (season 24)"]["mase"] == pytest.approx(1.5)

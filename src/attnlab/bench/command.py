@@ -23,6 +23,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                  "forecast models on a CSV under the ETT protocol, next to published numbers"),
     "m4": ("attnlab.bench.m4",
            "the M4 competition's protocol on one group (sMAPE, MASE, OWA, MSIS), next to its published table"),
+    "scale": ("attnlab.bench.scale",
+              "a generated panel of many series trained on 1 and N processes (DDP): rows/s, peak RSS, equal losses, "
+              "MASE"),
     "translate": ("attnlab.bench.translate",
                   "train each translation model for a fixed number of epochs; BLEU, chrF, parameters, decoding speed"),
     "startup": ("attnlab.bench.startup",

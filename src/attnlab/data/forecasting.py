@@ -97,8 +97,12 @@ class ForecastData:
         static_mean, static_std: (Cs,) statistics of the static covariates over the series.
         mase_scale: (S, C) float64 mean absolute seasonal difference of each series' training rows (the MASE
             denominator; the lag-1 difference when a series is shorter than two seasons).
-        tensors: standardised float32 ``target`` (N, C), ``hist`` (N, Ch), ``futr`` (N, Cf), ``static`` (S, Cs).
+        static_standard: (S, Cs) float32 standardised static covariates.
         skipped: ids of the series left out (too short).
+
+    The panel's rows are kept as they are (in memory, or memory-mapped from a store): batches are standardised
+    as they are gathered (:class:`attnlab.data.windows.PanelWindows`), so no standardised copy of the data is
+    ever made. :attr:`tensors` makes one, for the small data that wants it whole.
     """
 
     panel: Panel
@@ -116,7 +120,7 @@ class ForecastData:
     static_mean: np.ndarray
     static_std: np.ndarray
     mase_scale: np.ndarray
-    tensors: dict[str, Tensor]
+    static_standard: np.ndarray
     skipped: tuple[str, ...] = ()
 
     @property
@@ -132,10 +136,27 @@ class ForecastData:
         return self.panel.target_names
 
     def dataset(self, split: str) -> PanelWindows:
-        """The windows of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
-        t = self.tensors
-        return PanelWindows(t["target"], t["hist"], t["futr"], t["static"], self.panel.offsets, self.windows[split],
-                            self.input_len, self.horizon)
+        """The windows of ``split`` (``"train"``, ``"val"`` or ``"test"``), standardised as they are gathered."""
+        p = self.panel
+        return PanelWindows(p.target, p.hist, p.futr, self.static_standard, p.offsets, self.windows[split],
+                            self.input_len, self.horizon, scales=(self.mean, self.std, self.cov_mean, self.cov_std))
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """Standardised float32 ``target`` (N, C), ``hist`` (N, Ch), ``futr`` (N, Cf), ``static`` (S, Cs) of every
+        row: a copy of the whole panel (for small data; training never builds it)."""
+        p = self.panel
+        series = np.repeat(np.arange(p.n_series), p.lengths)
+        nh = p.hist.shape[1]
+
+        def standard(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Tensor:
+            out = (np.asarray(values, dtype=np.float64) - mean[series]) / std[series]
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+        return {"target": standard(p.target, self.mean, self.std),
+                "hist": standard(p.hist, self.cov_mean[:, :nh], self.cov_std[:, :nh]),
+                "futr": standard(p.futr, self.cov_mean[:, nh:], self.cov_std[:, nh:]),
+                "static": torch.from_numpy(self.static_standard)}
 
     def n_windows(self, split: str) -> int:
         return len(self.windows[split])
@@ -155,20 +176,108 @@ class ForecastData:
     def truth(self, series: np.ndarray, origin: np.ndarray) -> np.ndarray:
         """(B, H, C) original-unit target values of the forecast steps of windows (series, origin)."""
         rows = self.panel.offsets[series][:, None] + origin[:, None] + np.arange(self.horizon)
-        return self.panel.target[rows]
+        return np.asarray(self.panel.target[rows], dtype=np.float64)  # a stored panel keeps float32: scores in float64
 
     def history(self, s: int, stop: int) -> np.ndarray:
         """(stop, C) original-unit target rows ``0 .. stop − 1`` of series ``s``."""
-        return self.panel.target[self.panel.offsets[s]: self.panel.offsets[s] + stop]
+        return np.asarray(self.panel.target[self.panel.offsets[s]: self.panel.offsets[s] + stop], dtype=np.float64)
 
 
-def _stats(values: np.ndarray, constant_ok: bool) -> tuple[np.ndarray, np.ndarray, bool]:
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)  # ddof=0, as sklearn's StandardScaler (what the published tables use)
-    flat = ~(std > 0) | ~np.isfinite(std)
-    if flat.any() and constant_ok:
-        std = np.where(flat, 1.0, std)
-    return mean, std, bool(flat.any())
+STATS_ROWS = 1 << 18  # rows per chunk of the statistics pass: bounded memory whatever the panel's size
+
+
+def _segment_reduce(ufunc: np.ufunc, block: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``ufunc.reduce`` of rows ``start[i] .. stop[i] − 1`` of ``block`` (R, K) for each i, without a loop over
+    segments; rows of an empty segment are garbage (the caller masks them)."""
+    padded = np.concatenate([block, np.zeros((1, block.shape[1]), dtype=block.dtype)])  # stop may equal R
+    index = np.stack([start, stop], axis=1).ravel()
+    return ufunc.reduceat(padded, np.minimum(index, len(block)), axis=0)[::2]
+
+
+@dataclass
+class SeriesStats:
+    """Per-series statistics of the training rows: mean, population std (1 where a series is constant: flat)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    flat: np.ndarray
+
+
+def series_stats(values: np.ndarray, offsets: np.ndarray, train_rows: np.ndarray) -> SeriesStats:
+    """Mean and population standard deviation (ddof 0, as sklearn's StandardScaler, what the published tables
+    use) of the first ``train_rows[s]`` rows of each series of ``values`` (N, K), in one pass over the data a
+    chunk of series at a time (float64 within a chunk, two passes over it: mean, then squared deviations).
+    ``flat`` (S, K) marks a column whose training rows are all equal (or absent): its std is set to 1."""
+    S, K = len(offsets) - 1, values.shape[1]
+    mean, std, flat = np.zeros((S, K)), np.ones((S, K)), np.ones((S, K), dtype=bool)
+    if K == 0:
+        return SeriesStats(mean, std, flat)
+    for a, b in _chunks(offsets):
+        lo = int(offsets[a])
+        block = np.asarray(values[lo: int(offsets[b])], dtype=np.float64)
+        start = offsets[a:b] - lo
+        count = train_rows[a:b]
+        stop = start + count
+        has = count > 0
+        m = _segment_reduce(np.add, block, start, stop) / np.maximum(count, 1)[:, None]
+        deviation = block - np.repeat(m, np.diff(offsets[a: b + 1]), axis=0)
+        v = _segment_reduce(np.add, deviation * deviation, start, stop) / np.maximum(count, 1)[:, None]
+        constant = _segment_reduce(np.maximum, block, start, stop) == _segment_reduce(np.minimum, block, start, stop)
+        f = constant | ~np.isfinite(v) | ~has[:, None]
+        mean[a:b] = np.where(has[:, None], m, 0.0)
+        std[a:b] = np.where(f, 1.0, np.sqrt(v))
+        flat[a:b] = f
+    return SeriesStats(mean, std, flat)
+
+
+def mase_scales(values: np.ndarray, offsets: np.ndarray, train_rows: np.ndarray, season: int) -> np.ndarray:
+    """(S, C) MASE denominators of each series' training rows (see :func:`mase_denominator`), a chunk of series
+    at a time."""
+    S, C = len(offsets) - 1, values.shape[1]
+    out = np.ones((S, C))
+    for a, b in _chunks(offsets):
+        lo = int(offsets[a])
+        block = np.asarray(values[lo: int(offsets[b])], dtype=np.float64)
+        start = offsets[a:b] - lo
+        count = train_rows[a:b]
+        lag = np.where(count > season, season, 1)
+        result = np.ones((b - a, C))
+        for step in sorted(set(lag.tolist())):
+            diff = np.zeros_like(block)
+            diff[step:] = np.abs(block[step:] - block[:-step])
+            mine = (lag == step) & (count > step)
+            sums = _segment_reduce(np.add, diff, start + step, start + count)
+            scale = sums / np.maximum(count - step, 1)[:, None]
+            result[mine] = np.where(scale[mine] > 0, scale[mine], 1.0)
+        out[a:b] = result
+    return out
+
+
+def _chunks(offsets: np.ndarray, rows: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive ranges of series ``[a, b)`` of about ``rows`` rows each (at least one series)."""
+    rows = STATS_ROWS if rows is None else rows
+    S = len(offsets) - 1
+    out, a = [], 0
+    while a < S:
+        b = max(a + 1, int(np.searchsorted(offsets, offsets[a] + rows, side="right")) - 1)
+        b = min(b, S)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _edges(lengths: np.ndarray, split: str, ratios: Sequence[float], val_size: int, test_size: int) -> np.ndarray:
+    """(S, 3) :func:`borders` of every series, without a loop over series."""
+    borders(int(lengths.max()) if len(lengths) else 1, split, ratios, val_size, test_size)  # the option checks
+    n = np.asarray(lengths, dtype=np.int64)
+    if split == "ett":
+        return np.tile(np.asarray(ETT_BORDERS, dtype=np.int64), (len(n), 1))
+    if split == "ratio":
+        r = tuple(float(x) for x in ratios)
+        first = np.array([int(k * r[0]) for k in n.tolist()], dtype=np.int64)  # exactly borders()'s rounding
+        last = np.array([k - int(k * r[2]) for k in n.tolist()], dtype=np.int64)
+        return np.stack([first, last, n], axis=1)
+    return np.stack([n - test_size - val_size, n - test_size, n], axis=1)
 
 
 def prepare_forecast(
@@ -223,7 +332,7 @@ def prepare_forecast(
     if split == "ett" and panel.n_series == 1 and lengths[0] < ETT_BORDERS[2]:
         raise UserError(f"--split ett needs at least {ETT_BORDERS[2]} rows (12/4/4 months of hourly data), the data "
                         f"has {lengths[0]}; use --split ratio for other series")
-    edges = np.array([borders(int(n), split, ratios, val_size, test_size) for n in lengths], dtype=np.int64)
+    edges = _edges(lengths, split, ratios, val_size, test_size)
     L, H = input_len, horizon
     train_n = edges[:, 0] - H - L + 1
     val_first = np.maximum(edges[:, 0], L)
@@ -250,40 +359,28 @@ def prepare_forecast(
     windows = {"train": WindowSet(train_first, (train_n - 1) // train_stride + 1, train_stride),
                "val": WindowSet(val_first, val_n),
                "test": WindowSet(test_first, test_n)}
-    S, C = panel.n_series, panel.n_channels
-    covariates = np.concatenate([panel.hist, panel.futr], axis=1)
-    mean, std = np.empty((S, C)), np.empty((S, C))
-    cov_mean, cov_std = np.zeros((S, covariates.shape[1])), np.ones((S, covariates.shape[1]))
-    scale = np.empty((S, C))
-    flat_series = 0
-    for s in range(S):
-        rows = slice(int(panel.offsets[s]), int(panel.offsets[s] + edges[s, 0]))
-        train_values = panel.target[rows]
-        mean[s], std[s], flat = _stats(train_values, constant_ok=panel.n_series > 1)
-        if flat and panel.n_series == 1:
-            column = panel.target_names[int(np.flatnonzero(~(train_values.std(axis=0) > 0))[0])]
-            raise UserError(f"column {column!r} is constant over the {len(train_values)} train rows (std 0), so it "
-                            "cannot be standardised; remove it from the CSV (or choose a split whose train rows vary)")
-        flat_series += flat
-        if covariates.shape[1]:
-            cov_mean[s], cov_std[s], _ = _stats(covariates[rows], constant_ok=True)
-        scale[s] = mase_denominator(train_values, season)
+    train_rows = edges[:, 0]
+    target_stats = series_stats(panel.target, panel.offsets, train_rows)
+    if panel.n_series == 1 and target_stats.flat.any():
+        column = panel.target_names[int(np.flatnonzero(target_stats.flat[0])[0])]
+        raise UserError(f"column {column!r} is constant over the {int(train_rows[0])} train rows (std 0), so it "
+                        "cannot be standardised; remove it from the CSV (or choose a split whose train rows vary)")
+    flat_series = int(target_stats.flat.any(axis=1).sum())
     if flat_series:
         log.info("%d series are constant over their training rows: scaled by 1", flat_series)
-    static_mean, static_std, _ = _stats(panel.static, constant_ok=True) if panel.static.shape[1] else \
-        (np.zeros(0), np.ones(0), False)
-    row_series = np.repeat(np.arange(S), panel.lengths)
-    standard = (panel.target - mean[row_series]) / std[row_series]  # float64, then float32 (as the protocol)
-    cov = (covariates - cov_mean[row_series]) / cov_std[row_series]
-    nh = panel.hist.shape[1]
-    tensors = {
-        "target": torch.from_numpy(np.ascontiguousarray(standard, dtype=np.float32)),
-        "hist": torch.from_numpy(np.ascontiguousarray(cov[:, :nh], dtype=np.float32)),
-        "futr": torch.from_numpy(np.ascontiguousarray(cov[:, nh:], dtype=np.float32)),
-        "static": torch.from_numpy(np.ascontiguousarray((panel.static - static_mean) / static_std, dtype=np.float32)),
-    }
-    return ForecastData(panel, input_len, horizon, season, split, edges, windows, target_index, mean, std, cov_mean,
-                        cov_std, static_mean, static_std, scale, tensors, skipped)
+    hist_stats = series_stats(panel.hist, panel.offsets, train_rows)
+    futr_stats = series_stats(panel.futr, panel.offsets, train_rows)
+    cov_mean = np.concatenate([hist_stats.mean, futr_stats.mean], axis=1)
+    cov_std = np.concatenate([hist_stats.std, futr_stats.std], axis=1)
+    scale = mase_scales(panel.target, panel.offsets, train_rows, season)
+    if panel.static.shape[1]:
+        static_mean, static_std = panel.static.mean(axis=0), panel.static.std(axis=0)
+        static_std = np.where((static_std > 0) & np.isfinite(static_std), static_std, 1.0)
+    else:
+        static_mean, static_std = np.zeros(0), np.ones(0)
+    static = np.ascontiguousarray((panel.static - static_mean) / static_std, dtype=np.float32)
+    return ForecastData(panel, input_len, horizon, season, split, edges, windows, target_index, target_stats.mean,
+                        target_stats.std, cov_mean, cov_std, static_mean, static_std, scale, static, skipped)
 
 
 def mase_denominator(train: np.ndarray, season: int) -> np.ndarray:

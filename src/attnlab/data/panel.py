@@ -130,23 +130,29 @@ class Panel:
                              for s in range(self.n_series)])
 
     def select(self, keep: np.ndarray) -> Panel:
-        """The panel of the series where ``keep`` (S,) bool is true."""
+        """The panel of the series where ``keep`` (S,) bool is true. A panel mapped from a store
+        (:mod:`attnlab.data.store`) gives one mapped from a store of the kept series, written a chunk at a time."""
+        from attnlab.data.store import select_store, store_of
+
+        keep = np.asarray(keep, dtype=bool)
+        if store_of(self) is not None:
+            return select_store(self, keep)
         idx = np.flatnonzero(keep)
-        rows = np.concatenate([np.arange(self.offsets[s], self.offsets[s + 1]) for s in idx]) if len(idx) else \
-            np.empty(0, dtype=np.int64)
+        rows = np.repeat(keep, self.lengths)
         offsets = np.concatenate([[0], np.cumsum(self.lengths[idx])]).astype(np.int64)
         return replace(self, ids=tuple(self.ids[s] for s in idx), starts=[self.starts[s] for s in idx],
                        offsets=offsets, target=self.target[rows], hist=self.hist[rows], futr=self.futr[rows],
                        static=self.static[idx])
 
     def truncate(self, keep_last: int) -> Panel:
-        """The panel without the last ``keep_last`` steps of every series (a backtest's history)."""
+        """The panel without the last ``keep_last`` steps of every series (a backtest's history), in memory."""
         if keep_last <= 0:
             return self
         lengths = self.lengths - keep_last
         if (lengths < 1).any():
             raise ValueError("truncate would leave a series empty")
-        rows = np.concatenate([np.arange(self.offsets[s], self.offsets[s] + lengths[s]) for s in range(self.n_series)])
+        position = np.arange(int(self.offsets[-1])) - np.repeat(self.offsets[:-1], self.lengths)
+        rows = position < np.repeat(lengths, self.lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return replace(self, offsets=offsets, target=self.target[rows], hist=self.hist[rows], futr=self.futr[rows])
 
@@ -535,6 +541,27 @@ def load_panel(
     """
     from attnlab.data.timeseries import read_table, table_to_panel
 
+    if not isinstance(source, pd.DataFrame) and Path(source).suffix.lower() in (".parquet", ".pq"):
+        from attnlab.data.store import load_parquet_panel, parquet_schema_frame
+        from attnlab.paths import readable_file
+
+        readable_file(Path(source), "Parquet file", "--csv")
+        try:
+            schema = parquet_schema_frame(Path(source))
+        except ImportError:
+            raise UserError(f"reading {Path(source).name} needs pyarrow: pip install pyarrow (or pass a CSV)") from None
+        except Exception as err:  # pyarrow's errors for a file that is not Parquet
+            raise UserError(f"{source} is not a Parquet file ({str(err).splitlines()[0][:120]}); pass a Parquet or "
+                            "CSV file") from None
+        if id_col is not None or long_id_column(schema) is not None:  # long: streamed into a memory-mapped store
+            panel = load_parquet_panel(source, id_col=id_col, time_col=time_col, target=target, inputs=inputs,
+                                       exclude=exclude, futr=futr, freq=freq, fill=fill, decimal=decimal,
+                                       calendar=calendar)
+            if static is not None:
+                static_frame = static if isinstance(static, pd.DataFrame) else read_frame(static, "--static-csv")
+                panel = static_from_frame(panel, static_frame, "DataFrame" if isinstance(static, pd.DataFrame)
+                                          else str(static), id_col)
+            return panel
     frame = source if isinstance(source, pd.DataFrame) else read_frame(source)
     where = "DataFrame" if isinstance(source, pd.DataFrame) else str(source)
     if id_col is not None or long_id_column(frame) is not None:
@@ -633,10 +660,11 @@ def static_from_frame(panel: Panel, frame: pd.DataFrame, where: str, id_col: str
     if len(dup):
         raise UserError(f"{where}: series id {dup.iloc[0]!r} appears {int((ids == dup.iloc[0]).sum())} times; give "
                         "one row per series")
-    unknown = sorted(set(ids) - set(panel.ids))
+    unknown = sorted(set(ids) - set(panel.ids))  # sets built once: a panel may hold 10^5-10^6 series
     if unknown:
         raise UserError(f"{where}: id(s) {', '.join(map(repr, unknown[:3]))} are not series of the data")
-    missing = [s for s in panel.ids if s not in set(ids)]
+    given = set(ids)
+    missing = [s for s in panel.ids if s not in given]
     if missing:
         raise UserError(f"{where} has no row for series {', '.join(map(repr, missing[:3]))}"
                         + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,24 +82,36 @@ class PanelWindows(Dataset):
     """The windows of one split of a panel, gathered a batch at a time (``__getitems__``: one gather per batch,
     nothing copied per window).
 
+    The stored rows may be raw (the panel's own values, in memory or memory-mapped from a store: then each
+    batch is standardised as it is gathered, with the per-series statistics ``scales``) or already standardised
+    (``scales`` None). Standardising a batch computes ``(value − mean) / std`` in float64 and rounds to float32,
+    the same numbers as standardising every row up front, without a second copy of the data.
+
+    Pickling (a ``spawn`` or ``forkserver`` data-loader worker) sends a memory-mapped array as its file name, so
+    a worker maps the store instead of receiving a copy.
+
     Args:
-        target: (N, C) float32 standardised target rows of every series.
-        hist: (N, Ch) float32 historical covariates.
-        futr: (N, Cf) float32 future-known covariates.
-        static: (S, Cs) float32 static covariates.
+        target: (N, C) target rows of every series (numpy or torch).
+        hist: (N, Ch) historical covariates.
+        futr: (N, Cf) future-known covariates.
+        static: (S, Cs) static covariates, standardised.
         offsets: (S + 1,) int64 row offsets of the series.
         windows: the split's :class:`WindowSet`.
         input_len: L.
         horizon: H.
+        scales: ``(mean, std, cov_mean, cov_std)``: (S, C) target and (S, Ch + Cf) covariate statistics that
+            standardise raw rows; None when the rows are standardised already.
     """
 
-    def __init__(self, target: Tensor, hist: Tensor, futr: Tensor, static: Tensor, offsets: np.ndarray,
-                 windows: WindowSet, input_len: int, horizon: int) -> None:
-        self.target, self.hist, self.futr, self.static = target, hist, futr, static
-        self.offsets = torch.as_tensor(offsets, dtype=torch.long)
+    def __init__(self, target: Any, hist: Any, futr: Any, static: Any, offsets: np.ndarray, windows: WindowSet,
+                 input_len: int, horizon: int, scales: tuple[np.ndarray, ...] | None = None) -> None:
+        self.target, self.hist, self.futr = _numpy(target), _numpy(hist), _numpy(futr)
+        self.static = torch.as_tensor(_numpy(static), dtype=torch.float32)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
         self.windows = windows
         self.input_len, self.horizon = input_len, horizon
-        self._span = torch.arange(input_len + horizon)
+        self.scales = None if scales is None else tuple(np.asarray(a, dtype=np.float64) for a in scales)
+        self._span = np.arange(input_len + horizon)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -108,21 +121,58 @@ class PanelWindows(Dataset):
             raise IndexError(f"window {i} out of range [0, {len(self)})")
         return self.__getitems__([i])
 
+    def _standard(self, values: np.ndarray, series: np.ndarray, which: str) -> Tensor:
+        """Gathered rows (B, T, K) standardised with the series' statistics, as float32."""
+        if self.scales is not None and values.shape[-1]:
+            mean, std, cov_mean, cov_std = self.scales
+            nh = self.hist.shape[1]
+            m, s = {"target": (mean, std), "hist": (cov_mean[:, :nh], cov_std[:, :nh]),
+                    "futr": (cov_mean[:, nh:], cov_std[:, nh:])}[which]
+            values = (values - m[series][:, None]) / s[series][:, None]
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> ForecastBatch:
         series, origin = self.windows.locate(indices)
-        s = torch.as_tensor(series, dtype=torch.long)
-        o = torch.as_tensor(origin, dtype=torch.long)
-        rows = (self.offsets[s] + o - self.input_len)[:, None] + self._span  # (B, L + H)
+        rows = (self.offsets[series] + origin - self.input_len)[:, None] + self._span  # (B, L + H)
         L = self.input_len
-        values = self.target[rows]  # (B, L + H, C)
+        values = self._standard(self.target[rows], series, "target")  # (B, L + H, C)
+        s = torch.from_numpy(series)
         return ForecastBatch(
-            x=values[:, :L], y=values[:, L:], series=s, origin=o,
-            hist=self.hist[rows[:, :L]], futr=self.futr[rows], static=self.static[s],
+            x=values[:, :L], y=values[:, L:], series=s, origin=torch.from_numpy(origin),
+            hist=self._standard(self.hist[rows[:, :L]], series, "hist"),
+            futr=self._standard(self.futr[rows], series, "futr"), static=self.static[s],
         )
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> ForecastBatch:
         """Windows ``indices`` at once (the same as ``__getitems__``)."""
         return self.__getitems__(indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("target", "hist", "futr"):
+            array = state[name]
+            if isinstance(array, np.memmap) and getattr(array, "filename", None) \
+                    and array.shape == np.load(array.filename, mmap_mode="r").shape:  # the whole file, not a view
+                state[name] = _Mapped(array.filename)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("target", "hist", "futr"):
+            if isinstance(state[name], _Mapped):
+                state[name] = np.load(state[name].filename, mmap_mode="c")
+        self.__dict__.update(state)
+
+
+@dataclass
+class _Mapped:
+    """A memory-mapped array sent to another process by its file name."""
+
+    filename: str
+
+
+def _numpy(array: Any) -> np.ndarray:
+    """A torch tensor as the numpy array sharing its memory; numpy arrays (memory-mapped ones too) as they are."""
+    return array.detach().cpu().numpy() if isinstance(array, Tensor) else array
 
 
 def keep_batch(batch: ForecastBatch) -> ForecastBatch:

@@ -58,6 +58,7 @@ INTERVALS_FILE = "intervals.json"
 FORECASTS_FILE = "forecasts.csv"
 HORIZON_FILE = "horizon_errors.csv"
 EVAL_BATCH = 256
+SCORE_CHUNK = 8192  # test windows per chunk of the whole-split scores (their temporaries stay small)
 
 
 # ------------------------------------------------------------------------------------------ data from options
@@ -353,17 +354,22 @@ class Forecast(Experiment):
     def forecasts(self, model: nn.Module, split: str, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Original-unit forecasts of windows of ``split``: (window indices (N,), forecasts (N, H, C[, Q]))."""
         d = self.series
-        chunks, outs = [], []
-        for chunk, out in self.predicted(model, split, indices):
-            series, _ = d.locate(split, chunk)
-            chunks.append(chunk)
-            outs.append(d.original(out if out.dim() == 3 else out.permute(0, 1, 3, 2), series))
-        if not chunks:
+        windows = np.arange(d.n_windows(split)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if not len(windows):
             return np.empty(0, dtype=np.int64), np.empty((0, d.horizon, d.n_channels))
-        values = np.concatenate(outs)
+        values: np.ndarray | None = None  # filled a batch at a time: one array, no list of chunks to join
+        done = 0
+        for chunk, out in self.predicted(model, split, windows):
+            series, _ = d.locate(split, chunk)
+            part = d.original(out if out.dim() == 3 else out.permute(0, 1, 3, 2), series)
+            if values is None:
+                values = np.empty((len(windows), *part.shape[1:]), dtype=part.dtype)
+            values[done: done + len(part)] = part
+            done += len(part)
+        assert values is not None
         if values.ndim == 4:  # (N, H, Q, C) -> (N, H, C, Q)
             values = values.transpose(0, 1, 3, 2)
-        return np.concatenate(chunks), values
+        return windows, values
 
     def window_mse(self, model: nn.Module, split: str = "test") -> Tensor:
         """MSE of each window of ``split`` over its target channels, standardised scale: (N,) float32. Every window
@@ -379,32 +385,48 @@ class Forecast(Experiment):
     def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
         """Test metrics that need every window at once, written beside the run: prediction intervals (coverage,
         width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
-        Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive)."""
+        Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive).
+
+        The test windows are forecast and scored :data:`SCORE_CHUNK` at a time (every score is a mean over windows,
+        combined over the chunks), so a panel of 10^5 series never holds an array per test window and step."""
         d = self.series
-        if d.n_windows("test") == 0:  # fitted on every step (the Python API's fit): nothing to score, but
+        n = d.n_windows("test")
+        if n == 0:  # fitted on every step (the Python API's fit): nothing to score, but
             if self.config.levels:  # predict still needs the intervals calibrated on the validation windows
                 if not self.quantiles:
                     self.conformal_multipliers(model)
                 (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
             return {}, []
         idx = list(d.target_index)
-        windows, forecast = self.forecasts(model, "test")
-        series, origin = d.locate("test", windows)
-        truth = d.truth(series, origin)[..., idx]  # (N, H, T)
-        point = (forecast[..., 0] if forecast.ndim == 4 else forecast)[..., idx]
-        scale = d.mase_scale[series][:, idx]  # (N, T)
-        metrics: dict[str, float] = {}
-        bounds = self.intervals(model, forecast, series, idx)
-        for level, (lower, upper) in bounds.items():
-            for key, value in interval_scores(truth, lower, upper, level, scale).items():
-                metrics[f"{key}_{level:g}"] = value
-        _write_horizon_errors(run_dir / HORIZON_FILE, truth, point, scale)
-        baselines = self.baselines(series, origin, truth)
+        ridge = self._fit_ridge()
+        means = ChunkMeans()
+        horizon = HorizonSums(d.horizon)
+        levels: list[float] = []
+        for start in range(0, n, SCORE_CHUNK):
+            windows, forecast = self.forecasts(model, "test", np.arange(start, min(n, start + SCORE_CHUNK)))
+            series, origin = d.locate("test", windows)
+            truth = d.truth(series, origin)[..., idx]  # (b, H, T)
+            point = (forecast[..., 0] if forecast.ndim == 4 else forecast)[..., idx]
+            scale = d.mase_scale[series][:, idx]  # (b, T)
+            for level, (lower, upper) in self.intervals(model, forecast, series, idx).items():
+                means.add(f"interval {level:g}", interval_scores(truth, lower, upper, level, scale), len(windows))
+                levels = list(dict.fromkeys([*levels, level]))
+            horizon.add(truth, point, scale)
+            means.add("model", window_scores(d, truth, point, series, idx, scale), len(windows))
+            for name, values in self.baseline_forecasts(windows, series, origin, idx, truth.shape, ridge):
+                means.add(name, window_scores(d, truth, values, series, idx, scale), len(windows))
+        metrics = {f"{key}_{level:g}": value for level in levels
+                   for key, value in means.result(f"interval {level:g}").items()}
+        horizon.write(run_dir / HORIZON_FILE)
+        m = d.season
+        baselines = {name: means.result(name) for name in means.names() if name != "model"
+                     and not name.startswith("interval ")}
+        baselines["seasonal naive"] = baselines[f"seasonal naive (season {m})"]
         write_baselines(run_dir, baselines)
-        if bounds:
+        if levels:
             (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
-        warnings = self.interval_warnings() if bounds else []
-        model_scores = point_scores(truth, point, scale)
+        warnings = self.interval_warnings() if levels else []
+        model_scores = means.result("model")
         naive = baselines.get("seasonal naive")
         if naive is not None and model_scores["mase"] > naive["mase"]:
             warnings.append(f"the model loses to the seasonal naive forecast on the test windows (MASE "
@@ -470,46 +492,41 @@ class Forecast(Experiment):
             self._multipliers[level] = ranked[k - 1]  # (H, T)
         return self._multipliers
 
-    def baselines(self, series: np.ndarray, origin: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
-        """Test metrics of forecasts that learn nothing or little, on the same windows: the last value, the
-        value one season before (seasonal naive; the last value for a window with less than a season of
-        history before it), and the closed-form ridge map."""
+    def baseline_forecasts(self, windows: np.ndarray, series: np.ndarray, origin: np.ndarray, idx: list[int],
+                            shape: tuple[int, ...], ridge: nn.Module | None) -> Iterator[tuple[str, np.ndarray]]:
+        """Forecasts of test windows ``windows`` (of ``series`` at ``origin``) that learn nothing or little, one
+        at a time, in original units (b, H, T): the last value, the value one season before (seasonal naive),
+        and the closed-form ridge map ``ridge`` (when it could be solved)."""
         d = self.series
-        idx = list(d.target_index)
-        scale = d.mase_scale[series][:, idx]
         H, m = d.horizon, d.season
         offsets = d.panel.offsets[series][:, None]
-        last = d.panel.target[offsets[:, 0] + origin - 1][:, None, idx]  # (N, 1, T)
-        steps = np.arange(H)
+        target = d.panel.target
+        last = np.asarray(target[offsets[:, 0] + origin - 1][:, None, idx], dtype=np.float64)  # (b, 1, T)
+        yield "naive (last value)", np.broadcast_to(last, shape)
         lag = np.where(origin >= m, m, 1)[:, None]  # a window with less than a season of history: the last value
-        lag_rows = offsets + origin[:, None] - lag + (steps % lag)  # (N, H): the last season, repeated
-        forecasts = {"naive (last value)": np.broadcast_to(last, truth.shape),
-                     f"seasonal naive (season {m})": d.panel.target[lag_rows][..., idx]}
-        ridge = self._ridge_forecast(series, origin)
+        lag_rows = offsets + origin[:, None] - lag + (np.arange(H) % lag)  # (b, H): the last season, repeated
+        yield f"seasonal naive (season {m})", np.asarray(target[lag_rows][..., idx], dtype=np.float64)
         if ridge is not None:
-            forecasts["ridge (closed form)"] = ridge[..., idx]
-        out = {}
-        for name, values in forecasts.items():
-            out[name] = {**point_scores(truth, values, scale), **_std_scores(d, truth, values, series, idx)}
-        out["seasonal naive"] = out[f"seasonal naive (season {m})"]
-        return out
+            test = d.dataset("test")
+            out = np.empty((len(windows), H, d.n_channels))
+            with torch.no_grad():
+                for start in range(0, len(windows), EVAL_BATCH):  # batches of inputs (b, L, C), not the whole chunk
+                    batch = test.batch(windows[start: start + EVAL_BATCH])
+                    out[start: start + len(batch)] = d.original(ridge(batch.x), batch.series.numpy())
+            yield "ridge (closed form)", out[..., idx]
 
-    def _ridge_forecast(self, series: np.ndarray, origin: np.ndarray) -> np.ndarray | None:
-        """Original-unit forecasts of the test windows by the closed-form ridge map (None if it cannot be
-        solved)."""
+    def _fit_ridge(self) -> nn.Module | None:
+        """The closed-form ridge map fitted on the training windows (its strength chosen on the validation
+        windows), or None if the system is singular (e.g. too few windows)."""
         from attnlab.models.retrieval import RidgeLinear
 
         d = self.series
         ridge = RidgeLinear(d.input_len, d.horizon)
         try:
             ridge.fit(windows_of(d.dataset("train")), windows_of(d.dataset("val")))
-        except RuntimeError:  # a singular system (e.g. too few windows)
+        except RuntimeError:
             return None
-        out = []
-        with torch.no_grad():
-            for batch in dataset_batches(d.dataset("test")):
-                out.append(d.original(ridge(batch.x), batch.series.numpy()))
-        return np.concatenate(out)
+        return ridge
 
     # ------------------------------------------------------------------ run folder
 
@@ -678,15 +695,61 @@ def _std_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series
             "mse_orig": float(np.mean((forecast - truth) ** 2)), "mae_orig": float(np.mean(np.abs(forecast - truth)))}
 
 
-def _write_horizon_errors(path: Path, truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> Path:
-    """``horizon_errors.csv``: MAE, RMSE, MASE and sMAPE of each horizon step over every test window and target."""
-    error = forecast - truth  # (N, H, T)
-    rows = {"step": np.arange(1, truth.shape[1] + 1),
-            "mae": np.abs(error).mean(axis=(0, 2)), "rmse": np.sqrt((error ** 2).mean(axis=(0, 2))),
-            "mase": (np.abs(error) / scale[:, None]).mean(axis=(0, 2)),
-            "smape": smape(torch.as_tensor(truth), torch.as_tensor(forecast)).numpy().mean(axis=(0, 2))}
-    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
-    return path
+def window_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series: np.ndarray, idx: list[int],
+                  scale: np.ndarray) -> dict[str, float]:
+    """:func:`~attnlab.metrics.point_scores` and the standardised scores of (b, H, T) forecasts of windows
+    of ``series``: means over those windows."""
+    return {**point_scores(truth, forecast, scale), **_std_scores(d, truth, forecast, series, idx)}
+
+
+class ChunkMeans:
+    """Means over every window of a split from the means of chunks of windows, weighted by their windows (every
+    window holds H × T values, so the result is the mean over the whole split); a root mean square (``rmse_*``)
+    is combined as its square."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, dict[str, float]] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, scores: dict[str, float], windows: int) -> None:
+        sums = self._sums.setdefault(name, {})
+        for key, value in scores.items():
+            sums[key] = sums.get(key, 0.0) + (value ** 2 if key.startswith("rmse") else value) * windows
+        self._counts[name] = self._counts.get(name, 0) + windows
+
+    def names(self) -> list[str]:
+        return list(self._sums)
+
+    def result(self, name: str) -> dict[str, float]:
+        count = self._counts[name]
+        return {key: math.sqrt(value / count) if key.startswith("rmse") else value / count
+                for key, value in self._sums[name].items()}
+
+
+class HorizonSums:
+    """Sums per horizon step of the absolute, squared, scaled and symmetric errors of test windows, added a chunk
+    at a time; :meth:`write` makes ``horizon_errors.csv`` (MAE, RMSE, MASE, sMAPE of each step over every window
+    and target)."""
+
+    def __init__(self, horizon: int) -> None:
+        self.sums = {name: np.zeros(horizon) for name in ("mae", "mse", "mase", "smape")}
+        self.count = 0
+
+    def add(self, truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> None:
+        error = forecast - truth  # (b, H, T)
+        self.sums["mae"] += np.abs(error).sum(axis=(0, 2))
+        self.sums["mse"] += (error ** 2).sum(axis=(0, 2))
+        self.sums["mase"] += (np.abs(error) / scale[:, None]).sum(axis=(0, 2))
+        self.sums["smape"] += smape(torch.as_tensor(truth), torch.as_tensor(forecast)).numpy().sum(axis=(0, 2))
+        self.count += truth.shape[0] * truth.shape[2]
+
+    def write(self, path: Path) -> Path:
+        count = max(1, self.count)
+        rows = {"step": np.arange(1, len(self.sums["mae"]) + 1), "mae": self.sums["mae"] / count,
+                "rmse": np.sqrt(self.sums["mse"] / count), "mase": self.sums["mase"] / count,
+                "smape": self.sums["smape"] / count}
+        pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
+        return path
 
 
 def write_series(run_dir: Path, d: ForecastData) -> None:

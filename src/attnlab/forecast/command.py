@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS
-from attnlab.console import add_run_options, parse_tail, setup_logging
+from attnlab.console import add_run_options, is_rank_zero, parse_tail, setup_logging
 from attnlab.errors import UserError
 from attnlab.paths import readable_file, run_folder
 from attnlab.train.command import check_run_request
@@ -235,7 +235,8 @@ def _run_forecast(args: argparse.Namespace) -> int:
     result = run_forecast(args.csv, args.model, overrides, run_dir=args.run_dir, progress=args.progress,
                           figures=args.figures, keep_checkpoints=args.keep_checkpoints,
                           forecast_windows=args.forecast_windows, **options)
-    print("\n".join(format_metrics(result)))
+    if is_rank_zero():  # under DDP only rank 0 has the run folder's files (baselines, forecasts) to report
+        print("\n".join(format_metrics(result)))
     return 0
 
 

@@ -50,7 +50,9 @@ class TrainConfig:
     # torch's intra-op threads: fixed, because the thread count changes a float sum's order and so the last
     # bits of every result. Raise it on a bigger machine for speed.
     threads: int = 2
-    num_workers: int = 0
+    # Data-loader worker processes per training process; "auto": none on CPU (they would take the cores the
+    # model computes on), on GPUs up to 4 of the CPUs left to each process (see loader_workers).
+    num_workers: int | Literal["auto"] = "auto"
     # Passed straight to lightning.Trainer, so the same command runs on GPUs and with DDP.
     accelerator: str = "cpu"
     devices: str = "1"
@@ -440,7 +442,7 @@ def check_train_config(train: TrainConfig) -> None:
         ("warmup_steps", train.warmup_steps >= 0, "0 or more"),
         ("lr_gamma", 0 < train.lr_gamma <= 1, "in (0, 1]"),
         ("lr_hold_epochs", train.lr_hold_epochs >= 0, "0 or more"),
-        ("num_workers", train.num_workers >= 0, "0 or more"),
+        ("num_workers", train.num_workers == "auto" or train.num_workers >= 0, "0 or more, or auto"),
         ("num_nodes", train.num_nodes >= 1, "at least 1"),
         ("grad_clip", train.grad_clip is None or train.grad_clip > 0, "positive or none"),
         ("patience", train.patience is None or train.patience >= 1, "at least 1 or none"),

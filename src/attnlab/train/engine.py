@@ -472,6 +472,7 @@ def fit(
         train_seconds=module.train_seconds + run.prepare_seconds,  # a closed-form fit is training time too
         epochs=len(module.history),
         history=list(module.history),
+        epoch_times=list(module.epoch_times),
         monitor=monitor,
         config=config,
         stopped_by=stop,

@@ -12,12 +12,14 @@ value is exact whatever the number of processes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -48,6 +50,23 @@ def lr_factor(step: int, warmup_steps: int, total_steps: float, scheduler: str,
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+MAX_AUTO_WORKERS = 4
+
+
+def loader_workers(setting: int | str, on_cpu: bool, processes_here: int, cpus: int | None = None) -> int:
+    """The data-loader workers of each process: ``setting`` when it is a number; for ``"auto"``, none when the
+    model runs on the CPU (a batch of windows is one cheap gather, ~1 ms for 256 forecast windows, and worker processes
+    would only take the cores the model computes on), and on an accelerator (GPU, MPS, ...) the CPUs left to
+    each of the ``processes_here`` processes of this machine beside its own, at most :data:`MAX_AUTO_WORKERS`,
+    so batches are gathered while the device computes."""
+    if setting != "auto":
+        return int(setting)
+    if on_cpu:
+        return 0
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(0, min(MAX_AUTO_WORKERS, cpus // max(1, processes_here) - 1))
+
+
 class ShardSampler(Sampler[int]):
     """Indices of one rank's shard of a dataset, shuffled per epoch from ``seed + epoch``.
 
@@ -73,10 +92,14 @@ class ShardSampler(Sampler[int]):
         """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
 
+    def permutation(self) -> torch.Tensor:
+        """This epoch's shuffle of all ``size`` indices (int64), from ``seed + epoch``."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.size, generator=generator)
+
     def _indices(self) -> list[int]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(self.size, generator=generator).tolist()
+            indices = self.permutation().tolist()
         else:
             indices = list(range(self.size))
         if self.pad and self.size and self.size % self.world_size:
@@ -91,6 +114,67 @@ class ShardSampler(Sampler[int]):
         if self.pad:
             return math.ceil(self.size / self.world_size)
         return len(range(self.rank, self.size, self.world_size))
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Training batches under DDP: the batches one process would take with the **global** batch of
+    ``batch_size × world_size`` examples, each shared out among the ranks.
+
+    Step ``k`` of an epoch is examples ``k·G .. (k+1)·G − 1`` of the permutation drawn from ``seed + epoch``
+    (``G = batch_size × world_size``, the last step's batch smaller when G does not divide the data), and rank
+    ``r`` takes every ``world_size``-th of them from the r-th: nothing is repeated or dropped, and every rank
+    makes the same number of steps. :meth:`weight` is what rank ``r``'s mean loss is multiplied by at step k so
+    that the gradients DDP averages over the ranks are the gradient of the global batch's mean loss: the same
+    training as one process with batch ``G``. A rank whose share of a last, tiny batch is empty (fewer examples
+    than ranks) gets one example with weight 0, so that it still joins the gradient exchange.
+
+    With one process this is the :class:`ShardSampler`'s order in batches of ``batch_size``.
+
+    Args:
+        size: examples in the dataset.
+        batch_size: examples per rank and step (the global batch over ``world_size``).
+        seed: base seed of the shuffle.
+        rank, world_size: this process's place.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        # Lightning calls set_epoch on a DataLoader's batch_sampler.sampler at every epoch.
+        self.sampler = ShardSampler(size, seed, shuffle=True)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _share(self, k: int) -> tuple[int, int]:
+        """(this rank's examples at step k, the step's global batch)."""
+        total = min(self.global_batch, self.size - k * self.global_batch)
+        return len(range(self.rank, total, self.world_size)), total
+
+    def weight(self, k: int) -> float:
+        """The factor of this rank's mean loss at step ``k`` (1 with one process and full batches)."""
+        mine, total = self._share(k)
+        return mine * self.world_size / total if total else 0.0
+
+    def examples(self, k: int) -> int:
+        """This rank's real examples at step ``k`` (0 for a placeholder batch)."""
+        return self._share(k)[0]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Drawn at the first batch, after Lightning's set_epoch (see BatchShardSampler); kept as one int64 tensor
+        # (8 bytes a window), each batch made a list only when it is taken.
+        order = self.sampler.permutation()
+        G = self.global_batch
+        for k in range(len(self)):
+            batch = order[k * G: (k + 1) * G]
+            mine = batch[self.rank:: self.world_size]
+            yield (mine if len(mine) else batch[:1]).tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.global_batch)
 
 
 class BatchShardSampler(Sampler[list[int]]):
@@ -159,6 +243,10 @@ class TaskModule(L.LightningModule):
         self._sums: dict[str, dict[str, Tensor]] = {}
         self._counts: dict[str, float] = {}
         self._seconds_before = 0.0  # training time of earlier runs (resume)
+        self._train_sampler: GlobalBatchSampler | None = None
+        # Wall-clock seconds of each training epoch of this fit: its batches ("train") and its validation ("val").
+        self.epoch_times: list[dict[str, float]] = []
+        self._epoch_marks: list[float] = []
         self._fit_start: float | None = None
 
     # ------------------------------------------------------------------ data
@@ -171,9 +259,15 @@ class TaskModule(L.LightningModule):
         shard = {"seed": self.config.seed, "shuffle": train, "rank": self.trainer.global_rank,
                  "world_size": self.trainer.world_size, "pad": train}
         batches = self.splits.batches(split, self.config.batch_size, self.config.seed) if self.splits.batches else None
-        workers = self.config.num_workers
+        accelerator = getattr(self.trainer, "accelerator", None)
+        on_cpu = accelerator is None or isinstance(accelerator, CPUAccelerator)
+        workers = loader_workers(self.config.num_workers, on_cpu, getattr(self.trainer, "num_devices", 1))
         options = {"collate_fn": self.splits.collate_fn, "num_workers": workers, "persistent_workers": workers > 0,
                    "pin_memory": self.config.accelerator in ("gpu", "cuda")}
+        if batches is None and train:
+            self._train_sampler = GlobalBatchSampler(size, self.config.batch_size, self.config.seed,
+                                                     self.trainer.global_rank, self.trainer.world_size)
+            return DataLoader(dataset, batch_sampler=self._train_sampler, **options)
         if batches is None:
             sampler = ShardSampler(size, **shard)
             return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, **options)
@@ -190,8 +284,8 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------ metric sums
 
-    def _accumulate(self, stage: str, metrics: dict[str, Any], batch: Any) -> None:
-        n = self.experiment.batch_size_of(batch)
+    def _accumulate(self, stage: str, metrics: dict[str, Any], batch: Any, n: int | None = None) -> None:
+        n = self.experiment.batch_size_of(batch) if n is None else n
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
         sums = self._sums.setdefault(stage, {})
         if sums and set(sums) != set(metrics):
@@ -235,9 +329,15 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.experiment.loss(self.model, batch)
-        self._accumulate("train", {"loss": loss}, batch)
+        sampler = self._train_sampler
+        if sampler is None or sampler.world_size == 1:
+            self._accumulate("train", {"loss": loss}, batch)
+            self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            return loss
+        # DDP: this rank's share of the global batch, weighted so the averaged gradient is the global batch's.
+        self._accumulate("train", {"loss": loss}, batch, n=sampler.examples(batch_idx))
         self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        return loss * sampler.weight(batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._accumulate("val", self.experiment.evaluate(self.model, batch), batch)
@@ -249,10 +349,13 @@ class TaskModule(L.LightningModule):
         self._sums.pop("train", None)
         self._counts.pop("train", None)
         self.val_metrics = {}
+        self._epoch_marks = [time.perf_counter()]
 
     def on_validation_epoch_start(self) -> None:
         self._sums.pop("val", None)
         self._counts.pop("val", None)
+        if len(self._epoch_marks) == 1 and not self.trainer.sanity_checking:
+            self._epoch_marks.append(time.perf_counter())  # the epoch's batches are done
 
     def on_test_epoch_start(self) -> None:
         self._sums.pop("test", None)
@@ -281,6 +384,10 @@ class TaskModule(L.LightningModule):
         entry.update({f"val_{k}": v for k, v in self.val_metrics.items()})
         entry["lr"] = float(lr)
         self.history.append(entry)
+        if self._epoch_marks:
+            now = time.perf_counter()
+            batches_done = self._epoch_marks[1] if len(self._epoch_marks) > 1 else now
+            self.epoch_times.append({"train": batches_done - self._epoch_marks[0], "val": now - batches_done})
 
     # ------------------------------------------------------------------ optimiser
 

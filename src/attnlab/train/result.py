@@ -33,6 +33,8 @@ class RunResult:
             what to raise; empty when none.
         figures: paths of the figures drawn.
         history: one dict per epoch (``epoch``, ``train_loss``, ``val_<metric>``, ``lr``).
+        epoch_times: wall-clock seconds of each epoch of this fit (not of the runs it resumed): ``train`` (its
+            batches) and ``val`` (its validation pass), on rank 0.
         monitor: ``(validation metric, "min"|"max")`` that chose the best checkpoint.
         config: the resolved configuration.
     """
@@ -50,6 +52,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
+    epoch_times: list[dict[str, float]] = field(default_factory=list)
     monitor: tuple[str, str] = ("val_loss", "min")
     config: RunConfig | None = None
 
@@ -81,6 +84,7 @@ def write_metrics(result: RunResult, trainable: int) -> None:
             str(p.relative_to(result.run_dir)) if p.is_relative_to(result.run_dir) else str(p) for p in result.figures
         ],
         "history": result.history,
+        "epoch_times": result.epoch_times,
     }
     (result.run_dir / METRICS_FILE).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
 
@@ -106,6 +110,7 @@ def load_result(run_dir: str | Path) -> RunResult:
         warnings=[str(w) for w in data.get("warnings", [])],
         figures=[run_dir / p for p in data.get("figures", [])],
         history=list(data.get("history", [])),
+        epoch_times=list(data.get("epoch_times", [])),
         monitor=tuple(data.get("monitor", ("val_loss", "min"))),  # type: ignore[arg-type]
         config=read_config(run_dir),
     )
