@@ -1,5 +1,5 @@
-"""`attnlab bench forecast`: the table, the target checks against the published numbers, a tiny run end to end,
-and its bad options."""
+"""`attnlab bench forecast`: the table, the target checks against the published numbers, the twins' ablation lines,
+a tiny run end to end, and its bad options."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from attnlab import cli
 from attnlab.bench import forecast as bench
 from attnlab.errors import UserError
+from attnlab.train.weights import read_config
 from test_forecast_cli import seasonal_csv
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -124,13 +125,47 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0] == ("horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir,"
                         "mse_drop_last_128,mse_drop_last_32")
-    assert [line.split(",")[:3] for line in lines[1:]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
+    assert [line.split(",")[:3] for line in lines[1:3]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
+    assert [line.split(",")[1] for line in lines[3:]] == ["naive (last value)", "seasonal naive (season 1)"]
     assert lines[1].split(",")[8].rsplit("/", 1)[-1] in {f"H6-linear-seed{k}" for k in range(3)}
     # 75 test windows: a batch of 128 would score none, a batch of 32 the first 64
-    assert [line.split(",")[9] for line in lines[1:]] == ["", ""]
-    assert all(0 < float(line.split(",")[10]) < 10 for line in lines[1:])
+    assert [line.split(",")[9] for line in lines[1:3]] == ["", ""]
+    assert all(0 < float(line.split(",")[10]) < 10 for line in lines[1:3])
     for run in ["H6-patch_transformer", "H6-linear-seed0", "H6-linear-seed1", "H6-linear-seed2"]:
         assert (tmp_path / "runs" / run / "metrics.json").is_file()
+
+
+def _row(model, h, mse, **kw):
+    return bench.Row(h, model, 24, mse, mse, 1.0, 1, 1, Path("."), **kw)
+
+
+def test_ablation_says_whether_attention_beats_its_twin_and_naive():
+    rows = [_row("patch_transformer", 96, 0.30), _row("patch_transformer[attention=mean]", 96, 0.32,
+                                                     twin_of="patch_transformer"),
+            _row("retrieval", 96, 0.41), _row("ridge", 96, 0.40, twin_of="retrieval"),
+            _row("naive (last value)", 96, 0.35, baseline=True)]
+    assert bench.ablation(rows, [96]) == [
+        "PASS H=96: patch_transformer 0.3000 < its attention-free twin patch_transformer[attention=mean] 0.3200 "
+        "(Δ -0.0200)",
+        "FAIL H=96: retrieval 0.4100 ≥ its attention-free twin ridge 0.4000 (Δ +0.0100)",
+        "PASS H=96: best attention model patch_transformer 0.3000 ≤ naive (last value) 0.3500 (Δ -0.0500)",
+    ]
+    assert [r.attention for r in rows] == [True, False, True, False, False]
+    assert bench.ablation(rows[:1] + rows[-1:], [96]) == []  # no twin trained: no lines
+
+
+@pytest.mark.slow
+def test_twins_are_trained_beside_their_models(tmp_path, capsys):
+    csv = seasonal_csv(tmp_path / "series.csv")
+    code = cli.main(["bench", "forecast", "--csv", str(csv), "--split", "ratio", "--input-len", "32", "--horizons", "6",
+                     "--models", "patch_transformer", "--twins", "--runs-root", str(tmp_path / "runs"),
+                     "max_epochs=1", "batch_size=64"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "| patch_transformer[attention=mean] (L=32) |" in text and "| *naive (last value)* |" in text
+    assert "its attention-free twin patch_transformer[attention=mean]" in text
+    twin = read_config(tmp_path / "runs" / "H6-patch_transformer-twin")
+    assert twin.model == "patch_transformer" and twin.model_config.attention == "mean"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -39,7 +39,7 @@ def test_moving_average_kernel_25_matches_a_loop():
 def test_dlinear_is_two_linear_maps_of_the_decomposition():
     torch.manual_seed(0)
     L, H, C = 30, 7, 3
-    model = DLinear(L, H, C, kernel_size=5).double()
+    model = DLinear(DLinearConfig(seq_len=L, pred_len=H, n_channels=C, kernel_size=5)).double()
     x = torch.randn(2, L, C, dtype=torch.float64)
     trend = MovingAverage(5)(x)
     seasonal = x - trend
@@ -52,10 +52,11 @@ def test_dlinear_is_two_linear_maps_of_the_decomposition():
 
 def test_dlinear_individual_has_one_map_per_channel():
     torch.manual_seed(0)
-    shared, individual = DLinear(24, 6, 3), DLinear(24, 6, 3, individual=True)
+    shared = DLinear(DLinearConfig(seq_len=24, pred_len=6, n_channels=3))
+    individual = DLinear(DLinearConfig(seq_len=24, pred_len=6, n_channels=3, individual=True))
     assert sum(p.numel() for p in individual.parameters()) == 3 * sum(p.numel() for p in shared.parameters())
     x = torch.randn(2, 24, 3)
-    alone = DLinear(24, 6, 1)
+    alone = DLinear(DLinearConfig(seq_len=24, pred_len=6, n_channels=1))
     alone.seasonal[0].load_state_dict(individual.seasonal[1].state_dict())
     alone.trend[0].load_state_dict(individual.trend[1].state_dict())
     torch.testing.assert_close(individual(x)[..., 1], alone(x[..., 1:2])[..., 0])

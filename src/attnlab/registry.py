@@ -199,8 +199,8 @@ def register_model(
             ``n_channels``).
         summary: one line for ``attnlab list``.
         train_overrides: TrainConfig defaults for this model (``{"lr": 3e-4}``).
-        twin: for an attention model, its attention-free :class:`Twin` (``attnlab bench forecast --suite`` trains
-            both and prints the difference).
+        twin: for an attention model, its attention-free :class:`Twin`, for benchmarks that train both under the
+            same budget.
 
     Returns:
         The registered :class:`ModelSpec`. Runs of the model record the module that registered it, so

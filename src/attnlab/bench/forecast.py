@@ -19,9 +19,17 @@ Models in ``MODEL_SEEDS`` (``linear``: 3) are trained once per seed and shown by
 takes seconds, but whose early stopping on ETTh1's validation months makes its test MSE move by up to 0.045
 between seeds at H=720 — more than the check's tolerance.
 
+With ``--twins`` each attention model that declares an attention-free twin (:class:`attnlab.registry.Twin`:
+``patch_transformer`` and ``horizon_attention`` with their attention replaced by the mean of their tokens,
+``retrieval``'s ridge part, ``attentive_rnn``'s one-layer GRU) is trained beside it with the same input, seed and
+budget, and a line per model and horizon says whether the attention beats its twin and by how much. The naive
+(last value) and seasonal naive forecasts of the same test windows are always in the table.
+
 Example::
 
     attnlab bench forecast --csv ../shared/data/ett/ETTh1.csv --horizons 96 --models linear,patch_transformer
+    attnlab bench forecast --csv ../shared/data/ltsf/exchange_rate.csv --split ratio --horizons 96 \
+        --models patch_transformer,retrieval --twins
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv as csv_module
 import datetime
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +50,7 @@ from attnlab.data.panel import Panel, load_panel
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import Forecast, split_data
 from attnlab.forecast.api import forecast
+from attnlab.report.files import BASELINES_FILE
 from attnlab.train.config import parse_overrides
 from attnlab.train.weights import load_model
 
@@ -81,6 +91,13 @@ class Row:
     run_dir: Path
     seed_mses: tuple[tuple[int, float], ...] = ()  # (seed, test MSE) of every run, when several seeds ran
     window_mse: Tensor | None = None  # (N,) each test window's MSE; the mean is ``mse``
+    twin_of: str | None = None  # the attention model this row is the attention-free twin of
+    baseline: bool = False  # a forecast that learns nothing (naive, seasonal naive), read from a run's baselines
+
+    @property
+    def attention(self) -> bool:
+        """Whether the row's forecasts use attention (not a twin, a baseline or an attention-free model)."""
+        return self.model not in NO_ATTENTION and self.twin_of is None and not self.baseline
 
     def mse_of_first(self, n: int) -> float:
         """MSE over the first ``n`` test windows (nan if there are none or the errors were not kept)."""
@@ -119,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "epochs, so the figures do not depend on the machine's load)")
     parser.add_argument("--runs-root", default=None,
                         help="where the run folders go (default runs/bench-forecast-<time>)")
+    parser.add_argument("--twins", action="store_true",
+                        help="also train each attention model's attention-free twin under the same budget and say "
+                             "whether the attention beats it")
     parser.add_argument("--out-csv", default=None, help="also write the rows to this CSV")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="train/model overrides for every fit (e.g. seed=1)")
@@ -198,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bench forecast: {args.csv}, split {args.split}, L={args.input_len}{f' ({shown})' if shown else ''}, "
           f"horizons {horizons}, models {', '.join(models)}{cap}; runs in {root}", flush=True)
 
+    twins = {name: MODELS[name].twin for name in models if args.twins and MODELS[name].twin is not None}
     rows: list[Row] = []
     for horizon in horizons:
         print(f"\nH={horizon}", flush=True)
@@ -210,15 +231,21 @@ def run(args: argparse.Namespace) -> int:
                                     root / f"H{horizon}-{name}-seed{seed}", f"  seed {seed}"))
                         for seed in range(base_seed, base_seed + seeds[name])]
             rows.append(median_run(runs))
+            twin = twins.get(name)
+            if twin is not None:  # the same input, seed and budget; the twin's overrides first, the user's last
+                rows.append(_fit(twin.model, panel, data, args.split, [*twin.overrides, *overrides],
+                                 root / f"H{horizon}-{name}-twin", "", label=twin.label, twin_of=name))
+        rows += baseline_rows(rows[-1])
+    labels = list(dict.fromkeys(r.model for r in rows))  # models, their twins after them, then the baselines
 
     print()
-    print(table(rows, horizons, models, published))
+    print(table(rows, horizons, labels, published))
     if published:
         print("\nOn the test windows each published figure was scored on (its loader drops the last N mod batch):\n")
         print(like_for_like(rows, horizons, models))
     if args.out_csv:
         write_rows(rows, Path(args.out_csv))
-    checks = check(rows, horizons, args.budget_s) if published else []
+    checks = (check(rows, horizons, args.budget_s) if published else []) + ablation(rows, horizons)
     if checks:
         print()
     for line in checks:
@@ -227,19 +254,49 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(name: str, panel: Panel, data: ForecastData, split: str, overrides: list[str], run_dir: Path,
-         note: str) -> Row:
-    """One fit of ``name`` through :func:`attnlab.forecast.api.forecast`, as a table row; prints its line."""
+         note: str, label: str | None = None, twin_of: str | None = None) -> Row:
+    """One fit of ``name`` through :func:`attnlab.forecast.api.forecast`, as a table row named ``label`` (default
+    ``name``); prints its line."""
     r = forecast(panel, model=name, overrides=overrides, runs_root=run_dir.parent, run_dir=run_dir, progress=False,
                  figures=False, forecast_windows=0, split=split, input_len=data.input_len, horizon=data.horizon).run
     model, config = load_model(r.run_dir)
     task = Forecast(config.experiment_config, data)
     task.complete_model_config(config.model_config)
-    row = Row(data.horizon, name, data.input_len, r.metrics["mse"], r.metrics["mae"], r.train_seconds, r.epochs,
-              r.params, r.run_dir, window_mse=task.window_mse(model))
-    print(f"  {name:<18} L={row.input_len:<4} mse {row.mse:.4f}  mae {row.mae:.4f}  {row.train_s:6.1f} s  "
+    row = Row(data.horizon, label or name, data.input_len, r.metrics["mse"], r.metrics["mae"], r.train_seconds,
+              r.epochs, r.params, r.run_dir, window_mse=task.window_mse(model), twin_of=twin_of)
+    print(f"  {row.model:<18} L={row.input_len:<4} mse {row.mse:.4f}  mae {row.mae:.4f}  {row.train_s:6.1f} s  "
           f"{row.epochs:>3} epochs  {row.params:>9,} params  ({data.n_windows('test')} test windows){note}",
           flush=True)
     return row
+
+
+def baseline_rows(row: Row) -> list[Row]:
+    """The naive (last value) and seasonal naive forecasts of ``row``'s test windows, as the run scored them
+    (its ``baselines.json``); the benchmark's models share those windows."""
+    saved = json.loads((row.run_dir / BASELINES_FILE).read_text())["baselines"]
+    return [Row(row.horizon, name, row.input_len, scores["mse"], scores["mae"], 0.0, 0, 0, row.run_dir, baseline=True)
+            for name, scores in saved.items() if name.startswith(("naive", "seasonal naive ("))]
+
+
+def ablation(rows: list[Row], horizons: list[int]) -> list[str]:
+    """One PASS/FAIL line per attention model with a twin and horizon: the attention beats its attention-free
+    twin (lower test MSE), with the difference; then the best attention model against the naive forecast."""
+    by = {(r.model, r.horizon): r for r in rows}
+    lines = []
+    for h in horizons:
+        for twin in (r for r in rows if r.horizon == h and r.twin_of is not None):
+            model = by[twin.twin_of, h]
+            ok = model.mse < twin.mse
+            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: {model.model} {model.mse:.4f} {'<' if ok else '≥'} its "
+                         f"attention-free twin {twin.model} {twin.mse:.4f} (Δ {model.mse - twin.mse:+.4f})")
+        attention = [r for r in rows if r.horizon == h and r.attention]
+        naive = by.get(("naive (last value)", h))
+        if attention and naive and any(r.twin_of for r in rows):
+            best = min(attention, key=lambda r: r.mse)
+            ok = best.mse <= naive.mse
+            lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: best attention model {best.model} {best.mse:.4f} "
+                         f"{'≤' if ok else '>'} naive (last value) {naive.mse:.4f} (Δ {best.mse - naive.mse:+.4f})")
+    return lines
 
 
 def median_run(runs: list[tuple[int, Row]]) -> Row:
@@ -266,7 +323,7 @@ def table(rows: list[Row], horizons: list[int], models: list[str], published: di
                 cells += ["-", "-", "-"]
                 continue
             mse = f"**{r.mse:.3f}**" if r.mse == best[h] else f"{r.mse:.3f}"
-            cells += [mse, f"{r.mae:.3f}", f"{r.train_s:.0f}"]
+            cells += [mse, f"{r.mae:.3f}", "" if r.baseline else f"{r.train_s:.0f}"]
         lines.append(f"| {_row_label(rows, model)} | " + " | ".join(cells) + " |")
     for name, numbers in published.items():
         cells = []
@@ -303,6 +360,8 @@ def like_for_like(rows: list[Row], horizons: list[int], models: list[str]) -> st
 def _row_label(rows: list[Row], model: str) -> str:
     """``linear (L=336, median of 3 seeds)``: the model, its input length and seeds, as the tables show it."""
     first = next((r for r in rows if r.model == model), None)
+    if first is not None and first.baseline:
+        return f"*{model}*"
     median = f", median of {len(first.seed_mses)} seeds" if first and first.seed_mses else ""
     return f"{model} (L={first.input_len if first else None}{median})"
 
@@ -314,7 +373,7 @@ def check(rows: list[Row], horizons: list[int], budget_s: float | None) -> list[
     by = {(r.model, r.horizon): r for r in rows}
     lines = []
     for h in horizons:
-        at_h = [r for r in rows if r.horizon == h and r.model not in NO_ATTENTION]
+        at_h = [r for r in rows if r.horizon == h and r.attention]
         if at_h:
             best = min(at_h, key=lambda r: r.mse)
             goal = PUBLISHED[TARGET][h][0]

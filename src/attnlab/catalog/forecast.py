@@ -293,15 +293,14 @@ PATCH_TRAINING = {"batch_size": 128, "min_steps_per_epoch": 32, "lr": 2.5e-4, "m
                   "optimizer": "adamw"}
 
 # One table for the CLI, `attnlab list` and the benchmark. Every config inherits ForecastSizes.
-# Each attention model names its attention-free twin (`attnlab bench forecast --suite` trains both under the same
-# budget and prints the difference): the same model with its attention replaced by a mean (horizon_attention,
+# Each attention model names its attention-free twin, to be trained under the same budget by a benchmark that asks
+# whether the attention earns its place: the same model with its attention replaced by a mean (horizon_attention,
 # patch_transformer), or the model it adds attention to, with the same recipe (retrieval is ridge + attention;
 # attentive_rnn is a one-layer GRU + attention over its states, and gru takes the same training defaults).
-# `transformer` declares none yet (issue #23's ablations name the four above); attnlab.nn.Encoder takes
-# attention="mean", so its twin is one config key away.
+# `transformer` declares none yet; attnlab.nn.Encoder takes attention="mean", so its twin is one config key away.
 MODELS: dict[str, ModelSpec] = {
     "linear": ModelSpec(
-        "attnlab.models.forecast:forecast_linear", DLinearConfig,
+        "attnlab.models.forecast:DLinear", DLinearConfig,
         "DLinear: moving-average trend + remainder, each mapped L -> H by a Linear shared by the channels",
         # LTSF-Linear's ETTh1 script for DLinear (scripts/EXP-LongForecasting/Linear/etth1.sh): Adam, lr 5e-3,
         # batch 32, no gradient clipping, <= 10 epochs, early stopping with patience 3. Its median over seeds 0-2
@@ -318,12 +317,12 @@ MODELS: dict[str, ModelSpec] = {
     "lstm": ModelSpec("attnlab.models.forecast:forecast_lstm", RNNConfig,
                       "LSTM over the C-dim steps, last state -> Linear -> H x C"),
     "attentive_rnn": ModelSpec(
-        "attnlab.models.forecast:forecast_attentive_rnn", AttentiveRNNConfig,
+        "attnlab.models.forecast:AttentiveRNNForecaster", AttentiveRNNConfig,
         "GRU whose final state attends over all its hidden states; [state; context] -> Linear -> H x C",
         twin=Twin("gru", ("model.num_layers=1",)),
     ),
     "transformer": ModelSpec(
-        "attnlab.models.forecast:forecast_transformer", TransformerConfig,
+        "attnlab.models.forecast:TimeStepTransformer", TransformerConfig,
         "vanilla Transformer: each time step a token (Linear C -> d_model, sinusoidal positions), flatten head",
     ),
     "patch_transformer": ModelSpec(

@@ -102,21 +102,18 @@ class DLinear(nn.Module):
     through its own Linear map over time, L → H, and the forecast is their sum.
 
     Args:
-        seq_len: L.
-        pred_len: H.
-        n_channels: C.
-        kernel_size: moving-average window (25 in the paper).
-        individual: one pair of Linear maps per channel (DLinear-I) instead of one shared by all channels.
+        config: :class:`DLinearConfig`: the sizes L, H, C, ``kernel_size`` (the moving-average window, 25 in the
+            paper) and ``individual`` (one pair of Linear maps per channel, DLinear-I, instead of one shared pair).
 
     Forward: x (B, L, C) → (B, H, C).
     """
 
-    def __init__(self, seq_len: int, pred_len: int, n_channels: int, kernel_size: int = 25,
-                 individual: bool = False) -> None:
+    def __init__(self, config: DLinearConfig) -> None:
         super().__init__()
-        self.decompose = MovingAverage(kernel_size)
-        self.individual = individual
-        n = n_channels if individual else 1
+        seq_len, pred_len, n_channels = config.sizes()
+        self.decompose = MovingAverage(config.kernel_size)
+        self.individual = config.individual
+        n = n_channels if config.individual else 1
         self.seasonal = nn.ModuleList(nn.Linear(seq_len, pred_len) for _ in range(n))
         self.trend = nn.ModuleList(nn.Linear(seq_len, pred_len) for _ in range(n))
 
@@ -135,11 +132,6 @@ class DLinear(nn.Module):
         return out.transpose(1, 2)  # (B, H, C)
 
 
-def forecast_linear(config: DLinearConfig) -> DLinear:
-    L, H, C = config.sizes()
-    return DLinear(L, H, C, config.kernel_size, config.individual)
-
-
 # ---------------------------------------------------------------------------------------------- RNNs
 
 
@@ -148,27 +140,25 @@ class RNNForecaster(nn.Module):
     with one Linear layer to all H·C forecasts.
 
     Args:
-        seq_len, pred_len, n_channels: L, H, C.
+        config: :class:`RNNConfig`: the sizes L, H, C, ``hidden_dim`` (state size), ``num_layers`` (stacked
+            layers), ``dropout`` (between layers), ``instance_norm`` (normalise each window per channel, see
+            :class:`InstanceNorm`).
         cell: ``"gru"`` or ``"lstm"``.
-        hidden_dim: state size.
-        num_layers: stacked layers.
-        dropout: between layers.
-        instance_norm: normalise each window per channel (see :class:`InstanceNorm`).
 
     Forward: x (B, L, C) → (B, H, C).
     """
 
-    def __init__(self, seq_len: int, pred_len: int, n_channels: int, cell: str = "gru", hidden_dim: int = 64,
-                 num_layers: int = 2, dropout: float = 0.0, instance_norm: bool = False) -> None:
+    def __init__(self, config: RNNConfig, cell: Literal["gru", "lstm"] = "gru") -> None:
         super().__init__()
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(cell)
         if rnn is None:
             raise ValueError(f"unknown cell {cell!r}; choose gru or lstm")
+        seq_len, pred_len, n_channels = config.sizes()
         self.pred_len, self.n_channels = pred_len, n_channels
-        self.norm = InstanceNorm() if instance_norm else None
-        self.rnn = rnn(n_channels, hidden_dim, num_layers=num_layers, batch_first=True,
-                       dropout=dropout if num_layers > 1 else 0.0)
-        self.head = nn.Linear(hidden_dim, pred_len * n_channels)
+        self.norm = InstanceNorm() if config.instance_norm else None
+        self.rnn = rnn(n_channels, config.hidden_dim, num_layers=config.num_layers, batch_first=True,
+                       dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.head = nn.Linear(config.hidden_dim, pred_len * n_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         stats = None
@@ -180,13 +170,13 @@ class RNNForecaster(nn.Module):
 
 
 def forecast_gru(config: RNNConfig) -> RNNForecaster:
-    L, H, C = config.sizes()
-    return RNNForecaster(L, H, C, "gru", config.hidden_dim, config.num_layers, config.dropout, config.instance_norm)
+    """The GRU forecaster of ``config``."""
+    return RNNForecaster(config, "gru")
 
 
 def forecast_lstm(config: RNNConfig) -> RNNForecaster:
-    L, H, C = config.sizes()
-    return RNNForecaster(L, H, C, "lstm", config.hidden_dim, config.num_layers, config.dropout, config.instance_norm)
+    """The LSTM forecaster of ``config``."""
+    return RNNForecaster(config, "lstm")
 
 
 class AttentiveRNNForecaster(nn.Module):
@@ -197,26 +187,25 @@ class AttentiveRNNForecaster(nn.Module):
     ``"attention"``, (B, 1, L): one query, the final state, over the L steps).
 
     Args:
-        seq_len, pred_len, n_channels: L, H, C.
-        hidden_dim: GRU state size.
-        num_layers: stacked GRU layers.
-        score: ``general`` (Luong), ``scaled_dot`` or ``additive`` (Bahdanau).
-        dropout: between GRU layers and on the attention weights.
-        instance_norm: normalise each window per channel.
+        config: :class:`AttentiveRNNConfig`: the sizes L, H, C, ``hidden_dim`` (GRU state size), ``num_layers``
+            (stacked GRU layers), ``score`` (``general`` (Luong), ``scaled_dot`` or ``additive`` (Bahdanau)),
+            ``dropout`` (between GRU layers and on the attention weights), ``instance_norm`` (normalise each
+            window per channel).
 
     Forward: x (B, L, C) → (B, H, C).
     """
 
-    def __init__(self, seq_len: int, pred_len: int, n_channels: int, hidden_dim: int = 64, num_layers: int = 1,
-                 score: str = "general", dropout: float = 0.0, instance_norm: bool = False) -> None:
+    def __init__(self, config: AttentiveRNNConfig) -> None:
         super().__init__()
-        check_score(score)
+        check_score(config.score)
+        seq_len, pred_len, n_channels = config.sizes()
+        hidden, dropout = config.hidden_dim, config.dropout
         self.pred_len, self.n_channels = pred_len, n_channels
-        self.norm = InstanceNorm() if instance_norm else None
-        self.gru = nn.GRU(n_channels, hidden_dim, num_layers=num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
-        self.attention = Attention(make_score(score, hidden_dim), dropout=dropout)
-        self.head = nn.Linear(2 * hidden_dim, pred_len * n_channels)
+        self.norm = InstanceNorm() if config.instance_norm else None
+        self.gru = nn.GRU(n_channels, hidden, num_layers=config.num_layers, batch_first=True,
+                          dropout=dropout if config.num_layers > 1 else 0.0)
+        self.attention = Attention(make_score(config.score, hidden), dropout=dropout)
+        self.head = nn.Linear(2 * hidden, pred_len * n_channels)
 
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """Keys are the L hidden states, one per input time stamp."""
@@ -238,12 +227,6 @@ class AttentiveRNNForecaster(nn.Module):
         return self.norm.denormalize(y, stats) if self.norm is not None else y
 
 
-def forecast_attentive_rnn(config: AttentiveRNNConfig) -> AttentiveRNNForecaster:
-    L, H, C = config.sizes()
-    return AttentiveRNNForecaster(L, H, C, config.hidden_dim, config.num_layers, config.score, config.dropout,
-                                  config.instance_norm)
-
-
 # ---------------------------------------------------------------------------------------------- Transformer
 
 
@@ -256,30 +239,26 @@ class TimeStepTransformer(nn.Module):
     H·C values: ``flatten`` (Linear on all L·d_model features) or ``mean`` (Linear on the mean over steps).
 
     Args:
-        seq_len, pred_len, n_channels: L, H, C.
-        d_model: token width (divisible by ``num_heads``).
-        num_heads: attention heads.
-        num_layers: encoder blocks.
-        d_ff: feed-forward width (default 4·d_model).
-        dropout: attention, residual and head dropout.
-        head: ``flatten`` or ``mean``.
-        instance_norm: normalise each window per channel.
+        config: :class:`TransformerConfig`: the sizes L, H, C, ``d_model`` (token width, divisible by
+            ``num_heads``), ``num_heads``, ``num_layers`` (encoder blocks), ``d_ff`` (feed-forward width, default
+            4·d_model), ``dropout`` (attention, residual and head), ``head`` (``flatten`` or ``mean``),
+            ``instance_norm`` (normalise each window per channel).
 
     Forward: x (B, L, C) → (B, H, C).
     """
 
-    def __init__(self, seq_len: int, pred_len: int, n_channels: int, d_model: int = 32, num_heads: int = 4,
-                 num_layers: int = 2, d_ff: int | None = None, dropout: float = 0.1, head: str = "flatten",
-                 instance_norm: bool = False) -> None:
+    def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        check_heads(d_model, num_heads)
+        seq_len, pred_len, n_channels = config.sizes()
+        d_model, dropout, head = config.d_model, config.dropout, config.head
+        check_heads(d_model, config.num_heads)
         if head not in ("flatten", "mean"):
             raise ValueError(f"unknown head {head!r}; choose flatten or mean")
         self.pred_len, self.n_channels, self.head_kind = pred_len, n_channels, head
-        self.norm = InstanceNorm() if instance_norm else None
+        self.norm = InstanceNorm() if config.instance_norm else None
         self.embed = nn.Linear(n_channels, d_model)
         self.positions = SinusoidalPositionalEncoding(d_model, max_len=seq_len, dropout=dropout)
-        self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout)
+        self.encoder = Encoder(config.num_layers, d_model, config.num_heads, config.d_ff, dropout)
         self.dropout = Dropout(dropout)
         features = seq_len * d_model if head == "flatten" else d_model
         self.head = nn.Linear(features, pred_len * n_channels)
@@ -298,8 +277,3 @@ class TimeStepTransformer(nn.Module):
         y = self.head(self.dropout(z)).view(-1, self.pred_len, self.n_channels)  # (B, H, C)
         return self.norm.denormalize(y, stats) if self.norm is not None else y
 
-
-def forecast_transformer(config: TransformerConfig) -> TimeStepTransformer:
-    L, H, C = config.sizes()
-    return TimeStepTransformer(L, H, C, config.d_model, config.num_heads, config.num_layers, config.d_ff,
-                               config.dropout, config.head, config.instance_norm)
