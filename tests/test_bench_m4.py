@@ -11,7 +11,7 @@ import pytest
 
 from attnlab import cli
 from attnlab.bench import m4
-from attnlab.data.panel import read_m4
+from attnlab.data.readers import read_m4
 from test_forecast_data import SHARED_DATA
 from test_forecast_panel import write_m4
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from attnlab.catalog.forecast import ForecastConfig
 from attnlab.data.panel import load_panel
-from attnlab.experiments.forecast import Forecast, quantile_levels, smape, split_data, window_scores
+from attnlab.experiments.forecast import Forecast, quantile_levels, split_data
+from attnlab.experiments.forecast_scores import smape, window_scores
 from attnlab.metrics import interval_scores, owa, point_scores, smape_values
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -16,17 +16,9 @@ import torch
 
 from attnlab.catalog.forecast import ForecastConfig
 from attnlab.data.forecasting import mase_denominator, prepare_forecast
-from attnlab.data.panel import (
-    M4_GROUPS,
-    Panel,
-    calendar_features,
-    default_input_len,
-    future_covariates,
-    load_panel,
-    read_m4,
-    season_of,
-    static_from_frame,
-)
+from attnlab.data.panel import Panel, future_covariates, load_panel, static_from_frame
+from attnlab.data.readers import M4_GROUPS, read_m4
+from attnlab.data.times import calendar_features, default_input_len, season_of
 from attnlab.data.windows import PanelWindows, WindowSet
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import split_data

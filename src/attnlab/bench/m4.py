@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from attnlab.catalog.forecast import MODELS
-from attnlab.data.panel import M4_GROUPS, load_panel, read_m4
+from attnlab.data.panel import load_panel
+from attnlab.data.readers import M4_GROUPS, read_m4
 from attnlab.errors import UserError
 from attnlab.metrics import interval_scores, owa, smape_values
 

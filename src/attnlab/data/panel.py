@@ -25,33 +25,34 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from attnlab.data.columns import FILLS, ID_COLUMNS, choose_columns, fill_series, long_id_column, numeric_block
+from attnlab.data.readers import read_frame
 from attnlab.data.reading import (
     check_order,
-    looks_decimal_comma,
-    parse_datetimes,
     quiet_pandas,
-    read_text_table,
     regular_index,
     row_label,
-    to_numbers,
+)
+from attnlab.data.times import (
+    TimeKind,
+    calendar_features,
+    calendar_names,
+    common_freq,
+    concat_times,
+    find_time_column,
+    int_freq,
+    parse_times,
+    time_range,
 )
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FILLS = ("none", "ffill", "interpolate")
-TimeKind = Literal["datetime", "int"]
-# Default time and id column names, tried in this order when the user names none.
-TIME_COLUMNS = ("ds", "date", "time", "timestamp", "datetime")
-ID_COLUMNS = ("unique_id", "id", "series", "series_id")
-CALENDAR = ("hour", "dayofweek", "day", "month", "dayofyear", "weekofyear")
-# Season (steps per cycle) by frequency family.
-SEASONS = {"min": 60, "h": 24, "D": 7, "B": 5, "W": 52, "M": 12, "Q": 4, "Y": 1, "s": 60}
 
 
 @dataclass
@@ -172,267 +173,6 @@ class Panel:
         return pd.concat(frames, ignore_index=True)
 
 
-# ---------------------------------------------------------------------------------------------- time
-
-
-def time_range(start: Any, freq: str, kind: TimeKind, begin: int, stop: int) -> pd.Index:
-    """Steps ``begin .. stop - 1`` of a series that starts at ``start`` with frequency ``freq``."""
-    if kind == "int":
-        step = int(freq)
-        return pd.Index(np.arange(begin, stop, dtype=np.int64) * step + int(start), name=None)
-    grid = pd.date_range(start, periods=stop, freq=freq)
-    return grid[begin:stop]
-
-
-def concat_times(parts: Sequence[pd.Index]) -> pd.Index:
-    """Time indexes joined into one, keeping their kind (datetimes stay datetimes)."""
-    if not parts:
-        return pd.Index([])
-    return parts[0].append(list(parts[1:])) if len(parts) > 1 else parts[0]
-
-
-def season_of(freq: str, kind: TimeKind) -> int:
-    """Steps per seasonal cycle of a frequency: hourly 24, daily 7, business days 5, weekly 52, monthly 12,
-    quarterly 4, else 1 (integer periods: 1)."""
-    if kind == "int":
-        return 1
-    offset = pd.tseries.frequencies.to_offset(freq)
-    code = offset.rule_code  # ("name" is deprecated in pandas 3)
-    base = code.split("-")[0].rstrip("SE") or code
-    if len(base) > 1 and base[0] == "B" and base[1:] in SEASONS:  # business month, quarter, year ends and starts
-        base = base[1:]
-    if offset.n != 1:  # e.g. 15min, 2h: no standard season
-        return 96 if base == "min" and offset.n == 15 else 1
-    return SEASONS.get(base, SEASONS.get(base[:1], 1))
-
-
-def default_input_len(horizon: int, season: int) -> int:
-    """The default input length: at least three horizons and two seasons, rounded up to whole seasons."""
-    need = max(3 * horizon, 2 * season)
-    return season * -(-need // season)
-
-
-def calendar_features(times: pd.Index, names: Sequence[str]) -> np.ndarray:
-    """(T, 2·F) sine and cosine of each calendar feature's position in its cycle (hour of day, day of week…)."""
-    if not isinstance(times, pd.DatetimeIndex):
-        raise UserError("calendar features need datetime time stamps; this data has integer periods")
-    columns = []
-    for name in names:
-        if name not in CALENDAR:
-            raise UserError(f"unknown calendar feature {name!r}; choose from {', '.join(CALENDAR)}")
-        value, period = {
-            "hour": (times.hour, 24), "dayofweek": (times.day_of_week, 7), "day": (times.day - 1, 31),
-            "month": (times.month - 1, 12), "dayofyear": (times.day_of_year - 1, 366),
-            "weekofyear": (times.isocalendar().week.to_numpy() - 1, 53),
-        }[name]
-        angle = 2 * np.pi * np.asarray(value, dtype=np.float64) / period
-        columns += [np.sin(angle), np.cos(angle)]
-    return np.stack(columns, axis=1) if columns else np.empty((len(times), 0))
-
-
-def calendar_names(names: Sequence[str]) -> tuple[str, ...]:
-    return tuple(f"{name}_{part}" for name in names for part in ("sin", "cos"))
-
-
-# ---------------------------------------------------------------------------------------------- frames
-
-
-def _pandas_index_column(frame: pd.DataFrame) -> str | None:
-    """The column pandas' ``to_csv`` writes for its index (empty header, read back as ``Unnamed: 0``)."""
-    first = frame.columns[0] if len(frame.columns) else None
-    return first if first is not None and (first == "" or str(first).startswith("Unnamed: 0")) else None
-
-
-def find_time_column(frame: pd.DataFrame, time_col: str | None, where: str) -> str:
-    """The time column: the one named, else the first of ``ds``, ``date``, ``time`` …, else a pandas index
-    written by ``to_csv`` (an unnamed first column)."""
-    if time_col is not None:
-        if time_col not in frame.columns:
-            raise UserError(f"{where} has no column {time_col!r} (columns: {', '.join(map(str, frame.columns))}); "
-                            "name its time column with --date-col")
-        return time_col
-    for name in TIME_COLUMNS:
-        if name in frame.columns:
-            return name
-    index = _pandas_index_column(frame)
-    if index is not None:
-        log.info("using the unnamed first column of %s (a pandas index) as the time column", where)
-        return index
-    raise UserError(f"{where} has no time column (looked for {', '.join(TIME_COLUMNS)}; columns: "
-                    f"{', '.join(map(str, frame.columns))}); name it with --date-col")
-
-
-def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, TimeKind]:
-    """A time column as datetimes or integer periods (whole numbers, also written ``1700.0``)."""
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = pd.DatetimeIndex(raw)
-        if stamps.tz is not None:
-            stamps = stamps.tz_convert("UTC").tz_localize(None)
-        if stamps.isna().any():
-            first = int(np.flatnonzero(stamps.isna())[0])
-            raise UserError(f"{where}: column {column!r} has empty time stamps (the first at row {first}); every row "
-                            "needs a time stamp")
-        return stamps, "datetime"
-    numbers = pd.to_numeric(raw, errors="coerce")
-    if not numbers.isna().any() and np.all(np.mod(numbers.to_numpy(dtype=np.float64), 1) == 0):
-        return pd.Index(numbers.to_numpy(dtype=np.float64).astype(np.int64)), "int"
-    text_numbers = pd.to_numeric(raw.astype(str), errors="coerce")
-    if text_numbers.notna().any() and text_numbers.isna().any():
-        first = int(np.flatnonzero(text_numbers.isna().to_numpy())[0])
-        raise UserError(f"{where}: column {column!r} mixes integer periods and dates ({raw.iloc[first]!r}); use "
-                        "one kind of time stamp")
-    return parse_datetimes(raw, Path(where), column), "datetime"
-
-
-def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
-    steps = np.diff(stamps)
-    if freq is not None:
-        try:
-            step = int(freq)
-        except ValueError:
-            raise UserError(f"--freq {freq!r}: the time stamps are integer periods, so the frequency is a whole "
-                            "step, e.g. --freq 1") from None
-        if step < 1 or ((stamps - stamps[0]) % step).any():
-            raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
-        return str(step)
-    if len(steps) == 0:
-        return "1"
-    kinds, counts = np.unique(steps, return_counts=True)
-    step = int(kinds[counts.argmax()])
-    if (steps != step).any():
-        first = int(np.flatnonzero(steps != step)[0])
-        raise UserError(f"{where}: periods are not regular: {stamps[first]} is followed by {stamps[first + 1]}, the "
-                        f"usual step is {step}; pass --freq {step} with --fill ffill or --fill interpolate to insert "
-                        "the missing rows, or fix the data")
-    return str(step)
-
-
-def numeric_block(frame: pd.DataFrame, columns: Sequence[str], where: str, decimal: str) -> np.ndarray:
-    """(N, K) float64 of ``columns``; NaN where a cell is missing. A cell that is not a number is an error naming
-    it; decimal commas name ``--decimal ,``."""
-    out = np.empty((len(frame), len(columns)))
-    for k, name in enumerate(columns):
-        raw = frame[name]
-        if raw.dtype == object or pd.api.types.is_string_dtype(raw):
-            if decimal == "." and looks_decimal_comma(raw):
-                raise UserError(f"{where}: column {name!r} holds numbers written with a decimal comma; pass "
-                                "--decimal , to read them")
-            values = to_numbers(raw.astype("string").astype(object).where(raw.notna(), None), decimal)
-            bad = np.isnan(values) & raw.notna().to_numpy()
-        else:
-            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            bad = np.zeros(len(values), dtype=bool)
-        bad |= np.isinf(values)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise UserError(f"{where}: column {name!r} has a non-numeric value {raw.iloc[first]!r} at row {first}; "
-                            "fix the cell or leave the column out with --exclude")
-        out[:, k] = values
-    return out
-
-
-def fill_series(values: np.ndarray, fill: str, where: str, names: Sequence[str]) -> np.ndarray:
-    """Fill the NaN cells of one series' (T, K) values by ``fill`` (``none`` makes them an error)."""
-    holes = np.isnan(values)
-    if not holes.any():
-        return values
-    empty = [names[c] for c in np.flatnonzero(holes.all(axis=0))]
-    if empty:
-        raise UserError(f"{where}: column(s) {', '.join(map(repr, empty))} hold no value at all; leave them out "
-                        "(--exclude) or fix the data")
-    if fill == "none":
-        column = int(np.flatnonzero(holes.any(axis=0))[0])
-        raise UserError(f"{where} has {int(holes.sum())} missing value(s) (the first in {names[column]!r} at step "
-                        f"{int(np.flatnonzero(holes[:, column])[0])}); fill them with --fill ffill or --fill "
-                        "interpolate, or fix the data")
-    frame = pd.DataFrame(values)
-    frame = frame.ffill().bfill() if fill == "ffill" else frame.interpolate(method="linear", limit_direction="both")
-    return frame.to_numpy(dtype=np.float64)
-
-
-def long_id_column(frame: pd.DataFrame) -> str | None:
-    """The series id column of a long table (``unique_id``, ``id``, ``series``, ``series_id``), None if none."""
-    return next((name for name in ID_COLUMNS if name in frame.columns), None)
-
-
-@dataclass
-class Columns:
-    """Which columns play which part."""
-
-    id_col: str
-    time_col: str
-    targets: tuple[str, ...]
-    hist: tuple[str, ...]
-    futr: tuple[str, ...]
-
-
-def choose_columns(
-    frame: pd.DataFrame,
-    where: str,
-    *,
-    id_col: str | None,
-    time_col: str | None,
-    target: Sequence[str] = (),
-    inputs: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    futr: Sequence[str] = (),
-) -> Columns:
-    """Name the columns' parts.
-
-    The long layout: ``id_col`` names the series (found as ``unique_id``, ``id``, … when not given); the targets
-    are ``target`` (default ``y``, else the one numeric column); the other numeric columns in ``inputs``
-    (default: all) are covariates, future-known if named in ``futr``, else historical.
-
-    Raises:
-        UserError: a named column that does not exist, an excluded target, a target that is also a covariate.
-    """
-    time = find_time_column(frame, time_col, where)
-    id_col = id_col or long_id_column(frame)
-    if id_col is None:
-        raise UserError(f"{where} has no series id column (looked for {', '.join(ID_COLUMNS)}); name it with --id-col")
-    if id_col not in frame.columns:
-        raise UserError(f"{where} has no id column {id_col!r} (columns: {', '.join(map(str, frame.columns))}); "
-                        "name it with --id-col, or leave --id-col out for a single series")
-    named = [*target, *inputs, *exclude, *futr]
-    missing = [name for name in dict.fromkeys(named) if name not in frame.columns]
-    if missing:
-        raise UserError(f"{where} has no column(s) {', '.join(map(repr, missing))} (columns: "
-                        f"{', '.join(map(str, frame.columns))})")
-    used = {time, id_col}
-    candidates = [c for c in frame.columns if c not in used and c not in exclude]
-    if inputs:  # the covariates to use; the target (named, or the default y) is always read
-        candidates = [c for c in candidates if c in inputs or c in target or c in futr or (not target and c == "y")]
-    bad_target = [t for t in target if t in exclude]
-    if bad_target:
-        raise UserError(f"target column(s) {', '.join(map(repr, bad_target))} cannot be excluded")
-    clash = [t for t in target if t in futr]
-    if clash:
-        raise UserError(f"column(s) {', '.join(map(repr, clash))} cannot be both a target and a future covariate")
-    numeric = [c for c in candidates if _is_numeric(frame[c])]
-    dropped = [c for c in candidates if c not in numeric and c not in target and c not in futr]
-    if dropped:
-        log.info("ignoring column(s) of %s without numbers: %s", Path(where).name, ", ".join(map(str, dropped)))
-    if target:
-        targets = tuple(target)
-    elif "y" in numeric:
-        targets = ("y",)
-    elif len([c for c in numeric if c not in futr]) == 1:
-        targets = (next(c for c in numeric if c not in futr),)
-    else:
-        raise UserError(f"{where}: which column is the target? pass --target COL (numeric columns: "
-                        f"{', '.join(map(str, numeric))})")
-    covariates = [c for c in numeric if c not in targets]
-    return Columns(id_col, time, targets, tuple(c for c in covariates if c not in futr),
-                   tuple(c for c in covariates if c in futr))
-
-
-def _is_numeric(raw: pd.Series) -> bool:
-    if pd.api.types.is_numeric_dtype(raw):
-        return True
-    text = raw.dropna().astype(str).str.strip()
-    return bool(len(text)) and (pd.to_numeric(text, errors="coerce").notna().any() or looks_decimal_comma(raw))
-
-
 def panel_from_frame(
     frame: pd.DataFrame,
     where: str = "DataFrame",
@@ -505,7 +245,7 @@ def panel_from_frame(
         freqs.append(series_freq)
         chunks.append(fill_series(block.reshape(-1, width), fill, what,
                                   [*columns.targets, *columns.hist, *columns.futr]))
-    common = _common_freq(freqs, names, where)
+    common = common_freq(freqs, names, where)
     data = np.concatenate(chunks)
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])]).astype(np.int64)
     nt, nh = len(columns.targets), len(columns.hist)
@@ -626,15 +366,6 @@ def future_covariates(
     return add_calendar(panel, calendar) if calendar else panel
 
 
-def _common_freq(freqs: list[str], ids: list[str], where: str) -> str:
-    kinds = sorted(set(freqs))
-    if len(kinds) > 1:
-        first = next(i for i, f in enumerate(freqs) if f != freqs[0])
-        raise UserError(f"{where}: series {ids[0]!r} is at frequency {freqs[0]} but {ids[first]!r} at {freqs[first]}; "
-                        "pass --freq to put every series on one clock (with --fill for the rows it adds)")
-    return kinds[0]
-
-
 def add_calendar(panel: Panel, names: Sequence[str]) -> Panel:
     """The panel with calendar features of its time stamps added as future-known covariates."""
     if panel.time_kind != "datetime":
@@ -674,67 +405,3 @@ def static_from_frame(panel: Panel, frame: pd.DataFrame, where: str, id_col: str
         raise UserError(f"{where} has missing static values; give every series a value for every column")
     order = {series: i for i, series in enumerate(ids)}
     return replace(panel, static=block[[order[s] for s in panel.ids]], static_names=tuple(names))
-
-
-def read_frame(path: str | Path, flag: str = "--csv") -> pd.DataFrame:
-    """A CSV (every check of :func:`attnlab.data.reading.read_text_table`) or a Parquet file as a DataFrame."""
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        from attnlab.paths import readable_file
-
-        readable_file(path, "Parquet file", flag)
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise UserError(f"reading {path.name} needs pyarrow: pip install pyarrow (or pass a CSV)") from None
-        try:
-            return pq.read_table(path).to_pandas()
-        except Exception as err:  # pyarrow's errors for a file that is not Parquet
-            raise UserError(f"{path} is not a Parquet file ({str(err).splitlines()[0][:120]}); pass a Parquet or "
-                            "CSV file") from None
-    return read_text_table(path, flag)
-
-
-# ---------------------------------------------------------------------------------------------- M4
-
-
-M4_GROUPS = {  # group -> (horizon, MASE period, Naive2 sMAPE, Naive2 MASE)
-    "Yearly": (6, 1, 16.342, 3.974), "Quarterly": (8, 4, 11.012, 1.371), "Monthly": (18, 12, 14.427, 1.063),
-    "Weekly": (13, 1, 9.161, 2.777), "Daily": (14, 1, 3.045, 3.278), "Hourly": (48, 24, 18.383, 2.395),
-}
-
-
-def read_m4(folder: str | Path, group: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The M4 competition's ``<Group>-train.csv`` and ``<Group>-test.csv`` (one series a row, ragged, no time
-    stamps) as long tables ``unique_id, ds, y`` with integer periods; the test periods continue the train's.
-
-    Raises:
-        UserError: an unknown group, missing files, ids that differ between the two files, a test row whose
-            length is not the group's horizon.
-    """
-    if group not in M4_GROUPS:
-        raise UserError(f"unknown M4 group {group!r}; choose one of: {', '.join(M4_GROUPS)}")
-    folder = Path(folder)
-    horizon = M4_GROUPS[group][0]
-    frames = []
-    for part in ("train", "test"):
-        path = folder / f"{group}-{part}.csv"
-        frame = read_text_table(path, "--data")
-        ids = frame.iloc[:, 0].astype(str)
-        values = frame.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-        frames.append((ids, values, path))
-    (train_ids, train, train_path), (test_ids, test, test_path) = frames
-    if list(train_ids) != list(test_ids):
-        raise UserError(f"{train_path} and {test_path} list different series ids; pass files of the same group")
-    long = []
-    for i, series in enumerate(train_ids):
-        history = train[i][~np.isnan(train[i])]
-        future = test[i][~np.isnan(test[i])]
-        if len(future) != horizon:
-            raise UserError(f"{test_path}: series {series!r} has {len(future)} test values, the {group} horizon "
-                            f"is {horizon}")
-        long.append(pd.DataFrame({"unique_id": series, "ds": np.arange(len(history) + horizon),
-                                  "y": np.concatenate([history, future]), "part": ["train"] * len(history)
-                                  + ["test"] * horizon}))
-    table = pd.concat(long, ignore_index=True)
-    return table[table.part == "train"].drop(columns="part"), table[table.part == "test"].drop(columns="part")

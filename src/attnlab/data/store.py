@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnlab.data.panel import Columns, Panel, calendar_features, calendar_names, choose_columns
+from attnlab.data.columns import Columns, choose_columns
+from attnlab.data.panel import Panel
+from attnlab.data.times import calendar_features, calendar_names
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -242,7 +244,8 @@ def load_parquet_panel(path: str | Path, *, id_col: str | None = None, time_col:
     Raises:
         UserError: every problem of the file, as :func:`attnlab.data.panel.load_panel` reports it.
     """
-    from attnlab.data.panel import add_calendar, panel_from_frame, read_frame
+    from attnlab.data.panel import add_calendar, panel_from_frame
+    from attnlab.data.readers import read_frame
 
     path = Path(path)
     where = str(path)

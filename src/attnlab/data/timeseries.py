@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attnlab.data.panel import Panel, TimeKind, find_time_column, int_freq, parse_times, read_frame
+from attnlab.data.panel import Panel
+from attnlab.data.readers import read_frame
 from attnlab.data.reading import (
     DECIMALS,
     check_order,
@@ -27,6 +28,7 @@ from attnlab.data.reading import (
     row_label,
     to_numbers,
 )
+from attnlab.data.times import TimeKind, find_time_column, int_freq, parse_times
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)

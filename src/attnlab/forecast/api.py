@@ -29,16 +29,17 @@ from attnlab import registry
 from attnlab.catalog.forecast import DEFAULT_FORECAST_WINDOWS, ForecastConfig
 from attnlab.console import run_footer
 from attnlab.data.forecasting import ForecastData, mase_denominator
-from attnlab.data.panel import Panel, calendar_features, calendar_names, future_covariates, load_panel, season_of
+from attnlab.data.panel import Panel, future_covariates, load_panel
+from attnlab.data.times import calendar_features, calendar_names, season_of
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import (
     FORECASTS_FILE,
-    INTERVALS_FILE,
     SERIES_FILE,
     STATS_FILE,
     Forecast,
     split_data,
 )
+from attnlab.experiments.forecast_scores import INTERVALS_FILE
 from attnlab.train.config import TrainConfig, convert, field_types, not_a, parse_overrides
 from attnlab.train.engine import DEFAULT_RUNS_ROOT, fit, prepare_run
 from attnlab.train.result import RunResult

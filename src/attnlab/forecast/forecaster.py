@@ -270,7 +270,7 @@ class Forecaster:
     def _scales(self, table: pd.DataFrame) -> np.ndarray:
         """The MASE scale of each row's series (from the fitted history)."""
         from attnlab.data.forecasting import mase_denominator
-        from attnlab.data.panel import season_of
+        from attnlab.data.times import season_of
 
         assert self.history is not None
         h = self.history

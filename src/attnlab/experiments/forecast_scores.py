@@ -1,0 +1,276 @@
+"""The test scores of the ``forecast`` experiment that need every test window: prediction intervals (split
+conformal from the validation residuals, or the quantile heads) with their coverage, width and MSIS; the naive,
+seasonal naive and closed-form ridge baselines; the error per horizon step. Windows are forecast and scored a chunk
+at a time (:data:`SCORE_CHUNK`), so a panel of 10^5 series never holds an array per test window and step.
+
+:class:`ForecastScoring` holds them as methods of :class:`attnlab.experiments.forecast.Forecast`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from attnlab.catalog.forecast import ForecastConfig
+from attnlab.data.forecasting import ForecastData
+from attnlab.data.windows import ForecastBatch, PanelWindows
+from attnlab.experiments.base import DataSplits
+from attnlab.metrics import interval_scores, point_scores
+from attnlab.report.files import write_baselines
+
+INTERVALS_FILE = "intervals.json"
+HORIZON_FILE = "horizon_errors.csv"
+EVAL_BATCH = 256
+SCORE_CHUNK = 8192  # test windows per chunk of the whole-split scores (their temporaries stay small)
+
+
+class ForecastScoring:
+    """Intervals, baselines and the whole-split test scores of a forecasting task.
+
+    A mixin of :class:`attnlab.experiments.forecast.Forecast`: it uses the task's ``config``
+    (:class:`ForecastConfig`), ``series`` (:class:`ForecastData`), ``quantiles`` (the quantile heads' levels, empty
+    for point models), ``forecasts(model, split, indices)`` (windows and their forecasts in original units) and
+    keeps the conformal multipliers in ``_multipliers``.
+    """
+
+    config: ForecastConfig
+    series: ForecastData
+    quantiles: tuple[float, ...]
+    _multipliers: dict[float, np.ndarray] | None
+
+    def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
+        """Test metrics that need every window at once, written beside the run: prediction intervals (coverage,
+        width, MSIS per level), the error per horizon step, and the baselines (naive, seasonal naive, ridge).
+        Returns the metrics to add to the run's test metrics and warnings (the model losing to seasonal naive).
+
+        The test windows are forecast and scored :data:`SCORE_CHUNK` at a time (every score is a mean over windows,
+        combined over the chunks), so a panel of 10^5 series never holds an array per test window and step."""
+        d = self.series
+        n = d.n_windows("test")
+        if n == 0:  # fitted on every step (the Python API's fit): nothing to score, but
+            if self.config.levels:  # predict still needs the intervals calibrated on the validation windows
+                if not self.quantiles:
+                    self.conformal_multipliers(model)
+                (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
+            return {}, []
+        idx = list(d.target_index)
+        ridge = self._fit_ridge()
+        means = ChunkMeans()
+        horizon = HorizonSums(d.horizon)
+        levels: list[float] = []
+        for start in range(0, n, SCORE_CHUNK):
+            windows, forecast = self.forecasts(model, "test", np.arange(start, min(n, start + SCORE_CHUNK)))
+            series, origin = d.locate("test", windows)
+            truth = d.truth(series, origin)[..., idx]  # (b, H, T)
+            point = (forecast[..., 0] if forecast.ndim == 4 else forecast)[..., idx]
+            scale = d.mase_scale[series][:, idx]  # (b, T)
+            for level, (lower, upper) in self.intervals(model, forecast, series, idx).items():
+                means.add(f"interval {level:g}", interval_scores(truth, lower, upper, level, scale), len(windows))
+                levels = list(dict.fromkeys([*levels, level]))
+            horizon.add(truth, point, scale)
+            means.add("model", window_scores(d, truth, point, series, idx, scale), len(windows))
+            for name, values in self.baseline_forecasts(windows, series, origin, idx, truth.shape, ridge):
+                means.add(name, window_scores(d, truth, values, series, idx, scale), len(windows))
+        metrics = {f"{key}_{level:g}": value for level in levels
+                   for key, value in means.result(f"interval {level:g}").items()}
+        horizon.write(run_dir / HORIZON_FILE)
+        m = d.season
+        baselines = {name: means.result(name) for name in means.names() if name != "model"
+                     and not name.startswith("interval ")}
+        baselines["seasonal naive"] = baselines[f"seasonal naive (season {m})"]
+        write_baselines(run_dir, baselines)
+        if levels:
+            (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
+        warnings = self.interval_warnings() if levels else []
+        model_scores = means.result("model")
+        naive = baselines.get("seasonal naive")
+        if naive is not None and model_scores["mase"] > naive["mase"]:
+            warnings.append(f"the model loses to the seasonal naive forecast on the test windows (MASE "
+                            f"{model_scores['mase']:.4g} against {naive['mase']:.4g}, season {d.season})")
+        return metrics, warnings
+
+    def intervals(self, model: nn.Module, forecast: np.ndarray, series: np.ndarray, idx: list[int]
+                  ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """Lower and upper bounds (N, H, K) of each level for ``forecast`` (N, H, C[, Q]) of windows of
+        ``series``, channels ``idx`` (scored channels): from the quantile heads, or split-conformal (the
+        validation windows' absolute errors over each series' MASE scale, their quantile per horizon step)."""
+        c, d = self.config, self.series
+        if not c.levels:
+            return {}
+        if forecast.ndim == 4:  # quantile heads: median, then each level's lower and upper quantile
+            return {level: (forecast[..., idx, 1 + 2 * k], forecast[..., idx, 2 + 2 * k])
+                    for k, level in enumerate(c.levels)}
+        multipliers = self.conformal_multipliers(model)
+        columns = [d.target_index.index(i) for i in idx]
+        point = forecast[..., idx]
+        scale = d.mase_scale[series][:, idx][:, None]  # (N, 1, K)
+        return {level: (point - m[:, columns] * scale, point + m[:, columns] * scale)
+                for level, m in multipliers.items()}
+
+    def interval_record(self) -> dict[str, Any]:
+        """What ``intervals.json`` holds: the method, the levels and (conformal) the multipliers (H, T) of each
+        series' MASE scale."""
+        c = self.config
+        record: dict[str, Any] = {"method": "quantile" if self.quantiles else "conformal", "levels": list(c.levels)}
+        if not self.quantiles and self._multipliers is not None:
+            record["multipliers"] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
+        return record
+
+    def interval_warnings(self) -> list[str]:
+        """One line per conformal level that the validation windows are too few to calibrate: with n windows a
+        level above n / (n + 1) has no finite split-conformal interval, and the bound used (the largest validation
+        error) covers more than the level asks."""
+        if self.quantiles:
+            return []
+        n = self.series.n_windows("val")
+        return [f"the {level:g} % interval rests on {n} validation windows, too few for that level (split conformal "
+                f"needs at least {math.ceil(level / (100 - level))}): it is the largest validation error and wider "
+                "than the level needs; hold out more steps per series (--val-size) or ask for a lower level"
+                for level in self.config.levels if math.ceil((n + 1) * level / 100) > n]
+
+    def conformal_multipliers(self, model: nn.Module) -> dict[float, np.ndarray]:
+        """Per level, the (H, T) multiplier of each series' MASE scale that covers that share of the validation
+        windows' absolute errors at each horizon step (split conformal, with the finite-sample correction);
+        computed once per run."""
+        if self._multipliers is not None:
+            return self._multipliers
+        d = self.series
+        idx = list(d.target_index)
+        windows, forecast = self.forecasts(model, "val")
+        series, origin = d.locate("val", windows)
+        point = forecast[..., 0] if forecast.ndim == 4 else forecast
+        residual = np.abs(d.truth(series, origin) - point)[..., idx] / d.mase_scale[series][:, None, idx]  # (N, H, T)
+        n = len(residual)
+        ranked = np.sort(residual, axis=0)
+        self._multipliers = {}
+        for level in self.config.levels:  # the ceil((n + 1) · level)-th smallest error (the largest if beyond n)
+            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))
+            self._multipliers[level] = ranked[k - 1]  # (H, T)
+        return self._multipliers
+
+    def baseline_forecasts(self, windows: np.ndarray, series: np.ndarray, origin: np.ndarray, idx: list[int],
+                            shape: tuple[int, ...], ridge: nn.Module | None) -> Iterator[tuple[str, np.ndarray]]:
+        """Forecasts of test windows ``windows`` (of ``series`` at ``origin``) that learn nothing or little, one
+        at a time, in original units (b, H, T): the last value, the value one season before (seasonal naive),
+        and the closed-form ridge map ``ridge`` (when it could be solved)."""
+        d = self.series
+        H, m = d.horizon, d.season
+        offsets = d.panel.offsets[series][:, None]
+        target = d.panel.target
+        last = np.asarray(target[offsets[:, 0] + origin - 1][:, None, idx], dtype=np.float64)  # (b, 1, T)
+        yield "naive (last value)", np.broadcast_to(last, shape)
+        lag = np.where(origin >= m, m, 1)[:, None]  # a window with less than a season of history: the last value
+        lag_rows = offsets + origin[:, None] - lag + (np.arange(H) % lag)  # (b, H): the last season, repeated
+        yield f"seasonal naive (season {m})", np.asarray(target[lag_rows][..., idx], dtype=np.float64)
+        if ridge is not None:
+            test = d.dataset("test")
+            out = np.empty((len(windows), H, d.n_channels))
+            with torch.no_grad():
+                for start in range(0, len(windows), EVAL_BATCH):  # batches of inputs (b, L, C), not the whole chunk
+                    batch = test.batch(windows[start: start + EVAL_BATCH])
+                    out[start: start + len(batch)] = d.original(ridge(batch.x), batch.series.numpy())
+            yield "ridge (closed form)", out[..., idx]
+
+    def _fit_ridge(self) -> nn.Module | None:
+        """The closed-form ridge map fitted on the training windows (its strength chosen on the validation
+        windows), or None if the system is singular (e.g. too few windows)."""
+        from attnlab.models.retrieval import RidgeLinear
+
+        d = self.series
+        ridge = RidgeLinear(d.input_len, d.horizon)
+        try:
+            ridge.fit(windows_of(d.dataset("train")), windows_of(d.dataset("val")))
+        except RuntimeError:
+            return None
+        return ridge
+
+
+def smape(truth: Tensor, forecast: Tensor) -> Tensor:
+    """Symmetric MAPE of each value, 200 |y − ŷ| / (|y| + |ŷ|) (0 where both are 0)."""
+    denominator = truth.abs() + forecast.abs()
+    return torch.where(denominator > 0, 200 * (truth - forecast).abs() / denominator.clamp_min(1e-12),
+                       torch.zeros_like(denominator))
+
+
+def _std_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series: np.ndarray, idx: list[int]
+                ) -> dict[str, float]:
+    std = d.std[series][:, None, idx]  # (N, 1, T)
+    error = (forecast - truth) / std
+    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error))),
+            "mse_orig": float(np.mean((forecast - truth) ** 2)), "mae_orig": float(np.mean(np.abs(forecast - truth)))}
+
+
+def window_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series: np.ndarray, idx: list[int],
+                  scale: np.ndarray) -> dict[str, float]:
+    """:func:`~attnlab.metrics.point_scores` and the standardised scores of (b, H, T) forecasts of windows
+    of ``series``: means over those windows."""
+    return {**point_scores(truth, forecast, scale), **_std_scores(d, truth, forecast, series, idx)}
+
+
+class ChunkMeans:
+    """Means over every window of a split from the means of chunks of windows, weighted by their windows (every
+    window holds H × T values, so the result is the mean over the whole split); a root mean square (``rmse_*``)
+    is combined as its square."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, dict[str, float]] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, scores: dict[str, float], windows: int) -> None:
+        sums = self._sums.setdefault(name, {})
+        for key, value in scores.items():
+            sums[key] = sums.get(key, 0.0) + (value ** 2 if key.startswith("rmse") else value) * windows
+        self._counts[name] = self._counts.get(name, 0) + windows
+
+    def names(self) -> list[str]:
+        return list(self._sums)
+
+    def result(self, name: str) -> dict[str, float]:
+        count = self._counts[name]
+        return {key: math.sqrt(value / count) if key.startswith("rmse") else value / count
+                for key, value in self._sums[name].items()}
+
+
+class HorizonSums:
+    """Sums per horizon step of the absolute, squared, scaled and symmetric errors of test windows, added a chunk
+    at a time; :meth:`write` makes ``horizon_errors.csv`` (MAE, RMSE, MASE, sMAPE of each step over every window
+    and target)."""
+
+    def __init__(self, horizon: int) -> None:
+        self.sums = {name: np.zeros(horizon) for name in ("mae", "mse", "mase", "smape")}
+        self.count = 0
+
+    def add(self, truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> None:
+        error = forecast - truth  # (b, H, T)
+        self.sums["mae"] += np.abs(error).sum(axis=(0, 2))
+        self.sums["mse"] += (error ** 2).sum(axis=(0, 2))
+        self.sums["mase"] += (np.abs(error) / scale[:, None]).sum(axis=(0, 2))
+        self.sums["smape"] += smape(torch.as_tensor(truth), torch.as_tensor(forecast)).numpy().sum(axis=(0, 2))
+        self.count += truth.shape[0] * truth.shape[2]
+
+    def write(self, path: Path) -> Path:
+        count = max(1, self.count)
+        rows = {"step": np.arange(1, len(self.sums["mae"]) + 1), "mae": self.sums["mae"] / count,
+                "rmse": np.sqrt(self.sums["mse"] / count), "mase": self.sums["mase"] / count,
+                "smape": self.sums["smape"] / count}
+        pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
+        return path
+
+
+def windows_of(dataset: PanelWindows) -> Any:
+    """A function giving every window of ``dataset`` as (x, y) batches: what closed-form fits take."""
+    return lambda: ((batch.x, batch.y) for batch in dataset_batches(dataset))
+
+
+def dataset_batches(dataset: PanelWindows, size: int = EVAL_BATCH) -> Iterator[ForecastBatch]:
+    """Every window of ``dataset`` in order, ``size`` at a time."""
+    for start in range(0, len(dataset), size):
+        yield dataset.batch(np.arange(start, min(len(dataset), start + size)))
