@@ -161,7 +161,7 @@ def test_twins_are_trained_beside_their_models(tmp_path, capsys):
                      "--models", "patch_transformer", "--twins", "--runs-root", str(tmp_path / "runs"),
                      "max_epochs=1", "batch_size=64"])
     text = capsys.readouterr().out
-    assert code == 0
+    assert code == (1 if "\nFAIL " in text else 0)  # a lost ablation is a failed target
     assert "| patch_transformer[attention=mean] (L=32) |" in text and "| *naive (last value)* |" in text
     assert "its attention-free twin patch_transformer[attention=mean]" in text
     twin = read_config(tmp_path / "runs" / "H6-patch_transformer-twin")
