@@ -126,7 +126,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     assert lines[0] == ("horizon,model,input_len,mse,mae,train_s,epochs,params,run_dir,"
                         "mse_drop_last_128,mse_drop_last_32")
     assert [line.split(",")[:3] for line in lines[1:3]] == [["6", "linear", "24"], ["6", "patch_transformer", "32"]]
-    assert [line.split(",")[1] for line in lines[3:]] == ["naive (last value)", "seasonal naive (season 1)"]
+    assert [line.split(",")[1] for line in lines[3:]] == ["naive (last value)", "seasonal naive (season 24)"]
     assert lines[1].split(",")[8].rsplit("/", 1)[-1] in {f"H6-linear-seed{k}" for k in range(3)}
     # 75 test windows: a batch of 128 would score none, a batch of 32 the first 64
     assert [line.split(",")[9] for line in lines[1:3]] == ["", ""]

@@ -224,14 +224,16 @@ def test_bench_scale_end_to_end_at_a_tiny_size(tmp_path):
 @pytest.mark.slow
 def test_test_scores_summed_over_chunks_of_windows_equal_one_pass(tmp_path, monkeypatch):
     import attnlab.experiments.forecast as experiment
+    import attnlab.experiments.forecast_scores as scores
     from attnlab.forecast.api import forecast
 
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
     csv = _panel_csv(tmp_path, n=30)
     runs = {}
     monkeypatch.setattr(experiment, "EVAL_BATCH", 8)  # the model sees the same batches in both runs
+    monkeypatch.setattr(scores, "EVAL_BATCH", 8)
     for chunk in (16, 100_000):
-        monkeypatch.setattr(experiment, "SCORE_CHUNK", chunk)
+        monkeypatch.setattr(scores, "SCORE_CHUNK", chunk)
         out = tmp_path / f"chunk{chunk}"
         forecast(csv, "linear", ["max_epochs=1", "batch_size=64", "min_steps_per_epoch=none"], run_dir=out,
                  progress=False, figures=False, exclude=("promo",), horizon=12, input_len=48, forecast_windows=0,
