@@ -146,9 +146,9 @@ def test_ablation_says_whether_attention_beats_its_twin_and_naive():
             _row("naive (last value)", 96, 0.35, baseline=True)]
     assert bench.ablation(rows, [96]) == [
         "PASS H=96: patch_transformer 0.3000 < its attention-free twin patch_transformer[attention=mean] 0.3200 "
-        "(Δ -0.0200)",
-        "FAIL H=96: retrieval 0.4100 ≥ its attention-free twin ridge 0.4000 (Δ +0.0100)",
-        "PASS H=96: best attention model patch_transformer 0.3000 ≤ naive (last value) 0.3500 (Δ -0.0500)",
+        "(Δ -0.02)",
+        "FAIL H=96: retrieval 0.4100 ≥ its attention-free twin ridge 0.4000 (Δ +0.01)",
+        "PASS H=96: best attention model patch_transformer 0.3000 ≤ naive (last value) 0.3500 (Δ -0.05)",
     ]
     assert [r.attention for r in rows] == [True, False, True, False, False]
     assert bench.ablation(rows[:1] + rows[-1:], [96]) == []  # no twin trained: no lines

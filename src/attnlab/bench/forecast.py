@@ -288,14 +288,14 @@ def ablation(rows: list[Row], horizons: list[int]) -> list[str]:
             model = by[twin.twin_of, h]
             ok = model.mse < twin.mse
             lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: {model.model} {model.mse:.4f} {'<' if ok else '≥'} its "
-                         f"attention-free twin {twin.model} {twin.mse:.4f} (Δ {model.mse - twin.mse:+.4f})")
+                         f"attention-free twin {twin.model} {twin.mse:.4f} (Δ {model.mse - twin.mse:+.3g})")
         attention = [r for r in rows if r.horizon == h and r.attention]
         naive = by.get(("naive (last value)", h))
         if attention and naive and any(r.twin_of for r in rows):
             best = min(attention, key=lambda r: r.mse)
             ok = best.mse <= naive.mse
             lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: best attention model {best.model} {best.mse:.4f} "
-                         f"{'≤' if ok else '>'} naive (last value) {naive.mse:.4f} (Δ {best.mse - naive.mse:+.4f})")
+                         f"{'≤' if ok else '>'} naive (last value) {naive.mse:.4f} (Δ {best.mse - naive.mse:+.3g})")
     return lines
 
 
