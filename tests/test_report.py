@@ -398,6 +398,14 @@ def test_partial_run_gives_a_report_naming_the_missing_parts(tmp_path):
     assert 'data-missing-count="5"' in page and "No attention saved" in page and "No figures" in page
 
 
+def test_a_finished_run_without_figures_is_not_partial(tmp_path):
+    run = _fake_run(tmp_path / "run", figures=0)  # metrics.json lists no figures: trained with --no-figures
+    contents = read_run(run)
+    assert not any(m.startswith("figures") for m in contents.missing)
+    page = build_report(run).read_text()
+    assert "This run drew no figures (trained with --no-figures" in page
+
+
 def test_model_without_attention_says_why(tmp_path):
     run = _fake_run(tmp_path / "run", attention=[], note="GRUClassifier has no attention layers")
     page = build_report(run).read_text()
@@ -545,7 +553,8 @@ def test_bad_run_folders_are_one_line_errors_and_write_nothing(tmp_path, capsys,
 
 
 def test_run_without_saved_attention_writes_the_partial_report_and_exits_2(tmp_path, capsys):
-    run = _fake_run(tmp_path / "run", figures=0, attention=None)
+    run = _fake_run(tmp_path / "run", figures=1, attention=None)
+    (run / "figures" / "f0.png").unlink()  # metrics.json lists a figure the folder lost
     code, err, out = _cli(["report", str(run)], capsys)
     assert code == 2 and len(err) == 1
     assert "no saved attention (attention.json); also missing: figures (figures/*.png)" in err[0]
@@ -554,7 +563,8 @@ def test_run_without_saved_attention_writes_the_partial_report_and_exits_2(tmp_p
 
 
 def test_report_command_on_a_complete_run(tmp_path, capsys, caplog):
-    run = _fake_run(tmp_path / "run", figures=0, attention=[_sample("a", {"pool": (1, 1, 3)})])
+    run = _fake_run(tmp_path / "run", figures=1, attention=[_sample("a", {"pool": (1, 1, 3)})])
+    (run / "figures" / "f0.png").unlink()  # metrics.json lists a figure the folder lost
     with caplog.at_level(logging.WARNING):
         code, err, out = _cli(["report", str(run)], capsys)
     assert code == 0 and out.strip() == str(run / "report.html")

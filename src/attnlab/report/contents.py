@@ -11,7 +11,7 @@ not a folder, or no ``config.json``      UserError: not a run (nothing written)
 ``attention.*`` damaged                  UserError: damaged run (nothing written)
 no ``metrics.json``                      missing part: the run did not finish (no test metrics)
 no ``logs/*/metrics.csv``                missing part: curves drawn from ``metrics.json`` only, if any
-no ``figures/*.png``                     missing part
+no ``figures/*.png``                     missing part, unless ``metrics.json`` lists none (``--no-figures``)
 no ``attention.json``                    missing part (``attnlab report`` then exits non-zero, see
                                          :mod:`attnlab.report.command`)
 ``attention.json`` with no samples       not missing: the model has no attention, the page says so
@@ -131,7 +131,8 @@ def read_run(run_dir: str | Path) -> RunContents:
         contents.missing.append("loss curves (no history in the logs or in metrics.json)")
 
     contents.figures = _figures(run_dir, contents.metrics, contents.skipped)
-    if not contents.figures:
+    drawn = (contents.metrics or {}).get("figures")
+    if not contents.figures and (contents.metrics is None or drawn):  # a finished run that drew none is whole
         contents.missing.append("figures (figures/*.png)")
     outputs = [p for p in sorted(run_dir.iterdir()) if p.suffix in (".csv", ".json") and p.name not in KNOWN_FILES]
     contents.skipped += [p.name for p in outputs if not is_inside(run_dir, p)]

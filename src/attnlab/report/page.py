@@ -408,7 +408,10 @@ def _curves_section(contents: RunContents, charts: list[dict[str, Any]]) -> str:
 
 def _figures(contents: RunContents) -> str:
     if not contents.figures:
-        return '<section id="figures"><h2>Figures</h2>' + _note("No figures in figures/.") + "</section>"
+        drawn = (contents.metrics or {}).get("figures")
+        why = ("This run drew no figures (trained with --no-figures, or its task draws none)."
+               if contents.metrics is not None and not drawn else "No figures in figures/.")
+        return '<section id="figures"><h2>Figures</h2>' + _note(why) + "</section>"
     budget, parts = FIGURE_BUDGET, []
     for path in contents.figures:
         relative = path.relative_to(contents.run_dir).as_posix()
