@@ -45,12 +45,14 @@ class Timing:
     peak_mib: float | None
 
 
-def _status_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), in KiB."""
-    for line in _STATUS.read_text().splitlines():
+def proc_kib(field: str, path: Path = _STATUS) -> int:
+    """A ``kB`` field of a /proc file (VmRSS, VmHWM of /proc/self/status; Pss of /proc/self/smaps_rollup), in
+    KiB; an OSError where the file or the field is missing."""
+    for line in path.read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise OSError(f"{field} not in {_STATUS}")
+    raise OSError(f"{field} not in {path}")
+
 
 
 # mallopt(3) parameters and glibc's defaults for them (64-bit)
@@ -130,7 +132,7 @@ def _reset_peak() -> int:
     """Reset the peak RSS to the current RSS; return the current RSS in KiB."""
     _release_free_memory()
     _CLEAR_REFS.write_text("5")
-    return _status_kib("VmRSS")
+    return proc_kib("VmRSS")
 
 
 def measure_peak(fn: Callable[[], None], measure_memory: bool) -> tuple[float, float | None]:
@@ -150,7 +152,7 @@ def measure_peak(fn: Callable[[], None], measure_memory: bool) -> tuple[float, f
         start = time.perf_counter()
         fn()
         seconds = time.perf_counter() - start
-        peak_mib = max(0, _status_kib("VmHWM") - before_kib) / 1024
+        peak_mib = max(0, proc_kib("VmHWM") - before_kib) / 1024
     finally:
         if kept:
             _kept = _keep_allocator(True)
@@ -162,10 +164,10 @@ def peak_rss_supported() -> bool:
     try:
         before = _reset_peak()
         block = bytearray(32 * MIB)  # touched: zero-filled by the constructor
-        peak = _status_kib("VmHWM")
+        peak = proc_kib("VmHWM")
         del block
         _reset_peak()
-        return _status_kib("VmHWM") < peak and peak - before >= 30 * 1024
+        return proc_kib("VmHWM") < peak and peak - before >= 30 * 1024
     except (OSError, ValueError):
         return False
 
@@ -204,7 +206,7 @@ def time_call(
                 fn()
             times.append((time.perf_counter() - start) / inner)
             if measure_memory and i == 0:
-                peak_mib = max(0, _status_kib("VmHWM") - before_kib) / 1024
+                peak_mib = max(0, proc_kib("VmHWM") - before_kib) / 1024
             if sum(times) * inner >= budget_s:
                 break
     finally:

@@ -19,29 +19,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnlab.bench.measure import proc_kib
+
 MIB = 1024 ** 2
 
 
 def rss_mib() -> float:
     """The current resident set size (VmRSS), MiB; NaN where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return _proc_mib("VmRSS", Path("/proc/self/status"))
 
 
 def pss_mib() -> float:
     """The proportional set size (shared pages counted once over the processes sharing them), MiB."""
+    return _proc_mib("Pss", Path("/proc/self/smaps_rollup"))
+
+
+def _proc_mib(field: str, path: Path) -> float:
     try:
-        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
+        return proc_kib(field, path) / 1024
     except OSError:
-        pass
-    return float("nan")
+        return float("nan")
 
 
 def peak_mib(who: int = resource.RUSAGE_SELF) -> float:
