@@ -92,7 +92,8 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     write_m4(tmp_path / "m4", "Yearly", series, ahead)
     out = tmp_path / "rows.json"
     assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "ridge",
-                     "--runs-root", str(tmp_path / "runs"), "--json", str(out), "--no-progress"]) == 0
+                     "--input-len", "18", "--runs-root", str(tmp_path / "runs"), "--json", str(out),
+                     "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("bench m4: Yearly, 4 series, horizon 6, MASE period 1, input 18, 95 % intervals")
     rows = {row["model"]: row for row in json.loads(out.read_text())}
@@ -108,13 +109,97 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     assert "| ridge |" in text and (tmp_path / "runs" / "ridge" / "forecasts.csv").is_file()
 
 
+def test_default_input_lengths_are_whole_seasons_covering_multiples_of_the_horizon():
+    expected = list(dict.fromkeys(math.ceil(k * 48 / 24) * 24 for k in m4.INPUT_HORIZONS))
+    assert m4._input_lens(None, 48, 24) == expected and all(n % 24 == 0 for n in expected)
+    assert m4._input_lens(None, 6, 4) == list(dict.fromkeys(math.ceil(k * 6 / 4) * 4 for k in m4.INPUT_HORIZONS))
+    assert m4._input_lens("96,168,96", 48, 24) == [96, 168]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--group", "Hourlyy"], "unknown M4 group 'Hourlyy'"),
     (["--models", "ridge,nope"], "unknown forecast model(s) nope"),
     (["--level", "100"], "--level 100 must be a percentage in (0, 100)"),
     (["--data", "nowhere"], "Hourly-train.csv not found"),
+    (["--seeds", "0"], "--seeds 0 must be at least 1"),
+    (["--input-len", "24,x"], "--input-len '24,x' must be one or more whole numbers of steps"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
     assert message in cli_error(["bench", "m4", "--runs-root", str(tmp_path / "runs"), "--data", str(tmp_path),
                                  *args])
     assert not (tmp_path / "runs").exists()
+
+
+def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_test_values(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=46).cumsum(), 2)) for i in range(1, 5)}
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: [1e9] * 6 for sid in series})  # test values never read
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "linear",
+                     "--validation", "--seeds", "2", "--input-len", "18", "--runs-root", str(tmp_path / "runs"),
+                     "--json", str(out),                     "--no-progress", "max_epochs=1"]) == 0
+    text = capsys.readouterr().out
+    assert "scored on the last horizon of each training row (--validation)" in text
+    assert "*Naive2 (M4)*" not in text  # the published figures are test figures: not beside validation ones
+    rows = {row["model"]: row for row in json.loads(out.read_text())}
+    histories = [np.array(v[:-6]) for v in series.values()]
+    truth = np.array([v[-6:] for v in series.values()])
+    naive = m4.score("naive", histories, truth, np.stack([np.repeat(x[-1], 6) for x in histories]), 1,
+                     m4.M4_GROUPS["Yearly"][2:])
+    assert rows["naive (last value)"]["smape"] == pytest.approx(naive.smape)
+    # two seeds: the row is the median (here the mean) of the two fits' forecasts
+    fits = [m4._read_forecasts(tmp_path / "runs" / "linear" / f"L18-seed{k}" / "forecasts.csv",
+                               _panel_of(series), 95.0) for k in (0, 1)]
+    assert not np.allclose(fits[0][0], fits[1][0])
+    median = m4.score("m", histories, truth, (fits[0][0] + fits[1][0]) / 2, 1, m4.M4_GROUPS["Yearly"][2:])
+    assert rows["linear (median of 2)"]["smape"] == pytest.approx(median.smape)
+    assert rows["linear (median of 2)"]["owa"] < 10  # the 1e9 test values would give sMAPE near 200
+
+
+def _panel_of(series):
+    import pandas as pd
+
+    from attnlab.data.panel import load_panel
+
+    return load_panel(pd.DataFrame([(sid, t, y) for sid, v in series.items() for t, y in enumerate(v)],
+                                   columns=["unique_id", "ds", "y"]))
+
+
+def test_twins_fit_beside_their_attention_model_and_the_ablation_says_which_wins(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 4)}
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: list(v[-6:]) for sid, v in series.items()})
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models",
+                     "patch_transformer,linear", "--twins", "--input-len", "18", "--runs-root", str(tmp_path / "runs"),
+                     "--json", str(out),                     "--no-progress", "max_epochs=1"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows][3:] == ["patch_transformer", "patch_transformer[attention=mean]", "linear"]
+    model, twin = rows[3], rows[4]
+    assert twin["twin_of"] == "patch_transformer" and model["twin_of"] is None
+    assert json.loads((tmp_path / "runs" / "patch_transformer-twin" / "config.json").read_text()
+                      )["model_config"]["attention"] == "mean"
+    verdict = "PASS" if model["owa"] < twin["owa"] else "FAIL"
+    assert (f"{verdict}  attention vs its attention-free twin: patch_transformer OWA {model['owa']:.3f}, "
+            f"patch_transformer[attention=mean] {twin['owa']:.3f}") in capsys.readouterr().out
+
+
+def test_series_too_short_for_the_input_get_seasonal_naive_and_are_counted(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    series = {f"Y{i}": list(np.round(50 + rng.normal(size=n).cumsum(), 2)) for i, n in enumerate([40, 40, 40, 20])}
+    ahead = {sid: list(np.round(v[-1] + rng.normal(size=6).cumsum(), 2)) for sid, v in series.items()}
+    write_m4(tmp_path / "m4", "Yearly", series, ahead)
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "ridge",
+                     "--input-len", "18", "--runs-root", str(tmp_path / "runs"), "--json", str(out),
+                     "--no-progress"]) == 0
+    assert "1 series too short for every input length: seasonal naive forecasts them" in capsys.readouterr().out
+    row = json.loads(out.read_text())[3]
+    assert row["extra"]["series_too_short"] == 1
+    fit = m4._read_forecasts(tmp_path / "runs" / "ridge" / "forecasts.csv", _panel_of(series), 95.0)
+    assert np.isnan(fit[0][3]).all() and not np.isnan(fit[0][:3]).any()
+    point, lo, hi, short = m4._fill_short(fit, [np.array(v) for v in series.values()], 6, 1)
+    assert short == 1 and point[3].tolist() == [series["Y3"][-1]] * 6 and (lo[3] < point[3]).all()
+    histories = [np.array(v) for v in series.values()]
+    expected = m4.score("", histories, np.array(list(ahead.values())), point, 1, m4.M4_GROUPS["Yearly"][2:])
+    assert row["smape"] == pytest.approx(expected.smape)

@@ -150,9 +150,12 @@ def test_the_experiment_fills_the_covariate_widths(files):
 
 def test_list_names_the_kinds_each_model_takes(capsys):
     assert cli.main(["list", "forecast"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if "covariates each model takes" in line)
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if "covariates each model takes" in line)
     assert "linear none;" in line and "patch_transformer none;" in line
     assert f"{TOY} futr, hist, static" in line
+    heads = next(line for line in lines if line.startswith("  quantile heads")).split(": ")[1].split(", ")
+    assert {"patch_transformer", "horizon_attention", TOY} <= set(heads) and "linear" not in heads
 
 
 # ---------------------------------------------------------------------------------------------- the data path
@@ -221,16 +224,29 @@ def test_missing_future_covariates_are_one_line(run, files, tmp_path, cli_error,
 def test_quantile_heads_give_the_intervals(files, tmp_path):
     result = forecast(files / "panel.csv", TOY, ["max_epochs=1"], exclude=("temp", "price"), horizon=H, input_len=L,
                       levels=(80,), intervals="quantile", run_dir=tmp_path / "run", progress=False, figures=False)
-    assert json.loads((result.run_dir / "intervals.json").read_text()) == {"method": "quantile", "levels": [80]}
+    record = json.loads((result.run_dir / "intervals.json").read_text())
+    assert (record["method"], record["levels"]) == ("quantile", [80])
+    assert np.array(record["corrections"]["80"]).shape == (H, 1)  # per step, in multiples of the MASE scale
     frame = pd.read_csv(result.forecasts_csv)
-    assert (frame.y_lo_80 < frame.y_forecast).all() and (frame.y_forecast < frame.y_hi_80).all()
+    assert (frame.y_lo_80 <= frame.y_hi_80).all()
     future = predict(result.run_dir, files / "panel.csv")
     assert future.columns.tolist() == ["unique_id", "ds", TOY, f"{TOY}-lo-80", f"{TOY}-hi-80"]
-    assert (future[f"{TOY}-lo-80"] < future[TOY]).all() and (future[TOY] < future[f"{TOY}-hi-80"]).all()
-    # the pinball loss over the quantiles (0.5, 0.1, 0.9), on a batch by hand
+    assert (future[f"{TOY}-lo-80"] <= future[f"{TOY}-hi-80"]).all()
+    with pytest.raises(UserError, match=r"the run has no 95 % interval; it was trained with levels \[80\]"):
+        predict(result.run_dir, files / "panel.csv", levels=[95])
     model, config = load_model(result.run_dir)
     task = Forecast(config.experiment_config, result.data)
     task.complete_model_config(config.model_config)
+    # conformalized quantiles: the corrected bounds cover at least 80 % of the validation windows at every step
+    windows, out = task.forecasts(model, "val")
+    series, origin = result.data.locate("val", windows)
+    lower, upper = task.intervals(model, out, series, [0])[80]
+    truth = result.data.truth(series, origin)[..., [0]]
+    assert (((truth >= lower - 1e-9) & (truth <= upper + 1e-9)).mean(axis=0) >= 0.8).all()
+    raw = task.intervals(model, out, series, [0])  # and they are the raw quantiles moved by the corrections
+    scale = result.data.mase_scale[series][:, [0]][:, None]
+    np.testing.assert_allclose(raw[80][0], out[..., [0], 1] - np.array(record["corrections"]["80"]) * scale)
+    # the pinball loss over the quantiles (0.5, 0.1, 0.9), on a batch by hand
     batch = result.data.dataset("train").batch([0, 1, 2])
     with torch.no_grad():
         out = model(batch.x)  # (3, H, 1, 3)

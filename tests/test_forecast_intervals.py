@@ -101,7 +101,7 @@ def jump_task(levels=(50, 80, 95)) -> Forecast:
 def test_split_conformal_multipliers_on_a_constructed_case():
     task = jump_task()
     assert task.series.n_windows("val") == 9 and np.all(task.series.mase_scale == 1.0)
-    multipliers = task.conformal_multipliers(LastValue(3))
+    multipliers = task.calibrate(LastValue(3))
     steps = np.arange(3)[:, None]  # (H, 1)
     # the k-th smallest of the 9 scaled errors h + 1 + j, k = ceil((n + 1) · level): 5 at 50 %, 8 at 80 %, and at
     # 95 % ceil(9.5) = 10 > 9, so the largest

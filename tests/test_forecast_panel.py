@@ -354,6 +354,21 @@ def test_training_windows_with_a_stride_end_at_the_last_training_origin():
     assert len(data.windows["train"]) == sum(-(-int(n) // 5) for n in every.windows["train"].count)
 
 
+def test_a_history_limit_keeps_the_newest_training_origins_of_each_series():
+    panel = load_panel(panel_frame())
+    every = prepare_forecast(panel, input_len=8, horizon=4, split="last")
+    for stride, history, count in [(1, 7, 7), (3, 7, 3), (3, 6, 2), (1, 10_000, None)]:
+        data = prepare_forecast(panel, input_len=8, horizon=4, split="last", train_stride=stride,
+                                train_history=history)
+        train, full = data.windows["train"], every.windows["train"]
+        for s in range(3):
+            expected = count or full.count[s]
+            assert train.count[s] == expected
+            assert train.first[s] + (expected - 1) * stride == full.first[s] + full.count[s] - 1  # the newest origin
+    with pytest.raises(ValueError, match="train_history=-1 is out of range"):
+        ForecastConfig(train_history=-1)
+
+
 def test_each_series_is_scaled_by_its_own_training_rows():
     frame = panel_frame()
     data = prepare_forecast(load_panel(frame), input_len=8, horizon=4, split="last", val_size=4, season=24)

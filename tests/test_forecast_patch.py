@@ -46,6 +46,23 @@ def test_shapes_and_channel_independence():
     torch.testing.assert_close(model(x + 5.0), y + 5.0, atol=1e-4, rtol=0)  # instance normalisation
 
 
+def test_quantile_heads_give_q_values_per_step_in_the_inputs_units():
+    torch.manual_seed(0)
+    kwargs = dict(patch_len=8, stride=4, d_model=8, num_heads=2, num_layers=1, d_ff=16, affine=True, **SIZES)
+    point = PatchTransformer(PatchTransformerConfig(**kwargs)).eval()
+    heads = PatchTransformer(PatchTransformerConfig(quantiles=(0.5, 0.1, 0.9), **kwargs)).eval()
+    x = 100 + 10 * torch.randn(4, 32, 3)
+    assert heads(x).shape == (4, 6, 3, 3)
+    # one quantile (the median) with the point model's weights is the point model
+    median = PatchTransformer(PatchTransformerConfig(quantiles=(0.5,), **kwargs)).eval()
+    median.load_state_dict(point.state_dict())
+    out = median(x)
+    assert out.shape == (4, 6, 3, 1)
+    torch.testing.assert_close(out[..., 0], point(x))
+    # each quantile is denormalised like the point forecast: shifting the input shifts every quantile
+    torch.testing.assert_close(heads(x + 50), heads(x) + 50, rtol=1e-4, atol=1e-3)
+
+
 def test_attention_over_patches_with_labels():
     model = PatchTransformer(PatchTransformerConfig(patch_len=8, stride=8, d_model=8, num_heads=2, num_layers=2,
                                                     **SIZES)).eval()

@@ -26,6 +26,7 @@ import datetime
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from attnlab.catalog.forecast import MODELS
-from attnlab.data.panel import load_panel
+from attnlab.data.panel import Panel, load_panel
 from attnlab.data.readers import M4_GROUPS, read_m4
 from attnlab.errors import UserError
 from attnlab.metrics import interval_scores, owa, smape_values
@@ -65,7 +66,8 @@ MODEL_SETTINGS: dict[str, list[str]] = {
                           "lr=1e-3"],
     "linear": ["data.loss=mae", "data.train_stride=4", "max_epochs=8", "patience=2", "batch_size=256"],
 }
-INPUT_SEASONS = 14  # input length in seasons (336 steps of hourly data: two weeks)
+DEFAULT_SEEDS = 1
+INPUT_HORIZONS = (7,)  # default input lengths, in horizons (each rounded up to whole seasons)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Row:
     seconds: float = math.nan
     run_dir: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    twin_of: str | None = None  # the row label of the attention model this row is the attention-free twin of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,10 +91,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", default="Hourly", help=f"one of {', '.join(M4_GROUPS)} (default Hourly)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma list of forecast models (default %(default)s)")
-    parser.add_argument("--input-len", type=int, default=None,
-                        help=f"input steps (default {INPUT_SEASONS} seasons, at least 3 horizons)")
+    parser.add_argument("--input-len", default=None, metavar="L[,L...]",
+                        help="input steps; several lengths fit one model each (× --seeds), and the forecast is their "
+                             "median (default: " + ", ".join(f"{k:g}" for k in INPUT_HORIZONS) + " horizons, each "
+                             "rounded up to whole seasons)")
     parser.add_argument("--level", type=float, default=95.0, help="the prediction interval's level (default 95)")
     parser.add_argument("--runs-root", default=None, help="where the run folders go (default runs/bench-m4-<time>)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help="fits of each trained model, seeds --seed, --seed + 1, …; the forecast and bounds are "
+                             "their median (default %(default)s; closed-form models fit once)")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--twins", action="store_true",
+                        help="also fit each attention model's attention-free twin with the same settings and seeds, "
+                             "and say whether the attention lowers the OWA")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on the last horizon of each training row instead of the test file (the test file "
+                             "is not read): the split every setting of this benchmark is chosen on")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide training progress bars")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="train/model overrides for every model")
@@ -147,6 +162,7 @@ def _mase_scale(history: np.ndarray, period: int) -> float:
 def run(args: argparse.Namespace) -> int:
     from attnlab.console import setup_logging
     from attnlab.forecast.api import forecast
+    from attnlab.models.capabilities import ClosedFormFit
 
     if args.group not in M4_GROUPS:
         raise UserError(f"unknown M4 group {args.group!r}; choose one of: {', '.join(M4_GROUPS)}")
@@ -154,19 +170,25 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise UserError(f"unknown forecast model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} must be at least 1")
     if not 0 < args.level < 100:
         raise UserError(f"--level {args.level:g} must be a percentage in (0, 100)")
     horizon, period, *naive2_scores = M4_GROUPS[args.group]
+    input_lens = _input_lens(args.input_len, horizon, period)
     setup_logging()
     train, test = read_m4(args.data, args.group)
+    if args.validation:
+        train, test = _hold_out_last(train, horizon)
     panel = load_panel(pd.concat([train, test], ignore_index=True))
     histories = [train.y[train.unique_id == s].to_numpy() for s in panel.ids]
     truth = np.stack([test.y[test.unique_id == s].to_numpy() for s in panel.ids])  # (S, h)
-    input_len = args.input_len or max(INPUT_SEASONS * period, 3 * horizon)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-m4-{stamp}"
+    scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
     print(f"bench m4: {args.group}, {panel.n_series} series, horizon {horizon}, MASE period {period}, input "
-          f"{input_len}, {args.level:g} % intervals; runs in {root}", flush=True)
+          f"{','.join(map(str, input_lens))}, {args.level:g} % intervals, scored on {scored_on}; runs in {root}",
+          flush=True)
     rows = [score("naive (last value)", histories, truth, np.stack([np.repeat(x[-1], horizon) for x in histories]),
                   period, naive2_scores),
             score(f"seasonal naive ({period})", histories, truth,
@@ -175,29 +197,114 @@ def run(args: argparse.Namespace) -> int:
                   naive2_scores)]
     for row in rows:
         print(f"  {row.model:<28} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
-    for name in models:
+    jobs = [(name, name, (), None) for name in models]  # (label, model, its overrides, the model it is a twin of)
+    if args.twins:  # each attention model's attention-free twin, right after it, under the same settings and seeds
+        for name in models:
+            twin = MODELS[name].twin
+            if twin is not None:
+                jobs.insert([j[0] for j in jobs].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
+    for label, name, twin_overrides, twin_of in jobs:
         start = time.perf_counter()
         settings = [item.format(period=period) for item in MODEL_SETTINGS.get(name, [])]
-        result = forecast(panel, name, [*settings, *args.overrides], run_dir=root / name,
-                          progress=args.progress, figures=False, forecast_windows=None, split="last",
-                          horizon=horizon, season=period, input_len=input_len, levels=(args.level,))
+        seeds = 1 if issubclass(MODELS[name].model_class, ClosedFormFit) else args.seeds  # seeds change nothing
+        members = [(length, args.seed + k) for length in input_lens for k in range(seeds)]
+        folder = root / (name if twin_of is None else f"{twin_of}-twin")
+        fits, member_owa, member_seconds = [], [], []
+        for length, seed in members:  # one fit per input length and seed; their median is the forecast
+            run_dir = folder if len(members) == 1 else folder / f"L{length}-seed{seed}"
+            fit_start = time.perf_counter()
+            result = forecast(panel, name, [*settings, *twin_overrides, f"seed={seed}", *args.overrides],
+                              run_dir=run_dir, progress=args.progress, figures=False, forecast_windows=None,
+                              split="last", horizon=horizon, season=period, input_len=length, levels=(args.level,))
+            member_seconds.append(time.perf_counter() - fit_start)
+            fits.append(_read_forecasts(result.run_dir / "forecasts.csv", panel, args.level))
+            member_owa.append(score("", histories, truth, *_fill_short(fits[-1], histories, horizon, period)[:1],
+                                    period, naive2_scores).owa)
         seconds = time.perf_counter() - start
-        frame = pd.read_csv(result.run_dir / "forecasts.csv")
-        column = f"{panel.target_names[0]}_forecast"
-        by_id = {s: part for s, part in frame.groupby("unique_id", sort=False)}
-        forecast_values = np.stack([by_id[str(s)][column].to_numpy() for s in panel.ids])
-        lo = np.stack([by_id[str(s)][f"{panel.target_names[0]}_lo_{args.level:g}"].to_numpy() for s in panel.ids])
-        hi = np.stack([by_id[str(s)][f"{panel.target_names[0]}_hi_{args.level:g}"].to_numpy() for s in panel.ids])
-        row = score(name, histories, truth, forecast_values, period, naive2_scores, (lo, hi), args.level, seconds,
-                    str(result.run_dir))
+        with warnings.catch_warnings():  # a series no member forecasts (too short for every input) stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            forecast_values, lo, hi = (np.nanmedian(np.stack([f[i] for f in fits]), axis=0) for i in range(3))
+        forecast_values, lo, hi, short = _fill_short((forecast_values, lo, hi), histories, horizon, period)
+        label = label if len(members) == 1 else f"{label} (median of {len(members)})"
+        row = score(label, histories, truth, forecast_values, period, naive2_scores, (lo, hi), args.level, seconds,
+                    str(folder))
+        row.extra = {"series_too_short": float(short), "member_owa_min": min(member_owa),
+                     "member_owa_max": max(member_owa), "member_seconds_max": max(member_seconds)}
+        if twin_of is not None:
+            row.twin_of = next(r.model for r in rows if r.run_dir == str(root / twin_of))  # its row's label
         rows.append(row)
         print(f"  {row.model:<28} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}  MSIS "
               f"{row.msis:6.3f}  coverage {row.coverage:.3f}  {seconds:6.1f} s", flush=True)
+        if len(members) > 1:
+            print(f"    each of the {len(members)} fits alone: OWA {min(member_owa):.3f} to {max(member_owa):.3f}, "
+                  f"{min(member_seconds):.0f} to {max(member_seconds):.0f} s", flush=True)
+        if short:
+            print(f"    {short} series too short for every input length: seasonal naive forecasts them", flush=True)
     print()
-    print(table(rows, args.group))
+    print(table(rows, "" if args.validation else args.group))  # published figures are test figures
+    for line in ablation(rows):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps([vars(r) for r in rows], indent=1) + "\n")
     return 0
+
+
+def ablation(rows: list[Row]) -> list[str]:
+    """One PASS/FAIL line per attention model with a twin: its OWA is below its attention-free twin's."""
+    lines = []
+    for twin in (r for r in rows if r.twin_of is not None):
+        model = next(r for r in rows if r.model == twin.twin_of)
+        verdict = "PASS" if model.owa < twin.owa else "FAIL"
+        lines.append(f"{verdict}  attention vs its attention-free twin: {model.model} OWA {model.owa:.3f}, "
+                     f"{twin.model} {twin.owa:.3f} (Δ {model.owa - twin.owa:+.3g})")
+    return lines
+
+
+def _fill_short(forecasts: tuple[np.ndarray, ...], histories: list[np.ndarray], horizon: int, period: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Forecast and bounds (S, h) with the series a model left out (too short for its input: NaN rows) given the
+    seasonal naive forecast, and bounds of the median width, relative to each series' MASE scale, of the others.
+    Returns them and how many series were filled."""
+    point, lo, hi = (np.array(a, dtype=np.float64) for a in forecasts)
+    missing = np.isnan(point).any(axis=1)
+    if missing.any():
+        scale = np.array([_mase_scale(x, period) for x in histories])[:, None]  # (S, 1)
+        half = np.nanmedian((hi - lo)[~missing] / 2 / scale[~missing], axis=0) if (~missing).any() else 0.0
+        naive = np.stack([np.resize(x[-period:], horizon) for x in histories])
+        point[missing] = naive[missing]
+        lo[missing], hi[missing] = (naive - half * scale)[missing], (naive + half * scale)[missing]
+    return point, lo, hi, int(missing.sum())
+
+
+def _input_lens(option: str | None, horizon: int, period: int) -> list[int]:
+    """The input lengths of ``--input-len``, or the default: :data:`INPUT_HORIZONS` horizons in whole seasons."""
+    if option is None:
+        return list(dict.fromkeys(math.ceil(k * horizon / period) * period for k in INPUT_HORIZONS))
+    try:
+        lengths = [int(item) for item in option.split(",") if item.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise UserError(f"--input-len {option!r} must be one or more whole numbers of steps, e.g. 168,240")
+    return list(dict.fromkeys(lengths))
+
+
+def _read_forecasts(path: Path, panel: Panel, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's test forecasts and its interval bounds at ``level``, each (S, h) in the panel's series order; NaN
+    rows for the series the run left out (too short for its input)."""
+    frame = pd.read_csv(path, dtype={"unique_id": str})
+    target = panel.target_names[0]
+    by_id = {s: part for s, part in frame.groupby("unique_id", sort=False)}
+    horizon = int(frame.groupby("unique_id").size().max())
+    return tuple(np.stack([by_id[str(s)][column].to_numpy(dtype=np.float64) if str(s) in by_id
+                           else np.full(horizon, np.nan) for s in panel.ids])  # type: ignore[return-value]
+                 for column in (f"{target}_forecast", f"{target}_lo_{level:g}", f"{target}_hi_{level:g}"))
+
+
+def _hold_out_last(train: pd.DataFrame, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows without their last ``horizon`` values, and those values as the part to score."""
+    from_end = train.groupby("unique_id", sort=False).cumcount(ascending=False)  # 0 on each series' last row
+    return train[from_end >= horizon], train[from_end < horizon]
 
 
 def table(rows: list[Row], group: str) -> str:

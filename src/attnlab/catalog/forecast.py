@@ -48,6 +48,9 @@ class ForecastConfig:
             0 = no test part).
         train_stride: steps between the origins of training windows (1 = every window; a panel of long series
             trains as well on every k-th window, in 1/k of the time per epoch).
+        train_history: training windows start (their first forecast step) within the last ``train_history``
+            training steps of each series (0 = anywhere): N-BEATS's history limit, which trains a global model
+            on the recent past of every series rather than its distant past.
         fill: missing cells (and rows added by ``freq``): ``none`` (an error), ``ffill`` or ``interpolate``.
         freq: the series' frequency (pandas alias: ``h``, ``D``, ``W``, ``MS``…, or a whole step for integer
             periods); none = inferred, and irregular time stamps are an error. Given, missing time stamps
@@ -84,6 +87,7 @@ class ForecastConfig:
     val_size: int | None = None
     test_size: int | None = None
     train_stride: int = 1
+    train_history: int = 0
     fill: Literal["none", "ffill", "interpolate"] = "none"
     freq: str | None = None
     decimal: Literal[".", ","] = "."
@@ -105,6 +109,7 @@ class ForecastConfig:
                   ("val_size", self.val_size is None or self.val_size >= 1, "at least 1 step or none"),
                   ("test_size", self.test_size is None or self.test_size >= 0, "0 or more steps, or none"),
                   ("train_stride", self.train_stride >= 1, "at least 1"),
+                  ("train_history", self.train_history >= 0, "0 (all) or more steps"),
                   ("plot_windows", self.plot_windows >= 0, "0 or more"),
                   ("forecast_windows", self.forecast_windows is None or self.forecast_windows >= 0,
                    "0 or more, or none (all)"),
@@ -204,8 +209,10 @@ class TransformerConfig(ForecastSizes):
 class PatchTransformerConfig(ForecastSizes):
     """Hyper-parameters of :class:`PatchTransformer` (defaults: PatchTST/42's ETTh1 setting, but for the
     attention dropout and the centring; see the field comments). ``seq_len``, ``pred_len``, ``n_channels`` come
-    from the data.
+    from the data. Quantile heads (``intervals=quantile``): the linear head gives Q values per step.
     """
+
+    QUANTILES: ClassVar[bool] = True
 
     patch_len: int = 16
     stride: int = 8

@@ -292,6 +292,7 @@ def prepare_forecast(
     val_size: int | None = None,
     test_size: int | None = None,
     train_stride: int = 1,
+    train_history: int = 0,
 ) -> ForecastData:
     """Split, window and standardise a panel (see the module docstring).
 
@@ -306,6 +307,9 @@ def prepare_forecast(
         val_size: steps of each series held out for validation by a ``last`` split (default:
             :func:`default_val_size`).
         test_size: steps of each series held out for testing by a ``last`` split (default: the horizon).
+        train_stride: steps between the origins of training windows (the newest origin is always one).
+        train_history: training windows' origins lie in the last ``train_history`` training steps of each series
+            (0 = all).
 
     Raises:
         UserError: non-positive sizes, an unknown target, no series long enough, a constant channel of a single
@@ -354,9 +358,13 @@ def prepare_forecast(
         panel = panel.select(usable)
         edges, train_n, val_first, val_n = edges[usable], train_n[usable], val_first[usable], val_n[usable]
         test_first, test_n = test_first[usable], test_n[usable]
-    # Strided training windows end at each series' last training origin, so the newest window is always used.
-    train_first = np.full(len(edges), L) + (train_n - 1) % train_stride
-    windows = {"train": WindowSet(train_first, (train_n - 1) // train_stride + 1, train_stride),
+    # Strided training windows end at each series' last training origin, so the newest window is always used;
+    # with a history limit, only the origins within the last `train_history` training steps.
+    train_count = (train_n - 1) // train_stride + 1
+    if train_history:
+        train_count = np.minimum(train_count, (train_history - 1) // train_stride + 1)
+    train_first = L + train_n - 1 - (train_count - 1) * train_stride
+    windows = {"train": WindowSet(train_first, train_count, train_stride),
                "val": WindowSet(val_first, val_n),
                "test": WindowSet(test_first, test_n)}
     train_rows = edges[:, 0]

@@ -84,7 +84,8 @@ def split_data(panel: Any, config: ForecastConfig) -> ForecastData:
     input_len = config.input_len or default_input_len(horizon, season)
     return prepare_forecast(panel, input_len=input_len, horizon=horizon, season=season, split=split,
                             ratios=config.ratios, target=config.target if panel.layout == "wide" else (),
-                            val_size=config.val_size, test_size=config.test_size, train_stride=config.train_stride)
+                            val_size=config.val_size, test_size=config.test_size, train_stride=config.train_stride,
+                            train_history=config.train_history)
 
 
 def resolve_split(split: str, layout: str) -> str:

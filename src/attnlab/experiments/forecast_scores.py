@@ -38,7 +38,7 @@ class ForecastScoring:
     A mixin of :class:`attnlab.experiments.forecast.Forecast`: it uses the task's ``config``
     (:class:`ForecastConfig`), ``series`` (:class:`ForecastData`), ``quantiles`` (the quantile heads' levels, empty
     for point models), ``forecasts(model, split, indices)`` (windows and their forecasts in original units) and
-    keeps the conformal multipliers in ``_multipliers``.
+    keeps the intervals' calibration (:meth:`calibrate`) in ``_multipliers``.
     """
 
     config: ForecastConfig
@@ -57,8 +57,7 @@ class ForecastScoring:
         n = d.n_windows("test")
         if n == 0:  # fitted on every step (the Python API's fit): nothing to score, but
             if self.config.levels:  # predict still needs the intervals calibrated on the validation windows
-                if not self.quantiles:
-                    self.conformal_multipliers(model)
+                self.calibrate(model)
                 (run_dir / INTERVALS_FILE).write_text(json.dumps(self.interval_record(), indent=1) + "\n")
             return {}, []
         idx = list(d.target_index)
@@ -100,60 +99,69 @@ class ForecastScoring:
     def intervals(self, model: nn.Module, forecast: np.ndarray, series: np.ndarray, idx: list[int]
                   ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
         """Lower and upper bounds (N, H, K) of each level for ``forecast`` (N, H, C[, Q]) of windows of
-        ``series``, channels ``idx`` (scored channels): from the quantile heads, or split-conformal (the
-        validation windows' absolute errors over each series' MASE scale, their quantile per horizon step)."""
+        ``series``, channels ``idx`` (scored channels), calibrated on the validation windows (:meth:`calibrate`):
+        split conformal, the point forecast ± a multiple of each series' MASE scale; or, for quantile heads,
+        conformalized quantile regression, each level's two quantiles moved out (or in) by a multiple of it."""
         c, d = self.config, self.series
         if not c.levels:
             return {}
-        if forecast.ndim == 4:  # quantile heads: median, then each level's lower and upper quantile
-            return {level: (forecast[..., idx, 1 + 2 * k], forecast[..., idx, 2 + 2 * k])
-                    for k, level in enumerate(c.levels)}
-        multipliers = self.conformal_multipliers(model)
+        calibration = self.calibrate(model)
         columns = [d.target_index.index(i) for i in idx]
-        point = forecast[..., idx]
         scale = d.mase_scale[series][:, idx][:, None]  # (N, 1, K)
+        if forecast.ndim == 4:  # quantile heads: median, then each level's lower and upper quantile
+            return {level: (forecast[..., idx, 1 + 2 * k] - calibration[level][:, columns] * scale,
+                            forecast[..., idx, 2 + 2 * k] + calibration[level][:, columns] * scale)
+                    for k, level in enumerate(c.levels)}
+        point = forecast[..., idx]
         return {level: (point - m[:, columns] * scale, point + m[:, columns] * scale)
-                for level, m in multipliers.items()}
+                for level, m in calibration.items()}
 
     def interval_record(self) -> dict[str, Any]:
-        """What ``intervals.json`` holds: the method, the levels and (conformal) the multipliers (H, T) of each
-        series' MASE scale."""
+        """What ``intervals.json`` holds: the method, the levels and, per level, the (H, T) multipliers of each
+        series' MASE scale (conformal: the half-width; quantile heads: how far each bound moves out)."""
         c = self.config
         record: dict[str, Any] = {"method": "quantile" if self.quantiles else "conformal", "levels": list(c.levels)}
-        if not self.quantiles and self._multipliers is not None:
-            record["multipliers"] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
+        if self._multipliers is not None:
+            key = "corrections" if self.quantiles else "multipliers"
+            record[key] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
         return record
 
     def interval_warnings(self) -> list[str]:
-        """One line per conformal level that the validation windows are too few to calibrate: with n windows a
-        level above n / (n + 1) has no finite split-conformal interval, and the bound used (the largest validation
-        error) covers more than the level asks."""
-        if self.quantiles:
-            return []
+        """One line per level that the validation windows are too few to calibrate: with n windows a level above
+        n / (n + 1) has no finite split-conformal interval, and the bound used (the largest validation error)
+        covers more than the level asks."""
         n = self.series.n_windows("val")
         return [f"the {level:g} % interval rests on {n} validation windows, too few for that level (split conformal "
                 f"needs at least {math.ceil(level / (100 - level))}): it is the largest validation error and wider "
                 "than the level needs; hold out more steps per series (--val-size) or ask for a lower level"
                 for level in self.config.levels if math.ceil((n + 1) * level / 100) > n]
 
-    def conformal_multipliers(self, model: nn.Module) -> dict[float, np.ndarray]:
-        """Per level, the (H, T) multiplier of each series' MASE scale that covers that share of the validation
-        windows' absolute errors at each horizon step (split conformal, with the finite-sample correction);
-        computed once per run."""
+    def calibrate(self, model: nn.Module) -> dict[float, np.ndarray]:
+        """Per level, an (H, T) multiple of each series' MASE scale that makes the intervals cover that share of
+        the validation windows at each horizon step, with split conformal's finite-sample correction (the
+        ⌈(n + 1)·level⌉-th smallest of n scores); computed once per run.
+
+        Point forecasts: the score is the absolute error, the multiple the interval's half-width. Quantile heads
+        (conformalized quantile regression, Romano et al. 2019): the score is how far the truth lies outside the
+        level's two quantiles, max(lower − y, y − upper) (negative inside), the multiple how far both move out."""
         if self._multipliers is not None:
             return self._multipliers
         d = self.series
         idx = list(d.target_index)
         windows, forecast = self.forecasts(model, "val")
         series, origin = d.locate("val", windows)
-        point = forecast[..., 0] if forecast.ndim == 4 else forecast
-        residual = np.abs(d.truth(series, origin) - point)[..., idx] / d.mase_scale[series][:, None, idx]  # (N, H, T)
-        n = len(residual)
-        ranked = np.sort(residual, axis=0)
+        truth = d.truth(series, origin)[..., idx]  # (N, H, T)
+        scale = d.mase_scale[series][:, None, idx]  # (N, 1, T)
+        n = len(truth)
         self._multipliers = {}
-        for level in self.config.levels:  # the ceil((n + 1) · level)-th smallest error (the largest if beyond n)
-            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))
-            self._multipliers[level] = ranked[k - 1]  # (H, T)
+        for j, level in enumerate(self.config.levels):
+            if forecast.ndim == 4:
+                lower, upper = forecast[..., idx, 1 + 2 * j], forecast[..., idx, 2 + 2 * j]
+                scores = np.maximum(lower - truth, truth - upper) / scale  # (N, H, T)
+            else:
+                scores = np.abs(truth - forecast[..., idx]) / scale
+            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))  # the largest score if beyond n
+            self._multipliers[level] = np.sort(scores, axis=0)[k - 1]  # (H, T)
         return self._multipliers
 
     def baseline_forecasts(self, windows: np.ndarray, series: np.ndarray, origin: np.ndarray, idx: list[int],

@@ -285,7 +285,8 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
     A series the run trained on is scaled with its training statistics; a new series with its own history.
     Future-known covariates for the horizon come from ``futr`` (a panel of the same series holding at least the
     ``horizon`` steps after each history; missing ones are an error naming the column). Intervals: the run's
-    conformal multipliers (or its quantile heads) at ``levels`` (default: the run's).
+    intervals at ``levels`` (default: the run's): its conformal multipliers, or its quantile heads moved by their
+    validation corrections.
 
     Args:
         run_dir: a forecast run folder.
@@ -314,19 +315,25 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
         "unique_id": np.repeat(list(panel.ids), H),
         "ds": panel.future_times(H),
     }
-    levels = list(saved.intervals.get("levels", [])) if levels is None else list(levels)
+    trained_levels = list(saved.intervals.get("levels", []))
+    levels = trained_levels if levels is None else list(levels)
+    calibration = saved.intervals.get("corrections" if quantile else "multipliers", {})
+    for level in levels:
+        if level not in trained_levels or (not quantile and f"{level:g}" not in calibration):
+            raise UserError(f"the run has no {level:g} % interval; it was trained with levels {trained_levels} "
+                            f"(retrain with --levels {level:g})")
     for k in scored:
         rows_out[columns[k]] = point[..., k].ravel()
-        for j, level in enumerate(levels):
+        for level in levels:
+            # (H,) multiples of each series' MASE scale: the half-width, or (quantile heads) how far each bound
+            # moves out; runs saved before quantile bounds were calibrated have none
+            m = calibration.get(f"{level:g}")
+            width = 0.0 if m is None else np.asarray(m)[:, scored.index(k)][None] * inputs.scale[:, None, k]  # (S, H)
             if quantile:
-                lo = out[..., k, 1 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k]
-                hi = out[..., k, 2 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k]
+                j = trained_levels.index(level)
+                lo = out[..., k, 1 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k] - width
+                hi = out[..., k, 2 + 2 * j] * inputs.std[:, None, k] + inputs.mean[:, None, k] + width
             else:
-                multipliers = saved.intervals.get("multipliers", {}).get(f"{level:g}")
-                if multipliers is None:
-                    raise UserError(f"the run has no {level:g} % interval; it was trained with levels "
-                                    f"{saved.intervals.get('levels', [])} (retrain with --levels {level:g})")
-                width = np.asarray(multipliers)[:, scored.index(k)][None] * inputs.scale[:, None, k]  # (S, H)
                 lo, hi = point[..., k] - width, point[..., k] + width
             rows_out[f"{columns[k]}-lo-{level:g}"] = lo.ravel()
             rows_out[f"{columns[k]}-hi-{level:g}"] = hi.ravel()

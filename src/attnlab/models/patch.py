@@ -52,8 +52,9 @@ class BatchNormTokens(nn.Module):
 class PatchTransformer(nn.Module):
     """PatchTST (Nie et al. 2023): patches as tokens, channel-independent, instance-normalised.
 
-    Forward: x (B, L, C) → (B, H, C). The encoder's self-attention runs over the P patches of each
-    channel; ``record_attention`` gives (B·C, heads, P, P) per layer.
+    Forward: x (B, L, C) → (B, H, C), or (B, H, C, Q) with quantile heads (``quantiles`` set: the median
+    first, trained with the pinball loss by ``intervals=quantile``). The encoder's self-attention runs over the
+    P patches of each channel; ``record_attention`` gives (B·C, heads, P, P) per layer.
     """
 
     def __init__(self, config: PatchTransformerConfig) -> None:
@@ -76,8 +77,9 @@ class PatchTransformer(nn.Module):
         norm_layer = {"batch": BatchNormTokens, "layer": nn.LayerNorm}[c.norm]
         self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, norm_first=False,
                                norm_layer=norm_layer, attn_dropout=c.attn_dropout, attention=c.attention)
+        self.n_q = max(1, len(c.quantiles))  # quantile heads: Q values per step, the median first
         self.head = nn.Sequential(nn.Flatten(1), Dropout(c.head_dropout),
-                                  nn.Linear(self.num_patches * c.d_model, pred_len))
+                                  nn.Linear(self.num_patches * c.d_model, pred_len * self.n_q))
 
     def encode(self, z: Tensor) -> Tensor:
         """Normalised windows (B, L, C) → patch tokens (B·C, P, D) after the encoder."""
@@ -90,9 +92,10 @@ class PatchTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, _, ch = x.shape
         z, stats = self.revin.normalize(x)  # (B, L, C)
-        y = self.head(self.encode(z))  # (B·C, H)
-        y = y.reshape(b, ch, -1).transpose(1, 2)  # (B, H, C)
-        return self.revin.denormalize(y, stats)
+        y = self.head(self.encode(z))  # (B·C, H·Q)
+        y = y.reshape(b, ch, -1, self.n_q).permute(3, 0, 2, 1)  # (Q, B, H, C)
+        y = self.revin.denormalize(y, stats).permute(1, 2, 3, 0)  # (B, H, C, Q)
+        return y if self.config.quantiles else y[..., 0]
 
     def patch_spans(self) -> list[tuple[int, int]]:
         """The [start, end) input steps each patch covers. Patches that run into the end padding are cut at the

@@ -136,6 +136,8 @@ def _describe(experiment: ExperimentSpec, detail: bool) -> list[str]:
             lines.append("  covariates each model takes (hist, futr, static): "
                          + "; ".join(f"{name} {', '.join(sorted(kind)) or 'none'}" for name, kind in kinds.items()
                                      if kind is not None))
+            heads = [name for name, spec in experiment.models.items() if getattr(spec.config, "QUANTILES", False)]
+            lines.append(f"  quantile heads (intervals=quantile): {', '.join(heads) or 'none'}")
     return lines
 
 
