@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             score("Naive2", histories, truth, np.stack([naive2(x, horizon, period) for x in histories]), period,
                   naive2_scores)]
     for row in rows:
-        print(f"  {row.model:<28} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
+        print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
     jobs = [(name, name, (), None) for name in models]  # (label, model, its overrides, the model it is a twin of)
     if args.twins:  # each attention model's attention-free twin, right after it, under the same settings and seeds
         for name in models:
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         if twin_of is not None:
             row.twin_of = next(r.model for r in rows if r.run_dir == str(root / twin_of))  # its row's label
         rows.append(row)
-        print(f"  {row.model:<28} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}  MSIS "
+        print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}  MSIS "
               f"{row.msis:6.3f}  coverage {row.coverage:.3f}  {seconds:6.1f} s", flush=True)
         if len(members) > 1:
             print(f"    each of the {len(members)} fits alone: OWA {min(member_owa):.3f} to {max(member_owa):.3f}, "
