@@ -103,6 +103,15 @@ def test_bad_settings_are_one_line(tmp_path):
         Forecaster(["ridge"], h=4).predict()
 
 
+def test_data_errors_name_the_forecasters_arguments_not_the_clis_options(tmp_path):
+    frame = panel_frame().rename(columns={"ds": "when", "unique_id": "store"})
+    with pytest.raises(UserError, match=r"has no column 'ds' \(columns: store, when, y\); name its time column with "
+                                        r"time_col=$"):
+        Forecaster(["ridge"], h=4, id_col="store", runs_root=tmp_path).fit(frame)
+    with pytest.raises(UserError, match=r"no id column 'unique_id' .*; name it with id_col=, or pass id_col=None"):
+        Forecaster(["ridge"], h=4, time_col="when", runs_root=tmp_path).fit(frame)
+
+
 # ---------------------------------------------------------------------------------------------- backtests
 
 

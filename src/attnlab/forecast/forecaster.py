@@ -15,9 +15,11 @@ validate (early stopping, the conformal intervals); its run folder holds the rep
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,26 @@ from attnlab.train.engine import fit, prepare_run
 log = logging.getLogger(__name__)
 
 STATE_FILE = "forecaster.json"
+# The CLI options that the shared data errors name, and what a Python caller passes instead.
+PYTHON_NAMES = {"--id-col": "id_col=", "--date-col": "time_col=", "--target": "target_col=", "--freq": "freq=",
+                "--fill": "fill=", "--input-len": "input_len=", "--horizon": "h=", "--season": "season=",
+                "--futr-csv": "futr_df=", "--static-csv": "static_df=", "--exclude": "exclude=", "--inputs": "inputs=",
+                "--levels": "levels=", "--decimal": "decimal=", "--val-size": "val_size=", "--csv": "df"}
+
+
+def _python_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Re-raise the method's UserErrors with the CLI options they name given as the Forecaster's arguments."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except UserError as error:
+            text = str(error).replace("leave --id-col out", "pass id_col=None")
+            text = re.sub(r"--[a-z][a-z-]*", lambda m: PYTHON_NAMES.get(m.group(0), m.group(0)), text)
+            raise UserError(text) from None
+
+    return wrapper
 
 
 class Forecaster:
@@ -58,6 +80,7 @@ class Forecaster:
         progress: show training progress bars.
     """
 
+    @_python_errors
     def __init__(
         self,
         models: Sequence[str] = ("patch_transformer",),
@@ -124,6 +147,7 @@ class Forecaster:
 
     # ------------------------------------------------------------------ fit and predict
 
+    @_python_errors
     def fit(self, df: pd.DataFrame | str | Path, static_df: pd.DataFrame | None = None,
             val_size: int | None = None) -> Forecaster:
         """Train every model on ``df``; the last ``val_size`` steps of each series validate (default ``h``, longer
@@ -145,6 +169,7 @@ class Forecaster:
         fit(run, progress=self.progress, figures=False)
         return run_dir
 
+    @_python_errors
     def predict(self, df: pd.DataFrame | str | Path | None = None, futr_df: pd.DataFrame | None = None,
                 level: Sequence[float] | None = None, static_df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast the ``h`` steps after the end of every series of ``df`` (default: the data of :meth:`fit`).
@@ -179,6 +204,7 @@ class Forecaster:
 
     # ------------------------------------------------------------------ backtests
 
+    @_python_errors
     def cross_validation(self, df: pd.DataFrame | str | Path, n_windows: int = 1, step_size: int | None = None,
                          refit: bool | int = False, static_df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Rolling-origin backtest: ``n_windows`` cutoffs ``step_size`` (default ``h``) apart, the last one ``h``
@@ -326,6 +352,7 @@ class Forecaster:
 
     # ------------------------------------------------------------------ attention
 
+    @_python_errors
     def attention(self, df: pd.DataFrame | str | Path | None = None, model: str | None = None) -> pd.DataFrame:
         """The attention of the attention models over the last input window of every series of ``df`` (default:
         the fitted data), as a tidy table: ``model, unique_id, cutoff, layer, layer_name, head, query, key,
