@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,13 +205,18 @@ def test_bench_scale_end_to_end_at_a_tiny_size(tmp_path):
     pytest.importorskip("pyarrow")
     argv = [sys.executable, "-m", "attnlab", "bench", "scale", "--series", "40,80", "--length", "120", "--models",
             "linear", "--processes", "1,2", "--input-len", "24", "--horizon", "12", "--fixed-series", "10",
-            "--batch-size", "64", "--train-stride", "6", "--out", str(tmp_path / "bench")]
+            "--fixed-repeats", "2", "--batch-size", "64", "--train-stride", "6", "--out", str(tmp_path / "bench")]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "| series | model | processes |" in out and "growth linear, 1 process(es)" in out
     assert out.count("at equal steps): met;") == 2
+    fixed = re.findall(r"fixed cost linear, (\d) process\(es\) \(10 series\): median peak RSS (\d+) MiB of "
+                       r"(\d+), (\d+)", out)
+    assert [f[0] for f in fixed] == ["1", "2"]
+    for _, median, a, b in fixed:  # the median of the two runs' peaks (printed rounded)
+        assert abs(int(median) - (int(a) + int(b)) / 2) <= 1
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     jobs = results["jobs"]
     assert len(jobs) == 4 and all(not j["error"] for j in jobs)

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-series", default="100",
                         help="series of the almost empty panel each job also runs on: its peak RSS is the job's fixed "
                         "cost (the processes, libraries, model and training state) (default %(default)s)")
+    parser.add_argument("--fixed-repeats", default="3",
+                        help="runs of each fixed-cost job; the fixed cost is their median peak (default %(default)s)")
     parser.add_argument("--out", default=None,
                         help="folder for the data, the stores, the runs and results.json "
                         "(default runs/bench-scale-<time>)")
@@ -166,6 +169,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         "workers": "auto" if args.num_workers == "auto" else int(number("num-workers", args.num_workers, at_least=0)),
         "seed": int(number("seed", args.seed, at_least=0)), "timeout": float(number("timeout", args.timeout, float)),
         "fixed_series": int(number("fixed-series", args.fixed_series)),
+        "fixed_repeats": int(number("fixed-repeats", args.fixed_repeats)),
     }
     for p in settings["processes"]:
         if settings["batch"] % p:
@@ -239,11 +243,15 @@ def run(args: argparse.Namespace) -> int:
         generate_panel(fixed_path, s["fixed_series"], s["length"], seed=s["seed"])
     for model in s["models"]:
         for p in s["processes"]:
-            job = _fit_job(s, s["fixed_series"], model, p, fixed_path, out, env, cpus)
-            fixed[model, p] = job.peak
-            print(f"  fixed cost {model}, {p} process(es) ({s['fixed_series']} series): peak RSS "
-                  f"{'/'.join(f'{m:.0f}' for m in job.peak_rss_mib) or 'n/a'} MiB (before data {job.start:.0f} MiB)"
-                  + (f" [{job.error}]" if job.error else ""), flush=True)
+            # the median of a few runs: one job's peak varies by ~10 MiB from run to run (allocator, page cache),
+            # as much as the whole data part of a small panel
+            runs = [_fit_job(s, s["fixed_series"], model, p, fixed_path, out, env, cpus)
+                    for _ in range(s["fixed_repeats"])]
+            peaks = [job.peak for job in runs if job.peak_rss_mib]
+            fixed[model, p] = statistics.median(peaks) if peaks else math.nan
+            print(f"  fixed cost {model}, {p} process(es) ({s['fixed_series']} series): median peak RSS "
+                  f"{fixed[model, p]:.0f} MiB of {', '.join(f'{m:.0f}' for m in peaks) or 'n/a'} (before data "
+                  f"{runs[0].start:.0f} MiB)" + "".join(f" [{job.error}]" for job in runs if job.error), flush=True)
     for n in s["series"]:
         path = out / "data" / f"panel-{n}x{s['length']}-seed{s['seed']}.parquet"
         start = time.perf_counter()
