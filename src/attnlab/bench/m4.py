@@ -189,8 +189,10 @@ def run(args: argparse.Namespace) -> int:
     if args.validation:
         train, test = _hold_out_last(train, horizon)
     panel = load_panel(pd.concat([train, test], ignore_index=True))
-    histories = [train.y[train.unique_id == s].to_numpy() for s in panel.ids]
-    truth = np.stack([test.y[test.unique_id == s].to_numpy() for s in panel.ids])  # (S, h)
+    by_id = {sid: part.to_numpy() for sid, part in train.groupby("unique_id", sort=False).y}
+    ahead = {sid: part.to_numpy() for sid, part in test.groupby("unique_id", sort=False).y}
+    histories = [by_id[s] for s in panel.ids]
+    truth = np.stack([ahead[s] for s in panel.ids])  # (S, h)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-m4-{stamp}"
     scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
@@ -212,31 +214,30 @@ def run(args: argparse.Namespace) -> int:
             if twin is not None:
                 jobs.insert([j[0] for j in jobs].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
     for label, name, twin_overrides, twin_of in jobs:
-        start = time.perf_counter()
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
                     for item in MODEL_SETTINGS.get(name, [])]
         seeds = 1 if issubclass(MODELS[name].model_class, ClosedFormFit) else args.seeds  # seeds change nothing
         members = [(length, args.seed + k) for length in input_lens for k in range(seeds)]
         folder = root / (name if twin_of is None else f"{twin_of}-twin")
-        fits, member_owa, member_seconds = [], [], []
+        start = time.perf_counter()
+        fits, member_seconds = [], []
         for length, seed in members:  # one fit per input length and seed; their median is the forecast
-            run_dir = folder if len(members) == 1 else folder / f"L{length}-seed{seed}"
             fit_start = time.perf_counter()
             result = forecast(panel, name, [*settings, *twin_overrides, f"seed={seed}", *args.overrides],
-                              run_dir=run_dir, progress=args.progress, figures=False, forecast_windows=None,
-                              split="last", horizon=horizon, season=period, input_len=length, levels=(args.level,))
+                              run_dir=folder if len(members) == 1 else folder / f"L{length}-seed{seed}",
+                              progress=args.progress, figures=False, forecast_windows=None, split="last",
+                              horizon=horizon, season=period, input_len=length, levels=(args.level,))
             member_seconds.append(time.perf_counter() - fit_start)
             fits.append(_read_forecasts(result.run_dir / "forecasts.csv", panel, args.level))
-            member_owa.append(score("", histories, truth, *_fill_short(fits[-1], histories, horizon, period)[:1],
-                                    period, naive2_scores).owa)
         seconds = time.perf_counter() - start
+        member_owa = [score("", histories, truth, _fill_short(f, histories, horizon, period)[0], period,
+                            naive2_scores).owa for f in fits]
         with warnings.catch_warnings():  # a series no member forecasts (too short for every input) stays NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            forecast_values, lo, hi = (np.nanmedian(np.stack([f[i] for f in fits]), axis=0) for i in range(3))
-        forecast_values, lo, hi, short = _fill_short((forecast_values, lo, hi), histories, horizon, period)
-        label = label if len(members) == 1 else f"{label} (median of {len(members)})"
-        row = score(label, histories, truth, forecast_values, period, naive2_scores, (lo, hi), args.level, seconds,
-                    str(folder))
+            median = tuple(np.nanmedian(np.stack([f[i] for f in fits]), axis=0) for i in range(3))
+        point, lo, hi, short = _fill_short(median, histories, horizon, period)
+        row = score(label if len(members) == 1 else f"{label} (median of {len(members)})", histories, truth, point,
+                    period, naive2_scores, (lo, hi), args.level, seconds, str(folder))
         row.extra = {"series_too_short": float(short), "member_owa_min": min(member_owa),
                      "member_owa_max": max(member_owa), "member_seconds_max": max(member_seconds)}
         if twin_of is not None:

@@ -29,7 +29,7 @@ from attnlab.report.files import write_baselines
 INTERVALS_FILE = "intervals.json"
 HORIZON_FILE = "horizon_errors.csv"
 EVAL_BATCH = 256
-SCORE_CHUNK = 8192  # test windows per chunk of the whole-split scores (their temporaries stay small)
+SCORE_CHUNK = 1024  # test windows per chunk of the whole-split scores: 8192 held ~13 MiB of temporaries at once
 
 
 class ForecastScoring:
