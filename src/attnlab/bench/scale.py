@@ -15,9 +15,9 @@ job (start-up, loading, training, test and the baselines included), the peak res
 job share through the page cache) next to the RSS it had before reading any data, the validation loss, and on
 the test part (the last ``--horizon`` steps of every series) the model's MASE against seasonal naive's.
 
-Every job also runs once on an almost empty panel (``--fixed-series``, 100 series): its peak RSS is the job's
-**fixed cost** (Python, torch, Lightning, pandas, the model and its training state), what the processes need
-whatever the data.
+Every job also runs on an almost empty panel (``--fixed-series``, 100 series), ``--fixed-repeats`` times (3): the
+median of those peaks is the job's **fixed cost** (Python, torch, Lightning, pandas, the model and its training
+state), what the processes need whatever the data.
 
 Then: |Δ validation loss| between 1 and N processes for each model (the target: at most 1e-4 at equal global
 batch and steps), the memory bound (peak RSS at most the fixed cost plus 2 × the stored panel), and the growth of
@@ -27,7 +27,7 @@ at every size: memory follows the data, not the number of windows).
 
 Example (the issue's measurement; the sizes it runs are listed in docs/training.md "Scaling out")::
 
-    attnlab bench scale --series 10000,100000 --length 500 --models linear,horizon_attention --processes 1,2
+    attnlab bench scale --series 10000,30000,100000 --length 500 --models linear,horizon_attention --processes 1,2
 """
 
 from __future__ import annotations
