@@ -141,6 +141,23 @@ def test_cross_validation_by_hand(tmp_path):
     assert lines[-1].split() == ["ridge", "all", f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
 
 
+def test_a_wide_files_backtest_scores_each_target_against_its_own_values(tmp_path):
+    rng = np.random.default_rng(7)
+    wide = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=80, freq="h"), "a": rng.normal(size=80),
+                         "b": 100 + rng.normal(size=80).cumsum(), "c": 50 + rng.normal(size=80)})
+    fc = Forecaster(["ridge"], h=H, input_len=L, id_col=None, time_col="date", target_col=("c", "a"),
+                    runs_root=tmp_path)
+    table = fc.cross_validation(wide, n_windows=2)
+    assert table.columns.tolist() == ["unique_id", "date", "cutoff", "window", "c", "a", "ridge:c", "ridge:a"]
+    for column in ("a", "c"):  # the true values of that column, at each row's time
+        np.testing.assert_allclose(table[column], wide.set_index("date").loc[table.date, column])
+    lines = fc.cv_summary(table)
+    assert [line.split()[:2] for line in lines[1:]] == [[f"ridge:{t}", w] for t in "ca" for w in ("0", "1", "all")]
+    overall = point_scores(table.a.to_numpy()[:, None, None], table["ridge:a"].to_numpy()[:, None, None],
+                           fc._scales(table, 0)[:, None])
+    assert lines[-1].split()[2:] == [f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+
+
 @pytest.mark.parametrize(("refit", "fits"), [(True, 3), (2, 2)])
 def test_refit_every_k_windows(tmp_path, refit, fits):
     Forecaster(["ridge"], h=H, input_len=L, runs_root=tmp_path).cross_validation(panel_frame(), n_windows=3,

@@ -220,7 +220,8 @@ class Forecaster:
 
         Returns:
             ``unique_id, ds, cutoff, window, y`` (``window``: 0 for the first cutoff) and one column per model
-            (with interval bounds).
+            (with interval bounds). With several scored targets (a wide file's ``target_col``), one true column
+            per target, named by it, and ``<model>:<target>`` forecast columns.
         """
         if n_windows < 1:
             raise UserError(f"n_windows={n_windows} must be at least 1")
@@ -251,15 +252,15 @@ class Forecaster:
                                    "cutoff": [history.times(s, int(history.lengths[s]) - 1,
                                                             int(history.lengths[s]))[0]
                                               for s in range(history.n_series)]})
-            idc, tc, yc = self._names
+            idc, tc, _ = self._names
             forecasts = forecasts.rename(columns={idc: "unique_id", tc: "ds"})
             table = truth.merge(cutoff, on="unique_id").merge(forecasts, on=["unique_id", "ds"])
             table.insert(3, "window", w)
             tables.append(table)
         out = pd.concat(tables, ignore_index=True)
-        order = ["unique_id", "ds", "cutoff", "window", "y"]
+        order = ["unique_id", "ds", "cutoff", "window", *(column for _, column, _ in self._scored(panel))]
         out = out[order + [c for c in out.columns if c not in order]]
-        return out.rename(columns={"unique_id": idc, "ds": tc, "y": yc})
+        return out.rename(columns={"unique_id": idc, "ds": tc})
 
     def _future_of(self, panel: Panel, history: Panel) -> pd.DataFrame | None:
         """The future-known covariates of the steps after ``history`` (from the full ``panel``)."""
@@ -269,39 +270,54 @@ class Forecaster:
         frame = panel.to_frame(idc, tc)
         return frame[[idc, tc, *self.options["futr_cols"]]]
 
+    def _scored(self, panel: Panel) -> list[tuple[int, str, str]]:
+        """(channel, truth column, forecast column suffix) of each scored target: the one target is ``y`` (or
+        ``target_col``) and the model's own column; several are named by their targets, ``<model>:<target>``."""
+        names = self.options["target"]
+        channels = [panel.target_names.index(t) for t in names if t in panel.target_names] or \
+            list(range(panel.n_channels))
+        if len(channels) == 1:
+            return [(channels[0], self._names[2], "")]
+        return [(k, panel.target_names[k], f":{panel.target_names[k]}") for k in channels]
+
     def _truth(self, panel: Panel, held: int) -> pd.DataFrame:
-        """``unique_id, ds, y``: the ``h`` steps after each series' cutoff."""
+        """``unique_id, ds`` and the true values of each scored target (:meth:`_scored`) in the ``h`` steps after
+        each series' cutoff."""
         rows = []
         for s in range(panel.n_series):
             start = int(panel.lengths[s]) - held
-            values = panel.target[panel.rows(s)][start:start + self.h, 0]
+            values = panel.target[panel.rows(s)][start:start + self.h]  # (h, C)
             rows.append(pd.DataFrame({"unique_id": panel.ids[s], "ds": panel.times(s, start, start + self.h),
-                                      "y": values}))
+                                      **{column: values[:, k] for k, column, _ in self._scored(panel)}}))
         return pd.concat(rows, ignore_index=True)
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
-        """Lines of MASE and sMAPE per model and backtest window, then over every window."""
-        y = table[self._names[2]].to_numpy()
-        lines = [f"{'model':<22}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
-        scale = self._scales(table)
-        for model in self.models:
-            for window, part in table.groupby("window", sort=True):
-                s = point_scores(part[self._names[2]].to_numpy()[:, None, None], part[model].to_numpy()[:, None, None],
-                                 scale[part.index][:, None])
-                lines.append(f"{model:<22}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
-            s = point_scores(y[:, None, None], table[model].to_numpy()[:, None, None], scale[:, None])
-            lines.append(f"{model:<22}{'all':<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+        """Lines of MASE and sMAPE per model (and target, when several are scored) and backtest window, then over
+        every window."""
+        assert self.history is not None
+        lines = [f"{'model':<30}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
+        for channel, truth, suffix in self._scored(self.history):
+            y = table[truth].to_numpy()
+            scale = self._scales(table, channel)
+            for model in self.models:
+                name = model + suffix
+                for window, part in table.groupby("window", sort=True):
+                    s = point_scores(part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None],
+                                     scale[part.index][:, None])
+                    lines.append(f"{name:<30}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+                s = point_scores(y[:, None, None], table[name].to_numpy()[:, None, None], scale[:, None])
+                lines.append(f"{name:<30}{'all':<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
         return lines
 
-    def _scales(self, table: pd.DataFrame) -> np.ndarray:
-        """The MASE scale of each row's series (from the fitted history)."""
+    def _scales(self, table: pd.DataFrame, channel: int = 0) -> np.ndarray:
+        """The MASE scale of each row's series (from the fitted history), for target ``channel``."""
         from attnlab.data.forecasting import mase_denominator
         from attnlab.data.times import season_of
 
         assert self.history is not None
         h = self.history
         season = self.options["season"] or season_of(h.freq, h.time_kind)
-        scales = {h.ids[s]: float(mase_denominator(h.target[h.rows(s)][:, :1], season)[0])
+        scales = {h.ids[s]: float(mase_denominator(h.target[h.rows(s)][:, channel:channel + 1], season)[0])
                   for s in range(h.n_series)}
         return table[self._names[0]].map(scales).fillna(1.0).to_numpy()
 
