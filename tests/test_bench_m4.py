@@ -133,7 +133,7 @@ def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
 def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_test_values(tmp_path, capsys):
     rng = np.random.default_rng(4)
     series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=46).cumsum(), 2)) for i in range(1, 5)}
-    write_m4(tmp_path / "m4", "Yearly", series, {sid: [1e9] * 6 for sid in series})  # test values never read
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: [1e9] * 6 for sid in series})  # test values never used
     out = tmp_path / "rows.json"
     assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "linear",
                      "--validation", "--seeds", "2", "--input-len", "18", "--runs-root", str(tmp_path / "runs"),

@@ -113,8 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also fit each attention model's attention-free twin with the same settings and seeds, "
                              "and say whether the attention lowers the OWA")
     parser.add_argument("--validation", action="store_true",
-                        help="score on the last horizon of each training row instead of the test file (the test file "
-                             "is not read): the split every setting of this benchmark is chosen on")
+                        help="score on the last horizon of each training row instead of the test file (the test file's "
+                             "values are not used): the split every setting of this benchmark is chosen on")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide training progress bars")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="train/model overrides for every model")
