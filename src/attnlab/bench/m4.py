@@ -213,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             twin = MODELS[name].twin
             if twin is not None:
                 jobs.insert([j[0] for j in jobs].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
+    labels: dict[str, str] = {}  # model name -> its row's label (a twin's row names the row it is the twin of)
     for label, name, twin_overrides, twin_of in jobs:
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
                     for item in MODEL_SETTINGS.get(name, [])]
@@ -240,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
                     period, naive2_scores, (lo, hi), args.level, seconds, str(folder))
         row.extra = {"series_too_short": float(short), "member_owa_min": min(member_owa),
                      "member_owa_max": max(member_owa), "member_seconds_max": max(member_seconds)}
-        if twin_of is not None:
-            row.twin_of = next(r.model for r in rows if r.run_dir == str(root / twin_of))  # its row's label
+        row.twin_of = labels.get(twin_of) if twin_of else None  # the attention model's row label
+        labels.setdefault(name, row.model)
         rows.append(row)
         print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}  MSIS "
               f"{row.msis:6.3f}  coverage {row.coverage:.3f}  {seconds:6.1f} s", flush=True)

@@ -54,7 +54,6 @@ def proc_kib(field: str, path: Path = _STATUS) -> int:
     raise OSError(f"{field} not in {path}")
 
 
-
 # mallopt(3) parameters and glibc's defaults for them (64-bit)
 _M_MXFAST, _M_TRIM_THRESHOLD, _M_MMAP_MAX = 1, -1, -4
 _DEFAULT_MXFAST, _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128, 128 * 1024, 65536

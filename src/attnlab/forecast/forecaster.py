@@ -283,12 +283,12 @@ class Forecaster:
     def _truth(self, panel: Panel, held: int) -> pd.DataFrame:
         """``unique_id, ds`` and the true values of each scored target (:meth:`_scored`) in the ``h`` steps after
         each series' cutoff."""
-        rows = []
+        scored, rows = self._scored(panel), []
         for s in range(panel.n_series):
             start = int(panel.lengths[s]) - held
             values = panel.target[panel.rows(s)][start:start + self.h]  # (h, C)
             rows.append(pd.DataFrame({"unique_id": panel.ids[s], "ds": panel.times(s, start, start + self.h),
-                                      **{column: values[:, k] for k, column, _ in self._scored(panel)}}))
+                                      **{column: values[:, k] for k, column, _ in scored}}))
         return pd.concat(rows, ignore_index=True)
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
