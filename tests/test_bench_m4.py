@@ -7,10 +7,12 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from attnlab import cli
 from attnlab.bench import m4
+from attnlab.data.panel import load_panel
 from attnlab.data.readers import read_m4
 from test_forecast_data import SHARED_DATA
 from test_forecast_panel import write_m4
@@ -85,18 +87,23 @@ def test_table_lists_the_rows_then_the_published_ones():
     assert len(m4.table(rows, "Yearly").splitlines()) == 4  # no published table for the group
 
 
+def run_yearly(tmp_path, *args):
+    """``attnlab bench m4`` on the Yearly files under ``tmp_path / "m4"`` with input 18, runs and rows.json under
+    ``tmp_path``; its rows."""
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--input-len", "18",
+                     "--runs-root", str(tmp_path / "runs"), "--json", str(out), "--no-progress", *args]) == 0
+    return json.loads(out.read_text())
+
+
 def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(3)
     series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 5)}
     ahead = {sid: list(np.round(values[-1] + rng.normal(size=6).cumsum(), 2)) for sid, values in series.items()}
     write_m4(tmp_path / "m4", "Yearly", series, ahead)
-    out = tmp_path / "rows.json"
-    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "ridge",
-                     "--input-len", "18", "--runs-root", str(tmp_path / "runs"), "--json", str(out),
-                     "--no-progress"]) == 0
+    rows = {row["model"]: row for row in run_yearly(tmp_path, "--models", "ridge")}
     text = capsys.readouterr().out
     assert text.startswith("bench m4: Yearly, 4 series, horizon 6, MASE period 1, input 18, 95 % intervals")
-    rows = {row["model"]: row for row in json.loads(out.read_text())}
     assert list(rows) == ["naive (last value)", "seasonal naive (1)", "Naive2", "ridge"]
     histories = [np.array(v) for v in series.values()]
     truth = np.array(list(ahead.values()))
@@ -134,14 +141,11 @@ def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_t
     rng = np.random.default_rng(4)
     series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=46).cumsum(), 2)) for i in range(1, 5)}
     write_m4(tmp_path / "m4", "Yearly", series, {sid: [1e9] * 6 for sid in series})  # test values never used
-    out = tmp_path / "rows.json"
-    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "linear",
-                     "--validation", "--seeds", "2", "--input-len", "18", "--runs-root", str(tmp_path / "runs"),
-                     "--json", str(out),                     "--no-progress", "max_epochs=1"]) == 0
+    rows = {row["model"]: row for row in run_yearly(tmp_path, "--models", "linear", "--validation", "--seeds", "2",
+                                                    "max_epochs=1")}
     text = capsys.readouterr().out
     assert "scored on the last horizon of each training row (--validation)" in text
     assert "*Naive2 (M4)*" not in text  # the published figures are test figures: not beside validation ones
-    rows = {row["model"]: row for row in json.loads(out.read_text())}
     histories = [np.array(v[:-6]) for v in series.values()]
     truth = np.array([v[-6:] for v in series.values()])
     naive = m4.score("naive", histories, truth, np.stack([np.repeat(x[-1], 6) for x in histories]), 1,
@@ -157,10 +161,6 @@ def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_t
 
 
 def _panel_of(series):
-    import pandas as pd
-
-    from attnlab.data.panel import load_panel
-
     return load_panel(pd.DataFrame([(sid, t, y) for sid, v in series.items() for t, y in enumerate(v)],
                                    columns=["unique_id", "ds", "y"]))
 
@@ -169,11 +169,7 @@ def test_twins_fit_beside_their_attention_model_and_the_ablation_says_which_wins
     rng = np.random.default_rng(5)
     series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 4)}
     write_m4(tmp_path / "m4", "Yearly", series, {sid: list(v[-6:]) for sid, v in series.items()})
-    out = tmp_path / "rows.json"
-    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models",
-                     "patch_transformer,linear", "--twins", "--input-len", "18", "--runs-root", str(tmp_path / "runs"),
-                     "--json", str(out),                     "--no-progress", "max_epochs=1"]) == 0
-    rows = json.loads(out.read_text())
+    rows = run_yearly(tmp_path, "--models", "patch_transformer,linear", "--twins", "max_epochs=1")
     assert [r["model"] for r in rows][3:] == ["patch_transformer", "patch_transformer[attention=mean]", "linear"]
     model, twin = rows[3], rows[4]
     assert twin["twin_of"] == "patch_transformer" and model["twin_of"] is None
@@ -189,12 +185,8 @@ def test_series_too_short_for_the_input_get_seasonal_naive_and_are_counted(tmp_p
     series = {f"Y{i}": list(np.round(50 + rng.normal(size=n).cumsum(), 2)) for i, n in enumerate([40, 40, 40, 20])}
     ahead = {sid: list(np.round(v[-1] + rng.normal(size=6).cumsum(), 2)) for sid, v in series.items()}
     write_m4(tmp_path / "m4", "Yearly", series, ahead)
-    out = tmp_path / "rows.json"
-    assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--models", "ridge",
-                     "--input-len", "18", "--runs-root", str(tmp_path / "runs"), "--json", str(out),
-                     "--no-progress"]) == 0
+    row = run_yearly(tmp_path, "--models", "ridge")[3]
     assert "1 series too short for every input length: seasonal naive forecasts them" in capsys.readouterr().out
-    row = json.loads(out.read_text())[3]
     assert row["extra"]["series_too_short"] == 1
     fit = m4._read_forecasts(tmp_path / "runs" / "ridge" / "forecasts.csv", _panel_of(series), 95.0)
     assert np.isnan(fit[0][3]).all() and not np.isnan(fit[0][:3]).any()
