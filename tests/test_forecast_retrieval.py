@@ -19,6 +19,7 @@ from attnlab.models.retrieval import (
     RidgeForecaster,
     RidgeLinear,
     _window_batches,
+    lookbacks,
     unit_keys,
 )
 from attnlab.nn import record_attention
@@ -50,27 +51,48 @@ def windows(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return w[:, :L] - last, w[:, L:] - last
 
 
-def test_ridge_matches_a_direct_solve_and_the_best_strength():
+def test_ridge_matches_a_direct_solve_and_the_best_lookback_and_strength():
     train, val = series(300, 0), series(120, 1)
     ridge = RidgeLinear(L, H)
     val_mse = ridge.fit(batches(train), batches(val))
     x, y = windows(train)
     xv, yv = windows(val)
-    # Brute force: solve for every strength, predict the validation windows, keep the best.
+    # Brute force: solve for every lookback (the newest ell steps) and strength, predict the validation windows, keep
+    # the best. The last strength, infinity, is W = 0: the naive forecast.
     errors = {}
-    for alpha in RIDGE_ALPHAS:
-        w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(L), x.T @ y)
-        errors[alpha] = (((xv @ w) - yv) ** 2).mean()
+    assert lookbacks(L) == [2, 4, 6, 8, 10, 12, 14, 16]
+    for ell in lookbacks(L):
+        for alpha in RIDGE_ALPHAS:
+            w = np.zeros((L, H))
+            if np.isfinite(alpha):
+                w[L - ell :] = np.linalg.solve(x[:, -ell:].T @ x[:, -ell:] + alpha * len(x) * np.eye(ell),
+                                               x[:, -ell:].T @ y)
+            errors[ell, alpha] = (((xv @ w) - yv) ** 2).mean()
     best = min(errors, key=errors.get)
-    assert float(ridge.alpha) == pytest.approx(best)
+    assert (ridge.lookback, float(ridge.alpha)) == (best[0], pytest.approx(best[1]))
     assert val_mse == pytest.approx(errors[best], rel=1e-9)
-    w = np.linalg.solve(x.T @ x + best * len(x) * np.eye(L), x.T @ y)
+    w = np.zeros((L, H))
+    w[L - best[0] :] = np.linalg.solve(x[:, -best[0] :].T @ x[:, -best[0] :] + best[1] * len(x) * np.eye(best[0]),
+                                       x[:, -best[0] :].T @ y)
     np.testing.assert_allclose(ridge.weight.numpy(), w, rtol=1e-4, atol=1e-6)
     # The forecast of a window (B, L, C) is the map applied to each channel around its last value.
     batch = train[:L].unsqueeze(0)  # (1, L, C)
     rows, last = batch[0].T.double().numpy(), batch[0, -1].double().numpy()[:, None]  # (C, L), (C, 1)
     expected = (rows - last) @ w + last  # (C, H)
     torch.testing.assert_close(ridge(batch)[0].T.double(), torch.from_numpy(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_ridge_keeps_the_naive_forecast_where_validation_prefers_it():
+    """On a random walk the last value is the best forecast: validation keeps W = 0 (an infinite strength), so the
+    ridge map is the naive forecast, with the naive forecast's validation MSE."""
+    walk = torch.randn(1500, C, generator=torch.Generator().manual_seed(0)).cumsum(0)  # (1500, C)
+    ridge = RidgeLinear(L, H)
+    val_mse = ridge.fit(batches(walk[:1000]), batches(walk[1000 - L :]))
+    assert float(ridge.alpha) == float("inf") and not ridge.weight.any()
+    _, yv = windows(walk[1000 - L :])  # centred on the last value: the naive forecast's errors
+    assert val_mse == pytest.approx((yv**2).mean(), rel=1e-9)
+    x = walk[:L].unsqueeze(0)  # (1, L, C)
+    torch.testing.assert_close(ridge(x), x[:, -1:].expand(1, H, C))
 
 
 def test_ridge_learns_an_exact_linear_recurrence():
@@ -192,6 +214,7 @@ def test_retrieval_attends_over_one_series_only(tmp_path):
     model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6))
     with pytest.raises(ValueError, match="attends over the training windows of one series"):
         model.fit_closed_form(batches(series(200, 0)), batches(series(120, 1)), None)
-    with pytest.raises(UserError, match="for many series use ridge or patch_transformer"):
+    with pytest.raises(UserError, match=r"Retrieval fits one series \(a wide CSV\), and the data has 3; choose a "
+                                        r"model for many series \(linear, .*patch_transformer.*ridge\)"):
         forecast(panel_frame(), "retrieval", horizon=4, input_len=12, run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -41,8 +41,9 @@ from attnlab.nn.attention import Attention
 from attnlab.nn.scoring import DotScore
 
 # Ridge strengths tried on validation, as a multiple of the number of training rows (so the choice does not
-# depend on how long the training split is).
-RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+# depend on how long the training split is). The last, infinity, is the limit W = 0: the last value repeated, the
+# naive forecast, which validation keeps where no linear map of the past beats it (a random walk).
+RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)
 _CHUNK = 256  # windows per step while accumulating sums over a split
 MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
 
@@ -75,8 +76,10 @@ def _normal_equations(windows: Windows, seq_len: int, pred_len: int) -> tuple[Te
 class RidgeLinear(nn.Module):
     """The closed-form ridge map ``ŷ = (x − x_L) W + x_L`` shared by all channels (x_L: the window's last value).
 
-    ``fit`` solves W on the training windows for every strength in :data:`RIDGE_ALPHAS` and keeps the one
-    with the lowest validation MSE. Until fitted, W is zero (the forecast repeats the last value).
+    ``fit`` solves W on the training windows for every lookback in :func:`lookbacks` (the newest ℓ ≤ L input steps)
+    and every strength in :data:`RIDGE_ALPHAS`, and keeps the pair with the lowest validation MSE; an infinite
+    strength is W = 0. The map of a lookback ℓ is W with its first L − ℓ rows zero, so the forward is the same for
+    every choice. Until fitted, W is zero (the forecast repeats the last value).
 
     Forward: x (B, L, C) → (B, H, C).
     """
@@ -86,6 +89,7 @@ class RidgeLinear(nn.Module):
         self.seq_len, self.pred_len = seq_len, pred_len
         self.register_buffer("weight", torch.zeros(seq_len, pred_len))  # (L, H)
         self.register_buffer("alpha", torch.tensor(math.nan))  # the chosen strength (NaN: not fitted)
+        self.lookback = seq_len  # the chosen ℓ, for the log (W's first L − ℓ rows are zero)
 
     def forward(self, x: Tensor) -> Tensor:
         last = x[:, -1:, :]  # (B, 1, C)
@@ -93,22 +97,33 @@ class RidgeLinear(nn.Module):
 
     @torch.no_grad()
     def fit(self, train: Windows, val: Windows) -> float:
-        """Solve W on the ``train`` windows and pick the strength on the ``val`` windows; returns the validation
-        MSE of the chosen map."""
+        """Solve W on the ``train`` windows and pick the lookback and strength on the ``val`` windows; returns the
+        validation MSE of the chosen map."""
         gram, cross, _, rows = _normal_equations(train, self.seq_len, self.pred_len)
         gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len)
-        eye = torch.eye(self.seq_len, dtype=gram.dtype)
-        best = (math.inf, math.nan, None)
-        for alpha in RIDGE_ALPHAS:
-            w = torch.linalg.solve(gram + alpha * rows * eye, cross)  # (L, H)
-            # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY², without building the validation predictions
-            mse = float(((w * (gram_v @ w)).sum() - 2 * (w * cross_v).sum() + sq_v) / (rows_v * self.pred_len))
-            if mse < best[0]:
-                best = (mse, alpha, w)
-        mse, alpha, w = best
-        self.weight.copy_(w)
+        best = (math.inf, math.nan, self.seq_len, torch.zeros_like(cross))
+        for ell in lookbacks(self.seq_len):  # the newest ell steps: the last rows and columns of the sums
+            g, c, g_v, c_v = gram[-ell:, -ell:], cross[-ell:], gram_v[-ell:, -ell:], cross_v[-ell:]
+            eye = torch.eye(ell, dtype=gram.dtype)
+            for alpha in RIDGE_ALPHAS:
+                infinite = not math.isfinite(alpha)
+                w = torch.zeros_like(c) if infinite else torch.linalg.solve(g + alpha * rows * eye, c)  # (ell, H)
+                # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY², without building the validation predictions
+                mse = float(((w * (g_v @ w)).sum() - 2 * (w * c_v).sum() + sq_v) / (rows_v * self.pred_len))
+                if mse < best[0]:
+                    best = (mse, alpha, ell, w)
+        mse, alpha, ell, w = best
+        self.weight.zero_()
+        self.weight[self.seq_len - ell :] = w
         self.alpha.fill_(alpha)
+        self.lookback = ell
         return mse
+
+
+def lookbacks(seq_len: int) -> list[int]:
+    """The lookbacks the ridge map tries: L·k/8 for k = 1…8 (whole steps, at least 2), so the choice scales with
+    the input the user gives rather than with one data set's season."""
+    return sorted({max(2, round(seq_len * k / 8)) for k in range(1, 9)} & set(range(2, seq_len + 1))) or [seq_len]
 
 
 class RidgeForecaster(nn.Module):
@@ -126,7 +141,7 @@ class RidgeForecaster(nn.Module):
     def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
         """Fit on the training windows, choose the strength on the validation windows (``memory`` is unused)."""
         mse = self.linear.fit(train, val)
-        return {"alpha": float(self.linear.alpha), "val_mse": mse}
+        return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "val_mse": mse}
 
 
 def unit_keys(x: Tensor) -> Tensor:
@@ -239,7 +254,8 @@ class RetrievalForecaster(nn.Module):
             aa += float((a * a).sum())
         beta = min(max(ra / aa, 0.0), 1.0) if aa > 0 else 0.0
         self.beta.fill_(beta)
-        return {"alpha": float(self.linear.alpha), "beta": beta, "ridge_val_mse": ridge_mse}
+        return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "beta": beta,
+                "ridge_val_mse": ridge_mse}
 
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """Labels of the attended keys: the training windows (by the time of their last input step when the
