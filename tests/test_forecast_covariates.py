@@ -156,6 +156,7 @@ def test_list_names_the_kinds_each_model_takes(capsys):
     assert f"{TOY} futr, hist, static" in line
     heads = next(line for line in lines if line.startswith("  quantile heads")).split(": ")[1].split(", ")
     assert {"patch_transformer", "horizon_attention", TOY} <= set(heads) and "linear" not in heads
+    assert "  one series only (a wide CSV, not a panel): retrieval" in lines
 
 
 # ---------------------------------------------------------------------------------------------- the data path

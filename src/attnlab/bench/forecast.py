@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv as csv_module
+import dataclasses
 import datetime
 import json
 import math
@@ -116,9 +117,20 @@ class Row:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--csv", required=True, help="the CSV (e.g. ../shared/data/ett/ETTh1.csv)")
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help="comma-separated forecast models (default: all: %(default)s)")
+    parser.add_argument("--csv", default=None,
+                        help="the CSV (e.g. ../shared/data/ett/ETTh1.csv); with --suite, one more data set")
+    parser.add_argument("--suite", action="store_true",
+                        help="the forecasting suite: ETTh1, exchange rates and M4 Hourly from --data (and --csv if "
+                             "given), every model beside its attention-free twin and the baselines")
+    parser.add_argument("--data", default="../shared/data",
+                        help="with --suite: the folder of ett/ETTh1.csv, ltsf/exchange_rate.csv and m4/ "
+                             "(default %(default)s)")
+    parser.add_argument("--m4-group", default="Hourly",
+                        help="with --suite: the M4 group, read from <data>/m4/<Group>-train.csv and -test.csv "
+                             "(default %(default)s)")
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated forecast models (default: all: {','.join(MODELS)}; with --suite: "
+                             "linear,ridge,patch_transformer,horizon_attention,retrieval)")
     parser.add_argument("--horizons", default="96,192,336,720", help="comma-separated horizons (default %(default)s)")
     parser.add_argument("--input-len", type=int, default=336,
                         help="input window L (default %(default)s; ridge and retrieval default to 512)")
@@ -198,54 +210,96 @@ def _is_etth1(path: str) -> bool:
     return Path(path).name.lower() == "etth1.csv"
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Plan:
+    """A benchmark on one CSV, read and checked: every horizon and input length split before any fit."""
+
+    csv: str
+    split: str
+    horizons: list[int]
+    models: list[str]
+    input_len: int  # --input-len
+    lengths: dict[str, int]  # model -> its input length
+    seeds: dict[str, int]  # model -> fits with seeds counting up from base_seed
+    base_seed: int
+    overrides: list[str]
+    root: Path
+    panel: Panel
+    loaded: dict[tuple[int, int], ForecastData]  # (horizon, input length) -> the split windows
+    twins: bool
+    budget_s: float | None  # a safety cap per fit, or None
+
+
+def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
+    """Check the options and read the CSV for every horizon and input length, so that bad input stops the benchmark
+    with its one-line message before anything is printed or trained. ``models`` overrides ``--models``."""
     horizons = _ints(args.horizons, "horizons")
-    models = _models(args.models)
+    models = models if models is not None else _models(args.models or ",".join(MODELS))
     lengths = _per_model("model-input-len", "L", args.model_input_len, models, MODEL_INPUT_LEN, args.input_len)
     seeds = _per_model("model-seeds", "N", args.model_seeds, models, MODEL_SEEDS, 1)
-    base_seed = _base_seed(args.overrides)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-forecast-{stamp}"
     overrides = [*args.overrides] + ([f"max_time_s={args.budget_s}"] if args.budget_s is not None else [])
-    published = PUBLISHED if _is_etth1(args.csv) else {}
-    shown = ", ".join(f"{m} L={n}" for m, n in lengths.items() if n != args.input_len)  # models with their own L
-    # Read and check the CSV for every horizon and input length first, so bad input stops the benchmark
-    # with its one-line message before anything is printed or trained.
+    base_seed = _base_seed(args.overrides)
     panel = load_panel(args.csv, time_col=args.date_col)
     loaded = {(h, n): split_data(panel, ForecastConfig(split=args.split, input_len=n, horizon=h))
               for h in horizons for n in sorted(set(lengths.values()))}
-    cap = f", ≤{args.budget_s:.0f} s per fit" if args.budget_s is not None else ""
-    print(f"bench forecast: {args.csv}, split {args.split}, L={args.input_len}{f' ({shown})' if shown else ''}, "
-          f"horizons {horizons}, models {', '.join(models)}{cap}; runs in {root}", flush=True)
+    return Plan(args.csv, args.split, horizons, models, args.input_len, lengths, seeds, base_seed,
+                overrides, root, panel, loaded, args.twins, args.budget_s)
 
-    twins = {name: MODELS[name].twin for name in models if args.twins and MODELS[name].twin is not None}
+
+def collect(p: Plan) -> list[Row]:
+    """Fit every model (its seeds, then its twin when ``p.twins``) at every horizon; one row each, then each
+    horizon's naive and seasonal naive rows. Prints a line per fit."""
+    shown = ", ".join(f"{m} L={n}" for m, n in p.lengths.items() if n != p.input_len)  # models with their own L
+    cap = f", ≤{p.budget_s:.0f} s per fit" if p.budget_s is not None else ""
+    print(f"bench forecast: {p.csv}, split {p.split}, L={p.input_len}{f' ({shown})' if shown else ''}, "
+          f"horizons {p.horizons}, models {', '.join(p.models)}{cap}; runs in {p.root}", flush=True)
+    twins = {name: MODELS[name].twin for name in p.models if p.twins and MODELS[name].twin is not None}
     rows: list[Row] = []
-    for horizon in horizons:
+    for horizon in p.horizons:
         print(f"\nH={horizon}", flush=True)
-        for name in models:
-            data = loaded[horizon, lengths[name]]
-            if seeds[name] == 1:
-                runs = [(base_seed, _fit(name, panel, data, args.split, overrides, root / f"H{horizon}-{name}", ""))]
+        for name in p.models:
+            data = p.loaded[horizon, p.lengths[name]]
+            if p.seeds[name] == 1:
+                runs = [(p.base_seed, _fit(name, p.panel, data, p.split, p.overrides, p.root / f"H{horizon}-{name}",
+                                           ""))]
             else:
-                runs = [(seed, _fit(name, panel, data, args.split, [*overrides, f"seed={seed}"],
-                                    root / f"H{horizon}-{name}-seed{seed}", f"  seed {seed}"))
-                        for seed in range(base_seed, base_seed + seeds[name])]
+                runs = [(seed, _fit(name, p.panel, data, p.split, [*p.overrides, f"seed={seed}"],
+                                    p.root / f"H{horizon}-{name}-seed{seed}", f"  seed {seed}"))
+                        for seed in range(p.base_seed, p.base_seed + p.seeds[name])]
             rows.append(median_run(runs))
             twin = twins.get(name)
-            if twin is not None:  # the same input, seed and budget; the twin's overrides first, the user's last
-                rows.append(_fit(twin.model, panel, data, args.split, [*twin.overrides, *overrides],
-                                 root / f"H{horizon}-{name}-twin", "", label=twin.label, twin_of=name))
+            same = next((r for r in rows if twin is not None and not twin.overrides and r.model == twin.model
+                         and r.horizon == horizon and r.input_len == data.input_len and r.twin_of is None), None)
+            if same is not None:  # the twin is a model that already ran with this input (retrieval's ridge)
+                rows.append(dataclasses.replace(same, twin_of=name))
+            elif twin is not None:  # the same input, seed and budget; the twin's overrides first, the user's last
+                rows.append(_fit(twin.model, p.panel, data, p.split, [*twin.overrides, *p.overrides],
+                                 p.root / f"H{horizon}-{name}-twin", "", label=twin.label, twin_of=name))
         rows += baseline_rows(rows[-1])
-    labels = list(dict.fromkeys(r.model for r in rows))  # models, their twins after them, then the baselines
+    return rows
 
+
+def run(args: argparse.Namespace) -> int:
+    if args.suite:
+        from attnlab.bench.suite import run_suite
+
+        return run_suite(args)
+    if args.csv is None:
+        raise UserError("bench forecast needs --csv FILE (or --suite for the standard data sets)")
+    p = plan(args)
+    rows = collect(p)
+    labels = list(dict.fromkeys(r.model for r in rows))  # models, their twins after them, then the baselines
+    published = PUBLISHED if _is_etth1(args.csv) else {}
     print()
-    print(table(rows, horizons, labels, published))
+    print(table(rows, p.horizons, labels, published))
     if published:
         print("\nOn the test windows each published figure was scored on (its loader drops the last N mod batch):\n")
-        print(like_for_like(rows, horizons, models))
+        print(like_for_like(rows, p.horizons, p.models))
     if args.out_csv:
         write_rows(rows, Path(args.out_csv))
-    checks = (check(rows, horizons, args.budget_s) if published else []) + ablation(rows, horizons)
+    checks = (check(rows, p.horizons, args.budget_s) if published else []) + ablation(rows, p.horizons)
     if checks:
         print()
     for line in checks:

@@ -167,14 +167,29 @@ def _mase_scale(history: np.ndarray, period: int) -> float:
     return float(np.mean(np.abs(history[lag:] - history[:-lag])))
 
 
-def run(args: argparse.Namespace) -> int:
-    from attnlab.console import setup_logging
-    from attnlab.forecast.api import forecast
-    from attnlab.models.capabilities import ClosedFormFit
+@dataclass
+class Plan:
+    """The benchmark on one M4 group, checked and read: the panel to fit and what its forecasts are scored on."""
 
+    args: argparse.Namespace
+    models: list[str]
+    horizon: int
+    period: int
+    naive2_scores: tuple[float, float]  # the group's published Naive2 sMAPE and MASE
+    input_lens: list[int]
+    panel: Panel
+    histories: list[np.ndarray]  # each series' training values, in panel order
+    truth: np.ndarray  # (S, h) the values the forecasts are scored against
+    root: Path
+
+
+def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
+    """Check the options and read the group's files (one-line errors before anything is printed or trained).
+    ``models`` overrides ``--models``."""
     if args.group not in M4_GROUPS:
         raise UserError(f"unknown M4 group {args.group!r}; choose one of: {', '.join(M4_GROUPS)}")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if models is None:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise UserError(f"unknown forecast model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
@@ -184,20 +199,31 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--level {args.level:g} must be a percentage in (0, 100)")
     horizon, period, *naive2_scores = M4_GROUPS[args.group]
     input_lens = _input_lens(args.input_len, horizon, period)
-    setup_logging()
     train, test = read_m4(args.data, args.group)
     if args.validation:
         train, test = _hold_out_last(train, horizon)
     panel = load_panel(pd.concat([train, test], ignore_index=True))
     by_id = {sid: part.to_numpy() for sid, part in train.groupby("unique_id", sort=False).y}
     ahead = {sid: part.to_numpy() for sid, part in test.groupby("unique_id", sort=False).y}
-    histories = [by_id[s] for s in panel.ids]
-    truth = np.stack([ahead[s] for s in panel.ids])  # (S, h)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-m4-{stamp}"
+    return Plan(args, models, horizon, period, tuple(naive2_scores), input_lens, panel,  # type: ignore[arg-type]
+                [by_id[s] for s in panel.ids], np.stack([ahead[s] for s in panel.ids]), root)
+
+
+def collect(p: Plan) -> list[Row]:
+    """The naive forecasts' rows, then one row per model (and twin, with ``--twins``): the median of its fits
+    over the input lengths and seeds. Prints a line per row."""
+    from attnlab.console import setup_logging
+    from attnlab.forecast.api import forecast
+    from attnlab.models.capabilities import ClosedFormFit
+
+    args, horizon, period, naive2_scores, histories, truth = (p.args, p.horizon, p.period, p.naive2_scores,
+                                                              p.histories, p.truth)
+    setup_logging()
     scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
-    print(f"bench m4: {args.group}, {panel.n_series} series, horizon {horizon}, MASE period {period}, input "
-          f"{','.join(map(str, input_lens))}, {args.level:g} % intervals, scored on {scored_on}; runs in {root}",
+    print(f"bench m4: {args.group}, {p.panel.n_series} series, horizon {horizon}, MASE period {period}, input "
+          f"{','.join(map(str, p.input_lens))}, {args.level:g} % intervals, scored on {scored_on}; runs in {p.root}",
           flush=True)
     rows = [score("naive (last value)", histories, truth, np.stack([np.repeat(x[-1], horizon) for x in histories]),
                   period, naive2_scores),
@@ -207,9 +233,9 @@ def run(args: argparse.Namespace) -> int:
                   naive2_scores)]
     for row in rows:
         print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
-    jobs = [(name, name, (), None) for name in models]  # (label, model, its overrides, the model it is a twin of)
+    jobs = [(name, name, (), None) for name in p.models]  # (label, model, its overrides, the model it is a twin of)
     if args.twins:  # each attention model's attention-free twin, right after it, under the same settings and seeds
-        for name in models:
+        for name in p.models:
             twin = MODELS[name].twin
             if twin is not None:
                 jobs.insert([j[0] for j in jobs].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
@@ -218,18 +244,18 @@ def run(args: argparse.Namespace) -> int:
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
                     for item in MODEL_SETTINGS.get(name, [])]
         seeds = 1 if issubclass(MODELS[name].model_class, ClosedFormFit) else args.seeds  # seeds change nothing
-        members = [(length, args.seed + k) for length in input_lens for k in range(seeds)]
-        folder = root / (name if twin_of is None else f"{twin_of}-twin")
+        members = [(length, args.seed + k) for length in p.input_lens for k in range(seeds)]
+        folder = p.root / (name if twin_of is None else f"{twin_of}-twin")
         start = time.perf_counter()
         fits, member_seconds = [], []
         for length, seed in members:  # one fit per input length and seed; their median is the forecast
             fit_start = time.perf_counter()
-            result = forecast(panel, name, [*settings, *twin_overrides, f"seed={seed}", *args.overrides],
+            result = forecast(p.panel, name, [*settings, *twin_overrides, f"seed={seed}", *args.overrides],
                               run_dir=folder if len(members) == 1 else folder / f"L{length}-seed{seed}",
                               progress=args.progress, figures=False, forecast_windows=None, split="last",
                               horizon=horizon, season=period, input_len=length, levels=(args.level,))
             member_seconds.append(time.perf_counter() - fit_start)
-            fits.append(_read_forecasts(result.run_dir / "forecasts.csv", panel, args.level))
+            fits.append(_read_forecasts(result.run_dir / "forecasts.csv", p.panel, args.level))
         seconds = time.perf_counter() - start
         member_owa = [score("", histories, truth, _fill_short(f, histories, horizon, period)[0], period,
                             naive2_scores).owa for f in fits]
@@ -251,6 +277,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{min(member_seconds):.0f} to {max(member_seconds):.0f} s", flush=True)
         if short:
             print(f"    {short} series too short for every input length: seasonal naive forecasts them", flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = collect(plan(args))
     print()
     print(table(rows, "" if args.validation else args.group))  # published figures are test figures
     for line in ablation(rows):

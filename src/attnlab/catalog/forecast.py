@@ -128,6 +128,7 @@ class ForecastSizes:
         COVARIATES: the covariate kinds the model's ``forward(x, hist=, futr=, static=)`` takes: a subset of
             ``{"hist", "futr", "static"}``. Data with another kind is refused for this model.
         QUANTILES: the model has quantile heads: with ``quantiles`` set it returns (B, H, C, Q).
+        PANELS: the model fits data of many series (a panel); False: one series only (a wide CSV).
 
     Args:
         seq_len: L, input steps per window (``--input-len``).
@@ -141,6 +142,7 @@ class ForecastSizes:
 
     COVARIATES: ClassVar[frozenset[str]] = frozenset()
     QUANTILES: ClassVar[bool] = False
+    PANELS: ClassVar[bool] = True
 
     seq_len: int | None = None
     pred_len: int | None = None
@@ -282,6 +284,8 @@ class RetrievalConfig(ForecastSizes):
         top_k: training windows each query attends to (all of them if fewer).
         temperature: divides the correlation scores; lower is sharper.
     """
+
+    PANELS: ClassVar[bool] = False  # it attends over the training windows of one series
 
     key_len: int | None = None
     top_k: int = 300

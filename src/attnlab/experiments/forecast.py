@@ -236,6 +236,10 @@ class Forecast(ForecastScoring, Experiment):
             raise UserError(f"{type(model_config).__name__.removesuffix('Config')} takes no "
                             f"{' or '.join(names[k] for k in refused)} covariates, and the data has some; choose a "
                             f"model that does ({', '.join(takers) or 'none'}) or leave them out (--exclude)")
+        if d.panel.n_series > 1 and not type(model_config).PANELS:
+            raise UserError(f"{type(model_config).__name__.removesuffix('Config')} fits one series (a wide CSV), and "
+                            f"the data has {d.panel.n_series}; choose a model for many series "
+                            f"({', '.join(n for n, s in SPEC.models.items() if s.config.PANELS)})")
         if self.quantiles and not type(model_config).QUANTILES:
             raise UserError(f"intervals=quantile needs a model with quantile heads "
                             f"({', '.join(n for n, s in SPEC.models.items() if s.config.QUANTILES)}); use "

@@ -138,6 +138,8 @@ def _describe(experiment: ExperimentSpec, detail: bool) -> list[str]:
                                      if kind is not None))
             heads = [name for name, spec in experiment.models.items() if getattr(spec.config, "QUANTILES", False)]
             lines.append(f"  quantile heads (intervals=quantile): {', '.join(heads) or 'none'}")
+            single = [name for name, spec in experiment.models.items() if not getattr(spec.config, "PANELS", True)]
+            lines.append(f"  one series only (a wide CSV, not a panel): {', '.join(single) or 'none'}")
     return lines
 
 
