@@ -13,12 +13,14 @@ import torch
 from attnlab import cli
 from attnlab.models.retrieval import (
     RIDGE_ALPHAS,
+    TEMPERATURES,
     RetrievalConfig,
     RetrievalForecaster,
     RidgeConfig,
     RidgeForecaster,
     RidgeLinear,
     _window_batches,
+    key_lens,
     lookbacks,
     unit_keys,
 )
@@ -137,6 +139,41 @@ def test_beta_is_the_validation_least_squares_gain():
     expected = min(max(float((r * a).sum() / (a * a).sum()), 0.0), 1.0)
     assert 0.0 <= float(model.beta) <= 1.0
     assert float(model.beta) == pytest.approx(expected, rel=1e-5)
+
+
+def test_key_length_and_temperature_are_chosen_on_validation():
+    """Unset, they are the pair whose β lowers the validation error most: a brute force over the same candidates,
+    each fitted with the pair fixed, agrees; a saved model keeps the pair."""
+    train, val = series(200, 0), series(120, 1)
+    sizes = {"seq_len": L, "pred_len": H, "n_channels": C, "season": 4, "top_k": 5}
+    assert key_lens(L, 4) == [4, 8, 16] and key_lens(L, None) == [2, 4] and key_lens(L, 1) == [2, 4]
+    model = RetrievalForecaster(RetrievalConfig(**sizes))
+    chosen = model.fit_closed_form(batches(train), batches(val), train)
+    errors = {}
+    for key_len in key_lens(L, 4):
+        for temperature in TEMPERATURES:
+            fixed = RetrievalForecaster(RetrievalConfig(**sizes, key_len=key_len, temperature=temperature))
+            fixed.fit_closed_form(batches(train), batches(val), train)
+            errors[key_len, temperature] = sum(float(((fixed(x) - y) ** 2).double().sum()) for x, y in batches(val)())
+    best = min(errors, key=errors.get)
+    assert (model.key_len, model.temperature) == pytest.approx(best)
+    assert (chosen["key_len"], chosen["temperature"]) == pytest.approx(best)
+    assert len(set(errors.values())) > 1  # the candidates differ, so the choice is a real one
+    fresh = RetrievalForecaster(model.config)  # as load_model builds it: the config leaves both unset
+    fresh.load_state_dict(model.state_dict())
+    x = series(L, 9).unsqueeze(0)
+    assert (fresh.key_len, fresh.temperature) == (model.key_len, model.temperature)
+    torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_a_run_saved_before_the_choice_loads_with_the_old_settings():
+    model = fitted()  # key length 6, temperature 0.2, from its config
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("chosen_")}
+    fresh = RetrievalForecaster(model.config)
+    fresh.load_state_dict(state)
+    assert (fresh.key_len, fresh.temperature) == (6, pytest.approx(0.2))
+    old = RetrievalForecaster(RetrievalConfig(seq_len=64, pred_len=H, n_channels=C))  # the defaults runs had then
+    assert (old.key_len, old.temperature) == (48, pytest.approx(0.1))
 
 
 def test_recorded_weights_attend_to_top_k_training_windows():

@@ -279,17 +279,18 @@ class RetrievalConfig(ForecastSizes):
     """Hyper-parameters of :class:`RetrievalForecaster`.
 
     Args:
-        key_len: newest steps of a window compared with the training windows, 2..L (default: 48, or L if
-            the input is shorter).
+        key_len: newest steps of a window compared with the training windows, 2..L (default: chosen on
+            validation among 1, 2 and 4 seasons).
         top_k: training windows each query attends to (all of them if fewer).
-        temperature: divides the correlation scores; lower is sharper.
+        temperature: divides the correlation scores; lower is sharper (default: chosen on validation among 0.03,
+            0.1 and 0.3).
     """
 
     PANELS: ClassVar[bool] = False  # it attends over the training windows of one series
 
     key_len: int | None = None
     top_k: int = 300
-    temperature: float = 0.1
+    temperature: float | None = None
 
 
 # Patch models see C series per window, so an epoch is C times the work of a per-window model (~18 s for

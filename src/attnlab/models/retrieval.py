@@ -46,6 +46,10 @@ from attnlab.nn.scoring import DotScore
 RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)
 _CHUNK = 256  # windows per step while accumulating sums over a split
 MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
+# Retrieval's temperatures tried on validation (the correlation scores lie in [-1, 1]).
+TEMPERATURES = (0.03, 0.1, 0.3)
+# What a retrieval model uses before its fit, and what runs saved before these were chosen on validation used.
+UNFITTED_KEY_LEN, UNFITTED_TEMPERATURE = 48, 0.1
 
 
 def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -144,6 +148,13 @@ class RidgeForecaster(nn.Module):
         return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "val_mse": mse}
 
 
+def key_lens(seq_len: int, season: int | None) -> list[int]:
+    """The key lengths retrieval tries: 1, 2 and 4 seasons (a season of at least 4 steps), else L/16, L/8 and L/4;
+    each at least 2 and at most L."""
+    unit = season if season is not None and season >= 4 else seq_len / 16
+    return sorted({min(seq_len, max(2, round(unit * k))) for k in (1, 2, 4)})
+
+
 def unit_keys(x: Tensor) -> Tensor:
     """Centre and scale sequences (…, S) to unit norm, so the dot product of two is their correlation."""
     x = x - x.mean(-1, keepdim=True)
@@ -162,15 +173,20 @@ class RetrievalForecaster(nn.Module):
     def __init__(self, config: RetrievalConfig) -> None:
         super().__init__()
         seq_len, pred_len, n_channels = config.sizes()
-        self.key_len = min(48, seq_len) if config.key_len is None else config.key_len
-        if not 2 <= self.key_len <= seq_len:
-            raise ValueError(f"key_len must be between 2 and the input length {seq_len}, got {self.key_len}; "
+        if config.key_len is not None and not 2 <= config.key_len <= seq_len:
+            raise ValueError(f"key_len must be between 2 and the input length {seq_len}, got {config.key_len}; "
                              f"set model.key_len to a value in that range")
         if config.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {config.top_k}")
-        if not config.temperature > 0:
+        if config.temperature is not None and not config.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {config.temperature}")
         self.config = config
+        # The settings in use: the config's, or (None there) chosen on validation by fit_closed_form. Buffers, so a
+        # saved run keeps them; before a fit, the values runs saved before the choice existed used.
+        key_len = min(UNFITTED_KEY_LEN, seq_len) if config.key_len is None else config.key_len
+        temperature = UNFITTED_TEMPERATURE if config.temperature is None else config.temperature
+        self.register_buffer("chosen_key_len", torch.tensor(key_len))
+        self.register_buffer("chosen_temperature", torch.tensor(temperature))
         self.linear = RidgeLinear(seq_len, pred_len)
         self.attention = Attention(DotScore())
         self.register_buffer("memory", torch.zeros(0, n_channels))  # (R, C) training rows
@@ -182,12 +198,24 @@ class RetrievalForecaster(nn.Module):
         memory = state_dict.get(prefix + "memory")
         if memory is not None:  # the memory's length is the saved run's, not known at construction
             self.memory = torch.empty_like(memory, device=self.memory.device)
+        for name in ("chosen_key_len", "chosen_temperature"):  # runs saved before the choice: the old defaults
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
         self._bank = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> RetrievalForecaster:
         self._bank = None  # rebuilt on the new device / dtype
         return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def key_len(self) -> int:
+        """S, the newest input steps compared with the training windows' (chosen on validation unless set)."""
+        return int(self.chosen_key_len)
+
+    @property
+    def temperature(self) -> float:
+        """What the correlation scores are divided by (chosen on validation unless set)."""
+        return float(self.chosen_temperature)
 
     @property
     def memory_windows(self) -> int:
@@ -216,7 +244,7 @@ class RetrievalForecaster(nn.Module):
         """The attention term before β: x (B, L, C) → (B, H, C)."""
         keys, values = self.bank()  # (C, N, S), (C, N, H)
         queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, B, S)
-        queries = queries / self.config.temperature
+        queries = queries / self.temperature
         k = min(self.config.top_k, keys.shape[1])
         with torch.no_grad():  # which keys each query may attend to: its k best correlations
             scores = queries @ keys.transpose(1, 2)  # (C, B, N)
@@ -229,33 +257,49 @@ class RetrievalForecaster(nn.Module):
 
     @torch.no_grad()
     def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
-        """Fit the ridge map on the training windows, keep the training rows ``memory`` (R, C) of the one series,
-        and solve β on the validation windows: β = Σ r·a / Σ a² over every value (r: ridge error, a: attention
-        term), clipped to [0, 1]."""
+        """Fit the ridge map on the training windows and keep the training rows ``memory`` (R, C) of the one series;
+        then, for each key length in :func:`key_lens` and temperature in :data:`TEMPERATURES` (or the config's,
+        when set), solve β on the validation windows, β = Σ r·a / Σ a² over every value (r: ridge error, a:
+        attention term) clipped to [0, 1], and keep the pair whose β gives the lowest validation error. β = 0
+        leaves the ridge forecast as it is: the attention is used only where validation says it helps."""
         if memory is None:
             raise ValueError("retrieval attends over the training windows of one series (a wide CSV); for many "
                              "series use ridge or patch_transformer")
         seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
+        lengths = key_lens(seq_len, self.config.season) if self.config.key_len is None else [self.config.key_len]
+        temperatures = TEMPERATURES if self.config.temperature is None else (self.config.temperature,)
         windows = count_windows(memory.shape[0], seq_len, pred_len)
-        needed = 4 * memory.shape[1] * windows * (self.key_len + pred_len)  # float32 keys (C, N, S), values (C, N, H)
+        needed = 4 * memory.shape[1] * windows * (max(lengths) + pred_len)  # float32 keys (C, N, S), values (C, N, H)
         if needed > MAX_BANK_BYTES:
             raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({memory.shape[1]} channels x "
-                             f"{windows} training windows x {self.key_len + pred_len} values; limit "
+                             f"{windows} training windows x {max(lengths) + pred_len} values; limit "
                              f"{MAX_BANK_BYTES / 2**30:.0f} GiB); use a shorter --horizon, fewer channels "
                              "or the ridge model")
         ridge_mse = self.linear.fit(train, val)
         self.memory = memory.detach().to(self.memory.device, torch.float32).clone()
-        self._bank = None
-        ra = aa = 0.0
-        for x, y in val():  # (n, L, C), (n, H, C)
-            x, y = x.to(self.memory), y.to(self.memory)
-            a = self.correction(x).double()  # (n, H, C)
-            ra += float(((y - self.linear(x)).double() * a).sum())
-            aa += float((a * a).sum())
-        beta = min(max(ra / aa, 0.0), 1.0) if aa > 0 else 0.0
+        best = (math.inf, 0.0, lengths[0], temperatures[0])  # (validation error, β, key length, temperature)
+        for key_len in lengths:
+            self.chosen_key_len.fill_(key_len)
+            self._bank = None
+            for temperature in temperatures:
+                self.chosen_temperature.fill_(temperature)
+                ra = aa = 0.0
+                for x, y in val():  # (n, L, C), (n, H, C)
+                    x, y = x.to(self.memory), y.to(self.memory)
+                    a = self.correction(x).double()  # (n, H, C)
+                    ra += float(((y - self.linear(x)).double() * a).sum())
+                    aa += float((a * a).sum())
+                beta = min(max(ra / aa, 0.0), 1.0) if aa > 0 else 0.0
+                gain = beta * beta * aa - 2 * beta * ra  # ‖r − βa‖² − ‖r‖²: what the correction adds to the error
+                if gain < best[0]:
+                    best = (gain, beta, key_len, temperature)
+        gain, beta, key_len, temperature = best
         self.beta.fill_(beta)
-        return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "beta": beta,
-                "ridge_val_mse": ridge_mse}
+        self.chosen_key_len.fill_(key_len)
+        self.chosen_temperature.fill_(temperature)
+        self._bank = None
+        return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "key_len": key_len,
+                "temperature": temperature, "beta": beta, "ridge_val_mse": ridge_mse}
 
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """Labels of the attended keys: the training windows (by the time of their last input step when the
