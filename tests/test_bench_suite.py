@@ -143,10 +143,11 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     (["--data", "nowhere"], "the suite needs nowhere/ett/ETTh1.csv, nowhere/ltsf/exchange_rate.csv"),
     (["--m4-group", "Minutely"], "unknown M4 group 'Minutely'"),
     (["--models", "linear,nope"], "unknown forecast model(s) nope"),
+    (["--csv", "nowhere/mine.csv"], "nowhere/mine.csv not found"),
 ])
 def test_bad_suite_options_are_one_line_errors(tmp_path, cli_error, args, message):
     data = _data(tmp_path / "data")
-    assert message in cli_error(["bench", "forecast", "--suite", "--data", str(data), *args])
+    assert message in cli_error(["bench", "forecast", "--suite", "--data", str(data), *SMALL, *args])
 
 
 def test_a_bad_further_csv_stops_the_suite_before_any_fit(tmp_path, cli_error):

@@ -300,8 +300,9 @@ def test_windows_are_gathered_in_order():
 
 @pytest.mark.skipif(not ETTH1.is_file(), reason="ETTh1.csv not available")
 def test_etth1_ridge_keeps_the_published_protocols_figure(torch_single_thread):
-    """The wide ETT path gives the figures it gave before panels: ridge at L=512, H=96 scores test MSE 0.3639 and
-    MAE 0.3905 over every test window, all 7 channels (docs/forecasting.md)."""
+    """The wide ETT path gives the figures `attnlab bench forecast` prints: ridge at L=512, H=96 (its lookback and
+    strength chosen on the validation months) scores test MSE 0.3639 and MAE 0.3893 over every test window, all 7
+    channels (docs/benchmarks.md; before the lookback choice: 0.3639 and 0.3905)."""
     from attnlab.catalog.forecast import RidgeConfig
     from attnlab.experiments.forecast import Forecast
     from attnlab.models.retrieval import RidgeForecaster
@@ -315,4 +316,4 @@ def test_etth1_ridge_keeps_the_published_protocols_figure(torch_single_thread):
         error = (out - test.batch(chunk).y).double()
         squared, absolute = squared + error.pow(2).sum().item(), absolute + error.abs().sum().item()
     values = len(test) * 96 * 7
-    assert (round(squared / values, 4), round(absolute / values, 4)) == (0.3639, 0.3905)
+    assert (round(squared / values, 4), round(absolute / values, 4)) == (0.3639, 0.3893)

@@ -25,9 +25,13 @@ With ``--twins`` each attention model that declares an attention-free twin (:cla
 budget, and a line per model and horizon says whether the attention beats its twin and by how much. The naive
 (last value) and seasonal naive forecasts of the same test windows are always in the table.
 
+``--suite`` runs the same protocol on ETTh1 and the exchange rates, and M4's on its Hourly group, with every
+attention model beside its twin: one table per data set and the checks of :mod:`attnlab.bench.suite`.
+
 Example::
 
     attnlab bench forecast --csv ../shared/data/ett/ETTh1.csv --horizons 96 --models linear,patch_transformer
+    attnlab bench forecast --suite --horizons 96
     attnlab bench forecast --csv ../shared/data/ltsf/exchange_rate.csv --split ratio --horizons 96 \
         --models patch_transformer,retrieval --twins
 """

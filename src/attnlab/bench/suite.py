@@ -73,8 +73,6 @@ def run_suite(args: argparse.Namespace) -> int:
     models = one_csv._models(args.models) if args.models else list(SUITE_MODELS)
     sets = [CsvSet("ETTh1", data / "ett" / "ETTh1.csv", "ett"),
             CsvSet("exchange_rate", data / "ltsf" / "exchange_rate.csv", "ratio")]
-    if args.csv is not None:
-        sets.append(CsvSet(Path(args.csv).stem, Path(args.csv), args.split, args.date_col))
     if args.m4_group not in M4_GROUPS:
         raise UserError(f"unknown M4 group {args.m4_group!r}; choose one of: {', '.join(M4_GROUPS)}")
     m4_files = [data / "m4" / f"{args.m4_group}-{part}.csv" for part in ("train", "test")]
@@ -82,6 +80,8 @@ def run_suite(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"the suite needs {', '.join(missing)}; pass --data with the folder that holds ett/, ltsf/ "
                         "and m4/ (the project's ../shared/data)")
+    if args.csv is not None:  # one more data set, the user's; load_panel names a missing or unreadable file
+        sets.append(CsvSet(Path(args.csv).stem, Path(args.csv), args.split, args.date_col))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-suite-{stamp}"
     plans = []
