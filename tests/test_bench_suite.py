@@ -113,20 +113,21 @@ SMALL = ["--m4-group", "Yearly", "--horizons", "6", "--input-len", "24", "--mode
 @pytest.mark.slow
 def test_tiny_suite_end_to_end(tmp_path, capsys):
     data = _data(tmp_path / "data")
-    extra = write_series(tmp_path / "mine.csv", n=300, when=np.arange(300.0), OT=np.cos(np.arange(300) / 4))
+    (tmp_path / "mine").mkdir()  # named as one of the suite's: its table and runs get their own name
+    extra = write_series(tmp_path / "mine" / "exchange_rate.csv", n=300, OT=np.cos(np.arange(300) / 4))
     out = tmp_path / "suite.csv"
     code = cli.main(["bench", "forecast", "--suite", "--data", str(data), *SMALL, "--csv", str(extra), "--split",
                      "ratio", "--runs-root", str(tmp_path / "runs"), "--out-csv", str(out), "max_epochs=1",
                      "batch_size=64"])
     text = capsys.readouterr().out
     assert code == (1 if ": FAIL " in text else 0)
-    for title in ("### ETTh1 (ett split", "### exchange_rate (ratio split", "### mine (ratio split",
+    for title in ("### ETTh1 (ett split", "### exchange_rate (ratio split", "### exchange_rate-csv (ratio split",
                   "### M4 Yearly (the competition's protocol, 4 series)"):
         assert title in text
     assert "retrieval: one series only, not run on the M4 panel" in text
     assert "| *TimeBase (published, every window)* |  |  |  |" in text  # no published figure at H=6
     records = list(csv.DictReader(out.open()))
-    assert {r["data_set"] for r in records} == {"ETTh1", "exchange_rate", "mine", "M4-Yearly"}
+    assert {r["data_set"] for r in records} == {"ETTh1", "exchange_rate", "exchange_rate-csv", "M4-Yearly"}
     ett = {r["model"]: r for r in records if r["data_set"] == "ETTh1"}
     assert ett["ridge"]["twin_of"] == "retrieval" and ett["patch_transformer[attention=mean]"]["twin_of"]
     delta = float(ett["retrieval"]["mse"]) - float(ett["ridge"]["mse"])
@@ -137,6 +138,8 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
                       "patch_transformer[attention=mean] (median of 3)"]  # retrieval fits one series only
     assert "M4 Yearly: PASS best attention model" in text or "M4 Yearly: FAIL best attention model" in text
     assert (tmp_path / "runs" / "ETTh1" / "H6-patch_transformer-twin" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "exchange_rate-csv" / "H6-ridge" / "metrics.json").is_file()
+    assert not (tmp_path / "runs" / "ETTh1" / "H6-retrieval-twin").exists()  # its twin is the ridge run above it
 
 
 @pytest.mark.parametrize(("args", "message"), [

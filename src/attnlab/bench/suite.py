@@ -81,7 +81,9 @@ def run_suite(args: argparse.Namespace) -> int:
         raise UserError(f"the suite needs {', '.join(missing)}; pass --data with the folder that holds ett/, ltsf/ "
                         "and m4/ (the project's ../shared/data)")
     if args.csv is not None:  # one more data set, the user's; load_panel names a missing or unreadable file
-        sets.append(CsvSet(Path(args.csv).stem, Path(args.csv), args.split, args.date_col))
+        name = Path(args.csv).stem
+        name = name if name not in {s.name for s in sets} else f"{name}-csv"  # its own table and run folders
+        sets.append(CsvSet(name, Path(args.csv), args.split, args.date_col))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-suite-{stamp}"
     plans = []
@@ -94,7 +96,8 @@ def run_suite(args: argparse.Namespace) -> int:
     m4_bench.add_arguments(m4_parser)
     m4_plan = m4_bench.plan(m4_parser.parse_args(
         ["--data", str(data / "m4"), "--group", args.m4_group, "--twins", "--no-progress",
-         "--runs-root", str(root / f"M4-{args.m4_group}"), *args.overrides]), panel_models)
+         "--runs-root", str(root / f"M4-{args.m4_group}"), *args.overrides,
+         *([f"max_time_s={args.budget_s}"] if args.budget_s is not None else [])]), panel_models)
     skipped = [m for m in models if m not in panel_models]
     print(f"bench forecast --suite: {', '.join(s.name for s in sets)}, M4 {args.m4_group}; models "
           f"{', '.join(models)}, each attention model beside its attention-free twin; runs in {root}", flush=True)
