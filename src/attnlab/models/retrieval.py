@@ -127,7 +127,7 @@ class RidgeLinear(nn.Module):
 def lookbacks(seq_len: int) -> list[int]:
     """The lookbacks the ridge map tries: L·k/8 for k = 1…8 (whole steps, at least 2), so the choice scales with
     the input the user gives rather than with one data set's season."""
-    return sorted({max(2, round(seq_len * k / 8)) for k in range(1, 9)} & set(range(2, seq_len + 1))) or [seq_len]
+    return sorted({min(seq_len, max(2, round(seq_len * k / 8))) for k in range(1, 9)})
 
 
 class RidgeForecaster(nn.Module):
@@ -143,7 +143,8 @@ class RidgeForecaster(nn.Module):
         return self.linear(x)
 
     def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
-        """Fit on the training windows, choose the strength on the validation windows (``memory`` is unused)."""
+        """Fit on the training windows, choose the lookback and strength on the validation windows (``memory`` is
+        unused)."""
         mse = self.linear.fit(train, val)
         return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "val_mse": mse}
 
