@@ -162,3 +162,8 @@ def test_a_bad_further_csv_stops_the_suite_before_any_fit(tmp_path, cli_error):
                          "ratio", "--runs-root", str(runs)])
     assert "bad.csv" in message and "'date'" in message
     assert not runs.exists()
+
+
+def test_bench_forecast_needs_a_csv_or_the_suite(cli_error):
+    assert cli_error(["bench", "forecast", "--horizons", "96"]) == (
+        "attnlab: error: bench forecast needs --csv FILE (or --suite for the standard data sets)")
