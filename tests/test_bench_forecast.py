@@ -135,6 +135,47 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
         assert (tmp_path / "runs" / run / "metrics.json").is_file()
 
 
+def test_validation_scores_the_validation_part_with_the_training_rows_cut_short(tmp_path, capsys):
+    """--validation: a ratio split of 400 rows is train 0–279, validation 280–319; the fits train on 0–239, choose on
+    240–279 and are scored on 280–319 (35 windows of 6 steps), standardised with rows 0–239; the test rows are never
+    read. The naive forecast's MSE printed is that, computed here by hand."""
+    import numpy as np
+    import pandas as pd
+
+    csv = seasonal_csv(tmp_path / "series.csv")
+    code = cli.main(["bench", "forecast", "--csv", str(csv), "--split", "ratio", "--validation", "--input-len", "24",
+                     "--model-input-len", "ridge=24", "--horizons", "6", "--models", "ridge",
+                     "--runs-root", str(tmp_path / "runs"),
+                     "--out-csv", str(tmp_path / "rows.csv")])
+    text = capsys.readouterr().out
+    assert code == 0 and "scored on its validation part (--validation)" in text and "(35 test windows)" in text
+    assert "Scored on the validation split (--validation), not on the test split." in text
+    values = pd.read_csv(csv).drop(columns="date").to_numpy()  # (400, 3)
+    scaled = (values - values[:240].mean(0)) / values[:240].std(0)
+    errors = [scaled[t + 1 : t + 7] - scaled[t] for t in range(279, 314)]  # last input step t, targets t+1 … t+6
+    naive = float(np.mean(np.square(errors)))
+    rows = pd.read_csv(tmp_path / "rows.csv").set_index("model")
+    assert rows.loc["naive (last value)", "mse"] == pytest.approx(naive, rel=1e-5)
+    config = read_config(tmp_path / "runs" / "H6-ridge").experiment_config
+    assert (config.split, config.val_size, config.test_size) == ("last", 40, 40)
+
+
+def test_validation_needs_series_of_one_length_and_room_for_its_training_rows():
+    import pandas as pd
+
+    from attnlab.data.panel import load_panel
+
+    frame = pd.DataFrame({"unique_id": ["a"] * 50 + ["b"] * 60, "ds": list(range(50)) + list(range(60)),
+                          "y": [float(i % 7) for i in range(110)]})
+    with pytest.raises(UserError, match="--validation needs series of one length"):
+        bench.validation_split(load_panel(frame, id_col="unique_id", time_col="ds"), "ratio")
+    one = load_panel(frame[frame.unique_id == "b"], id_col="unique_id", time_col="ds")
+    panel, options = bench.validation_split(one, "ratio")  # 60 rows: train 42, validation 6, test 12
+    assert panel.lengths.tolist() == [48] and options == {"split": "last", "val_size": 6, "test_size": 6}
+    with pytest.raises(UserError, match="leaves no training rows before its validation part"):
+        bench.validation_split(one, "ett")  # the ETT split needs 14,400 rows
+
+
 def _row(model, h, mse, **kw):
     return bench.Row(h, model, 24, mse, mse, 1.0, 1, 1, Path("."), **kw)
 

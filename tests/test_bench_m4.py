@@ -176,7 +176,7 @@ def test_twins_fit_beside_their_attention_model_and_the_ablation_says_which_wins
     assert json.loads((tmp_path / "runs" / "patch_transformer-twin" / "config.json").read_text()
                       )["model_config"]["attention"] == "mean"
     verdict = "PASS" if model["owa"] < twin["owa"] else "FAIL"
-    assert (f"{verdict}  attention vs its attention-free twin: patch_transformer OWA {model['owa']:.3f}, "
+    assert (f"{verdict} attention vs its attention-free twin: patch_transformer OWA {model['owa']:.3f}, "
             f"patch_transformer[attention=mean] {twin['owa']:.3f}") in capsys.readouterr().out
 
 

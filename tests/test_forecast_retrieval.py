@@ -20,6 +20,7 @@ from attnlab.models.retrieval import (
     RidgeForecaster,
     RidgeLinear,
     _window_batches,
+    choose,
     key_lens,
     lookbacks,
     unit_keys,
@@ -97,6 +98,49 @@ def test_ridge_keeps_the_naive_forecast_where_validation_prefers_it():
     torch.testing.assert_close(ridge(x), x[:, -1:].expand(1, H, C))
 
 
+def test_choose_by_lowest_error_or_by_one_standard_error():
+    counts = torch.full((4,), 10.0, dtype=torch.float64)  # 10 values scored in each of 4 blocks
+    # Per-block MSE: candidate 0 (simplest) 1.0 1.3 0.7 1.0, candidate 1 0.9 1.1 0.9 0.9 (the lowest: 0.95).
+    errors = torch.tensor([[1.0, 1.3, 0.7, 1.0], [0.9, 1.1, 0.9, 0.9]], dtype=torch.float64) * 10
+    assert choose(errors, counts, [0.0, 1.0], "min") == 1
+    # Differences 0.1 0.2 −0.2 0.1: mean 0.05, standard error std/√4 = √0.03/2 = 0.087, so 0 is within one SE.
+    assert choose(errors, counts, [0.0, 1.0], "one_se") == 0
+    sure = torch.tensor([[1.0, 1.2, 1.0, 1.0], [0.9, 1.1, 0.9, 0.9]], dtype=torch.float64) * 10  # always 0.1 worse
+    assert choose(sure, counts, [0.0, 1.0], "one_se") == 1
+    one_block = torch.tensor([[10.0, 0, 0, 0], [9.0, 0, 0, 0]], dtype=torch.float64)  # < 2 blocks scored: "min"
+    assert choose(one_block, torch.tensor([10.0, 0, 0, 0], dtype=torch.float64), [0.0, 1.0], "one_se") == 1
+    with pytest.raises(ValueError, match="selection must be one of min, one_se, got 'best'"):
+        choose(errors, counts, [0.0, 1.0], "best")
+
+
+def test_one_se_prefers_the_naive_forecast_and_no_attention_where_they_do_as_well():
+    """On a random walk nothing beats the last value by more than chance: ridge with ``one_se`` is the naive forecast,
+    and retrieval (``one_se`` by default) turns its attention off and forecasts exactly as its twin, the default
+    ridge; with ``min`` its in-sample β keeps some attention. On a clean recurrence ridge keeps a real map."""
+    walk = torch.randn(1500, C, generator=torch.Generator().manual_seed(0)).cumsum(0) * 0.1  # (1500, C)
+    train, val = batches(walk[:1000]), batches(walk[1000 - L :])
+    sizes = {"seq_len": L, "pred_len": H, "n_channels": C}
+    ridge = RidgeForecaster(RidgeConfig(**sizes, selection="one_se"))
+    ridge.fit_closed_form(train, val)
+    assert float(ridge.linear.alpha) == float("inf") and not ridge.linear.weight.any()
+    retrieval = RetrievalForecaster(RetrievalConfig(**sizes))
+    assert retrieval.config.selection == "one_se"
+    chosen = retrieval.fit_closed_form(train, val, walk[:1000])
+    assert chosen["beta"] == 0.0 and float(retrieval.beta) == 0.0
+    twin = RidgeForecaster(RidgeConfig(**sizes))
+    twin.fit_closed_form(train, val)
+    x = walk[:L].unsqueeze(0)
+    torch.testing.assert_close(retrieval(x), twin(x), rtol=0, atol=0)
+    in_sample = RetrievalForecaster(RetrievalConfig(**sizes, selection="min"))
+    assert in_sample.fit_closed_form(train, val, walk[:1000])["beta"] > 0
+    seasonal = RetrievalForecaster(RetrievalConfig(**sizes, season=4))  # where the neighbours do help, it keeps them
+    assert seasonal.fit_closed_form(batches(series(200, 0)), batches(series(120, 1)), series(200, 0))["beta"] > 0.5
+    t = torch.arange(400, dtype=torch.float32)[:, None]
+    clean = torch.sin(2 * torch.pi * t / 24).expand(400, C).contiguous()
+    ridge.fit_closed_form(batches(clean[:300]), batches(clean[300 - L :]))
+    assert ridge.linear.weight.any()
+
+
 def test_ridge_learns_an_exact_linear_recurrence():
     t = torch.arange(400, dtype=torch.float32)[:, None]
     clean = torch.cat([torch.sin(2 * torch.pi * t / 24), torch.cos(2 * torch.pi * t / 10)], 1)  # (400, 2)
@@ -108,7 +152,7 @@ def test_ridge_learns_an_exact_linear_recurrence():
 
 def fitted(top_k: int = 5, temperature: float = 0.2) -> RetrievalForecaster:
     model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6, top_k=top_k,
-                                                temperature=temperature))
+                                                temperature=temperature, selection="min"))
     train = series(200, 0)
     model.fit_closed_form(batches(train), batches(series(120, 1)), train)
     return model.eval()
@@ -130,39 +174,72 @@ def test_retrieval_attention_by_hand():
     torch.testing.assert_close(model(x), model.linear(x) + model.beta * model.correction(x))
 
 
-def test_beta_is_the_validation_least_squares_gain():
+def test_a_constant_query_correlates_with_nothing():
+    """A window whose newest key_len steps are constant (a flat sensor) has no correlation with anything: its query is
+    zero, not its float rounding noise scaled to unit norm (which made the forecast depend on the memory layout of
+    the input), it attends to no training window, and that channel's forecast is the ridge map's."""
+    flat = torch.full((3, 6), 0.7) + torch.tensor([0.0, 1e-7, -1e-7, 0.0, 1e-7, 0.0])  # rounding-level wiggles
+    torch.testing.assert_close(unit_keys(flat), torch.zeros(3, 6), rtol=0, atol=0)
+    wave = torch.sin(torch.arange(6.0))
+    torch.testing.assert_close(unit_keys(wave).norm(), torch.tensor(1.0))
     model = fitted()
-    val = series(120, 1)
+    x = series(L, 5).unsqueeze(0).clone()  # (1, L, C)
+    x[0, -6:, 0] = 0.3 + torch.tensor([0.0, 1e-8, 0.0, -1e-8, 0.0, 0.0])
+    a = model.correction(x)  # (1, H, C)
+    assert float(model.beta) > 0 and not a[0, :, 0].any() and a[0, :, 1].abs().sum() > 0
+    torch.testing.assert_close(model(x)[0, :, 0], model.linear(x)[0, :, 0])
+    with record_attention(model) as rec:
+        model(x)
+    assert not rec["attention"][0][0].any() and rec["attention"][0][1].sum() == pytest.approx(1.0)  # (C, 1, N)
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, another memory layout
+    torch.testing.assert_close(model(strided), model(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_beta_is_the_validation_least_squares_gain(flat):
+    """β from the fit's batched terms equals least squares over the forward's own corrections, also where some
+    validation queries are constant (a flat stretch in channel 0: no correction there)."""
+    train, val = series(200, 0), series(120, 1)
+    if flat:
+        val[40:70, 0] = 0.25
+    model = RetrievalForecaster(RetrievalConfig(seq_len=L, pred_len=H, n_channels=C, key_len=6, top_k=5,
+                                                temperature=0.2, selection="min"))
+    model.fit_closed_form(batches(train), batches(val), train)
     w = val.T.unfold(1, L + H, 1).permute(1, 2, 0)  # (N, L + H, C)
     x, y = w[:, :L], w[:, L:]
     r, a = (y - model.linear(x)).double(), model.correction(x).double()
+    assert (a[:, :, 0].eq(0).all(1).sum() > 10) == flat  # windows whose last 6 steps are flat get no correction
     expected = min(max(float((r * a).sum() / (a * a).sum()), 0.0), 1.0)
-    assert 0.0 <= float(model.beta) <= 1.0
+    assert 0.0 < float(model.beta) <= 1.0
     assert float(model.beta) == pytest.approx(expected, rel=1e-5)
 
 
-def test_key_length_and_temperature_are_chosen_on_validation():
-    """Unset, they are the pair whose β lowers the validation error most: a brute force over the same candidates,
-    each fitted with the pair fixed, agrees; a saved model keeps the pair."""
+def test_key_length_temperature_and_top_k_are_chosen_on_validation():
+    """Unset, with ``selection="min"`` they are the triple whose β lowers the validation error most: a brute force
+    over the same candidates (top-k at most the 181 training windows), each fitted with the triple fixed, agrees; a
+    saved model keeps it."""
     train, val = series(200, 0), series(120, 1)
-    sizes = {"seq_len": L, "pred_len": H, "n_channels": C, "season": 4, "top_k": 5}
+    sizes = {"seq_len": L, "pred_len": H, "n_channels": C, "season": 4, "selection": "min"}
     assert key_lens(L, 4) == [4, 8, 16] and key_lens(L, None) == [2, 4] and key_lens(L, 1) == [2, 4]
     model = RetrievalForecaster(RetrievalConfig(**sizes))
     chosen = model.fit_closed_form(batches(train), batches(val), train)
     errors = {}
     for key_len in key_lens(L, 4):
         for temperature in TEMPERATURES:
-            fixed = RetrievalForecaster(RetrievalConfig(**sizes, key_len=key_len, temperature=temperature))
-            fixed.fit_closed_form(batches(train), batches(val), train)
-            errors[key_len, temperature] = sum(float(((fixed(x) - y) ** 2).double().sum()) for x, y in batches(val)())
+            for top_k in (10, 30, 100, 181):
+                fixed = RetrievalForecaster(RetrievalConfig(**sizes, key_len=key_len, temperature=temperature,
+                                                            top_k=top_k))
+                fixed.fit_closed_form(batches(train), batches(val), train)
+                errors[key_len, temperature, top_k] = sum(
+                    float(((fixed(x) - y) ** 2).double().sum()) for x, y in batches(val)())
     best = min(errors, key=errors.get)
-    assert (model.key_len, model.temperature) == pytest.approx(best)
-    assert (chosen["key_len"], chosen["temperature"]) == pytest.approx(best)
-    assert len(set(errors.values())) > 1  # the candidates differ, so the choice is a real one
-    fresh = RetrievalForecaster(model.config)  # as load_model builds it: the config leaves both unset
+    assert (model.key_len, model.temperature, model.top_k) == pytest.approx(best)
+    assert (chosen["key_len"], chosen["temperature"], chosen["top_k"]) == pytest.approx(best)
+    assert len({round(e, 6) for e in errors.values()}) > 20  # the candidates differ, so the choice is a real one
+    fresh = RetrievalForecaster(model.config)  # as load_model builds it: the config leaves all three unset
     fresh.load_state_dict(model.state_dict())
     x = series(L, 9).unsqueeze(0)
-    assert (fresh.key_len, fresh.temperature) == (model.key_len, model.temperature)
+    assert (fresh.key_len, fresh.temperature, fresh.top_k) == (model.key_len, model.temperature, model.top_k)
     torch.testing.assert_close(fresh(x), model(x))
 
 
@@ -171,9 +248,10 @@ def test_a_run_saved_before_the_choice_loads_with_the_old_settings():
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("chosen_")}
     fresh = RetrievalForecaster(model.config)
     fresh.load_state_dict(state)
-    assert (fresh.key_len, fresh.temperature) == (6, pytest.approx(0.2))
+    assert (fresh.key_len, fresh.temperature, fresh.top_k) == (6, pytest.approx(0.2), 5)
     old = RetrievalForecaster(RetrievalConfig(seq_len=64, pred_len=H, n_channels=C))  # the defaults runs had then
-    assert (old.key_len, old.temperature) == (48, pytest.approx(0.1))
+    old.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith("chosen_")})
+    assert (old.key_len, old.temperature, old.top_k) == (48, pytest.approx(0.1), 300)
 
 
 def test_recorded_weights_attend_to_top_k_training_windows():
@@ -207,6 +285,10 @@ def test_bad_settings_raise():
         RetrievalForecaster(RetrievalConfig(top_k=0, **sizes))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         RetrievalForecaster(RetrievalConfig(temperature=0.0, **sizes))
+    with pytest.raises(ValueError, match="selection must be one of min, one_se, got 'lowest'; set model.selection"):
+        RetrievalForecaster(RetrievalConfig(selection="lowest", **sizes))
+    with pytest.raises(ValueError, match="selection must be one of min, one_se"):
+        RidgeForecaster(RidgeConfig(selection="lowest", **sizes))
 
 
 def test_cli_retrieval_run_and_predict(tmp_path, capsys):

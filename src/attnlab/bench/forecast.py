@@ -25,6 +25,11 @@ With ``--twins`` each attention model that declares an attention-free twin (:cla
 budget, and a line per model and horizon says whether the attention beats its twin and by how much. The naive
 (last value) and seasonal naive forecasts of the same test windows are always in the table.
 
+``--validation`` scores the validation split instead of the test split: the models fit on the training rows less
+their last V (V: the validation split's length), choose their settings on those V rows, and are scored on the
+validation split; the test rows are dropped when the CSV is read. It is how a choice of rule (e.g. ``retrieval``'s
+``model.selection``) is compared without looking at a test figure.
+
 ``--suite`` runs the same protocol on ETTh1 and the exchange rates, and M4's on its Hourly group, with every
 attention model beside its twin: one table per data set and the checks of :mod:`attnlab.bench.suite`.
 
@@ -50,7 +55,7 @@ from pathlib import Path
 from torch import Tensor
 
 from attnlab.catalog.forecast import MODELS, ForecastConfig
-from attnlab.data.forecasting import ForecastData
+from attnlab.data.forecasting import DEFAULT_RATIOS, ForecastData, borders
 from attnlab.data.panel import Panel, load_panel
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import Forecast, split_data
@@ -146,6 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the others 1); repeatable")
     parser.add_argument("--split", choices=("ett", "ratio"), default="ett",
                         help="ett: the 12/4/4-month standard split (default); ratio: 0.7/0.1/0.2")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on the validation split, not the test split: fit on the training rows less their "
+                             "last V (V = the validation split's length), choose settings on those V, drop the test "
+                             "rows (to compare rules without looking at test figures)")
     parser.add_argument("--date-col", default="date", help="time stamp column (default %(default)s)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="a safety cap on each fit's wall-clock seconds (default: none; the budget is the models' "
@@ -219,7 +228,8 @@ class Plan:
     """A benchmark on one CSV, read and checked: every horizon and input length split before any fit."""
 
     csv: str
-    split: str
+    split: str  # --split, for the header
+    split_options: dict[str, object]  # the split the fits use (ForecastConfig's split, val_size, test_size)
     horizons: list[int]
     models: list[str]
     input_len: int  # --input-len
@@ -246,10 +256,33 @@ def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
     overrides = [*args.overrides] + ([f"max_time_s={args.budget_s}"] if args.budget_s is not None else [])
     base_seed = _base_seed(args.overrides)
     panel = load_panel(args.csv, time_col=args.date_col)
-    loaded = {(h, n): split_data(panel, ForecastConfig(split=args.split, input_len=n, horizon=h))
+    split_options: dict[str, object] = {"split": args.split}
+    if getattr(args, "validation", False):
+        panel, split_options = validation_split(panel, args.split)
+    loaded = {(h, n): split_data(panel, ForecastConfig(**split_options, input_len=n, horizon=h))  # type: ignore[arg-type]
               for h in horizons for n in sorted(set(lengths.values()))}
-    return Plan(args.csv, args.split, horizons, models, args.input_len, lengths, seeds, base_seed,
+    return Plan(args.csv, args.split, split_options, horizons, models, args.input_len, lengths, seeds, base_seed,
                 overrides, root, panel, loaded, args.twins, args.budget_s)
+
+
+def validation_split(panel: Panel, split: str) -> tuple[Panel, dict[str, object]]:
+    """``--validation``: the panel without the rows of ``split``'s test part, and a ``last`` split of it whose test
+    is ``split``'s validation part and whose validation is the V rows before it (V: the validation part's length).
+
+    Raises:
+        UserError: series of different lengths (their ratio splits differ), or a split leaving no training rows.
+    """
+    lengths = panel.lengths
+    if len(set(lengths.tolist())) != 1:
+        raise UserError("--validation needs series of one length (each series' split would differ); "
+                        "bench the series separately or drop --validation")
+    length = int(lengths[0])
+    b1, b2, _ = borders(length, split, DEFAULT_RATIOS, 0, 0)
+    val = b2 - b1
+    if b1 - val < 1 or b2 > length:
+        raise UserError(f"--validation: the {split} split of {length} rows leaves no training rows before its "
+                        f"validation part of {val}; use a longer series or drop --validation")
+    return panel.truncate(length - b2), {"split": "last", "val_size": val, "test_size": val}
 
 
 def collect(p: Plan) -> list[Row]:
@@ -257,7 +290,8 @@ def collect(p: Plan) -> list[Row]:
     horizon's naive and seasonal naive rows. Prints a line per fit."""
     shown = ", ".join(f"{m} L={n}" for m, n in p.lengths.items() if n != p.input_len)  # models with their own L
     cap = f", ≤{p.budget_s:.0f} s per fit" if p.budget_s is not None else ""
-    print(f"bench forecast: {p.csv}, split {p.split}, L={p.input_len}{f' ({shown})' if shown else ''}, "
+    mode = ", scored on its validation part (--validation)" if p.split_options["split"] != p.split else ""
+    print(f"bench forecast: {p.csv}, split {p.split}{mode}, L={p.input_len}{f' ({shown})' if shown else ''}, "
           f"horizons {p.horizons}, models {', '.join(p.models)}{cap}; runs in {p.root}", flush=True)
     twins = {name: MODELS[name].twin for name in p.models if p.twins and MODELS[name].twin is not None}
     rows: list[Row] = []
@@ -266,10 +300,10 @@ def collect(p: Plan) -> list[Row]:
         for name in p.models:
             data = p.loaded[horizon, p.lengths[name]]
             if p.seeds[name] == 1:
-                runs = [(p.base_seed, _fit(name, p.panel, data, p.split, p.overrides, p.root / f"H{horizon}-{name}",
-                                           ""))]
+                runs = [(p.base_seed, _fit(name, p.panel, data, p.split_options, p.overrides,
+                                           p.root / f"H{horizon}-{name}", ""))]
             else:
-                runs = [(seed, _fit(name, p.panel, data, p.split, [*p.overrides, f"seed={seed}"],
+                runs = [(seed, _fit(name, p.panel, data, p.split_options, [*p.overrides, f"seed={seed}"],
                                     p.root / f"H{horizon}-{name}-seed{seed}", f"  seed {seed}"))
                         for seed in range(p.base_seed, p.base_seed + p.seeds[name])]
             rows.append(median_run(runs))
@@ -279,7 +313,7 @@ def collect(p: Plan) -> list[Row]:
             if same is not None:  # the twin is a model that already ran with this input (retrieval's ridge)
                 rows.append(dataclasses.replace(same, twin_of=name))
             elif twin is not None:  # the same input, seed and budget; the twin's overrides first, the user's last
-                rows.append(_fit(twin.model, p.panel, data, p.split, [*twin.overrides, *p.overrides],
+                rows.append(_fit(twin.model, p.panel, data, p.split_options, [*twin.overrides, *p.overrides],
                                  p.root / f"H{horizon}-{name}-twin", "", label=twin.label, twin_of=name))
         rows += baseline_rows(rows[-1])
     return rows
@@ -295,8 +329,10 @@ def run(args: argparse.Namespace) -> int:
     p = plan(args)
     rows = collect(p)
     labels = list(dict.fromkeys(r.model for r in rows))  # models, their twins after them, then the baselines
-    published = PUBLISHED if _is_etth1(args.csv) else {}
+    published = PUBLISHED if _is_etth1(args.csv) and not args.validation else {}  # test figures
     print()
+    if args.validation:
+        print("Scored on the validation split (--validation), not on the test split.\n")
     print(table(rows, p.horizons, labels, published))
     if published:
         print("\nOn the test windows each published figure was scored on (its loader drops the last N mod batch):\n")
@@ -311,12 +347,12 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(line.startswith("FAIL") for line in checks) else 0
 
 
-def _fit(name: str, panel: Panel, data: ForecastData, split: str, overrides: list[str], run_dir: Path,
+def _fit(name: str, panel: Panel, data: ForecastData, split: dict[str, object], overrides: list[str], run_dir: Path,
          note: str, label: str | None = None, twin_of: str | None = None) -> Row:
     """One fit of ``name`` through :func:`attnlab.forecast.api.forecast`, as a table row named ``label`` (default
     ``name``); prints its line."""
     r = forecast(panel, model=name, overrides=overrides, runs_root=run_dir.parent, run_dir=run_dir, progress=False,
-                 figures=False, forecast_windows=0, split=split, input_len=data.input_len, horizon=data.horizon).run
+                 figures=False, forecast_windows=0, input_len=data.input_len, horizon=data.horizon, **split).run
     model, config = load_model(r.run_dir)
     task = Forecast(config.experiment_config, data)
     task.complete_model_config(config.model_config)

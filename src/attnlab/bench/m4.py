@@ -297,7 +297,7 @@ def ablation(rows: list[Row]) -> list[str]:
     for twin in (r for r in rows if r.twin_of is not None):
         model = next(r for r in rows if r.model == twin.twin_of)
         verdict = "PASS" if model.owa < twin.owa else "FAIL"
-        lines.append(f"{verdict}  attention vs its attention-free twin: {model.model} OWA {model.owa:.3f}, "
+        lines.append(f"{verdict} attention vs its attention-free twin: {model.model} OWA {model.owa:.3f}, "
                      f"{twin.model} {twin.owa:.3f} (Δ {model.owa - twin.owa:+.3g})")
     return lines
 

@@ -202,7 +202,7 @@ def m4_table(rows: list[m4_bench.Row], group: str) -> str:
 def m4_checks(rows: list[m4_bench.Row]) -> list[str]:
     """Each attention model against its twin (the M4 benchmark's lines), then the best attention model's OWA against
     the best attention-free model's (linear, ridge and the twins: every trained row without attention)."""
-    lines = [line.replace("  ", " ", 1) for line in m4_bench.ablation(rows)]
+    lines = m4_bench.ablation(rows)
     trained = [r for r in rows if r.run_dir]  # the naive forecasts have no run
     free = [r for r in trained if r.twin_of is not None or _base_name(r.model) in one_csv.NO_ATTENTION]
     attention = [r for r in trained if r not in free]

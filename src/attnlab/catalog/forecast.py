@@ -271,7 +271,14 @@ class HorizonAttentionConfig(ForecastSizes):
 
 @dataclass
 class RidgeConfig(ForecastSizes):
-    """``ridge`` has no hyper-parameters: its strength is chosen on validation (see :data:`RIDGE_ALPHAS`)."""
+    """``ridge``'s lookback and strength are chosen on validation (see :data:`RIDGE_ALPHAS`).
+
+    Args:
+        selection: how: "min" (the lowest validation error) or "one_se" (the simplest map within one standard error
+            of it, the naive forecast the simplest).
+    """
+
+    selection: str = "min"
 
 
 @dataclass
@@ -281,16 +288,23 @@ class RetrievalConfig(ForecastSizes):
     Args:
         key_len: newest steps of a window compared with the training windows, 2..L (default: chosen on
             validation among 1, 2 and 4 seasons).
-        top_k: training windows each query attends to (all of them if fewer).
+        top_k: training windows each query attends to, all of them if fewer (default: chosen on validation among
+            10, 30, 100, 300 and 1000).
         temperature: divides the correlation scores; lower is sharper (default: chosen on validation among 0.03,
             0.1 and 0.3).
+        selection: how the attention's settings and β are chosen (the ridge part is chosen as ``ridge`` chooses
+            it): "one_se" (default) scores each of 10 blocks of validation windows with the β fitted on the others
+            and keeps the attention only if it lowers that error by more than one standard error; "min" keeps the
+            lowest error with β fitted on all the validation windows (the rule before; it uses the attention
+            wherever its fitted β lowers the validation error at all).
     """
 
     PANELS: ClassVar[bool] = False  # it attends over the training windows of one series
 
     key_len: int | None = None
-    top_k: int = 300
+    top_k: int | None = None
     temperature: float | None = None
+    selection: str = "one_se"
 
 
 # Patch models see C series per window, so an epoch is C times the work of a per-window model (~18 s for

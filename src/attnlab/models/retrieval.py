@@ -19,7 +19,9 @@ series, and one map serves every channel; ``ridge`` fits one map for every serie
     norm, so the score is their Pearson correlation divided by a temperature. Each query attends to its
     ``top_k`` best-scoring keys; the values are what the ridge map got wrong on those training windows
     (their H-step residuals). The forecast is ``ridge(x) + β · attention``, with β ∈ [0, 1] solved in
-    closed form on the validation windows (β = 0 leaves the ridge forecast unchanged).
+    closed form on the validation windows (β = 0 leaves the ridge forecast unchanged). Key length,
+    temperature and top-k are chosen on validation too, and by default the attention is kept only if it
+    beats the ridge alone by more than one standard error on held-out blocks (``selection``).
 
 Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval attention records
 (C, B, N) weights per call, N = training windows: one row per window and channel over the memory.
@@ -46,10 +48,18 @@ from attnlab.nn.scoring import DotScore
 RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)
 _CHUNK = 256  # windows per step while accumulating sums over a split
 MAX_BANK_BYTES = 8 * 2**30  # keys + values of the retrieval memory
-# Retrieval's temperatures tried on validation (the correlation scores lie in [-1, 1]).
+# Retrieval's temperatures tried on validation (the correlation scores lie in [-1, 1]), and its neighbour counts:
+# absolute, so that a neighbour set means the same on a long and a short series (each at most the windows there are).
 TEMPERATURES = (0.03, 0.1, 0.3)
+TOP_KS = (10, 30, 100, 300, 1000)
 # What a retrieval model uses before its fit, and what runs saved before these were chosen on validation used.
-UNFITTED_KEY_LEN, UNFITTED_TEMPERATURE = 48, 0.1
+UNFITTED_KEY_LEN, UNFITTED_TEMPERATURE, UNFITTED_TOP_K = 48, 0.1, 300
+_GATHER_FLOATS = 1 << 24  # the fit's gathered values (C, rows, k, H) per step: 64 MiB of float32
+# How a candidate is chosen from its validation errors (see `choose`): "min", the lowest error; "one_se", the simplest
+# candidate whose error is within one standard error of the lowest (Breiman et al. 1984), the standard error measured
+# over SE_BLOCKS contiguous blocks of the validation windows.
+SELECTIONS = ("min", "one_se")
+SE_BLOCKS = 10
 
 
 def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -60,21 +70,81 @@ def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tup
         yield chunk[:, :seq_len], chunk[:, seq_len:]
 
 
-def _normal_equations(windows: Windows, seq_len: int, pred_len: int) -> tuple[Tensor, Tensor, float, int]:
-    """Sums for least squares over every window and channel: XᵀX (L, L), XᵀY (L, H), ΣY² and the number of rows
-    (windows × channels), each window centred on its last input value, in float64."""
-    gram = torch.zeros(seq_len, seq_len, dtype=torch.float64)
-    cross = torch.zeros(seq_len, pred_len, dtype=torch.float64)
-    sq, rows = 0.0, 0
+def count_batches(windows: Windows) -> int:
+    """How many windows ``windows()`` yields (one pass over its batches)."""
+    return sum(len(x) for x, _ in windows())
+
+
+def block_ids(start: int, n: int, total: int, blocks: int) -> Tensor:
+    """The block (0 … blocks − 1) of windows start … start + n − 1 of ``total``, cut into contiguous blocks: (n,)."""
+    return torch.arange(start, start + n) * blocks // max(total, 1)
+
+
+def _beta(ra: Tensor, aa: Tensor) -> float | Tensor:
+    """β = Σ r·a / Σ a², clipped to [0, 1] (0 where Σ a² = 0), elementwise for (G,) sums."""
+    beta = (ra / aa.clamp(min=1e-300)).clamp(0.0, 1.0).where(aa > 0, 0.0)
+    return float(beta) if beta.dim() == 0 else beta
+
+
+def _normal_equations(
+    windows: Windows, seq_len: int, pred_len: int, blocks: int = 1
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sums for least squares over every window and channel, each window centred on its last input value, in
+    float64, per block of contiguous windows (``blocks`` of them, in the order ``windows()`` yields): XᵀX (G, L, L),
+    XᵀY (G, L, H), ΣY² (G,) and the number of rows (windows × channels) (G,)."""
+    gram = torch.zeros(blocks, seq_len, seq_len, dtype=torch.float64)
+    cross = torch.zeros(blocks, seq_len, pred_len, dtype=torch.float64)
+    sq, rows = torch.zeros(blocks, dtype=torch.float64), torch.zeros(blocks, dtype=torch.float64)
+    total = count_batches(windows) if blocks > 1 else 1
+    start = 0
     for x, y in windows():
+        ids = block_ids(start, len(x), total, blocks) if blocks > 1 else torch.zeros(len(x), dtype=torch.long)
+        start += len(x)
         x, y = x.double().transpose(1, 2), y.double().transpose(1, 2)  # (n, C, L), (n, C, H)
         last = x[..., -1:]
-        x, y = (x - last).reshape(-1, seq_len), (y - last).reshape(-1, pred_len)  # (n·C, L), (n·C, H)
-        gram += x.T @ x
-        cross += x.T @ y
-        sq += float((y * y).sum())
-        rows += x.shape[0]
+        x, y = x - last, y - last
+        for g in ids.unique().tolist():
+            xg = x[ids == g].reshape(-1, seq_len)  # (m·C, L)
+            yg = y[ids == g].reshape(-1, pred_len)  # (m·C, H)
+            gram[g] += xg.T @ xg
+            cross[g] += xg.T @ yg
+            sq[g] += (yg * yg).sum()
+            rows[g] += xg.shape[0]
     return gram, cross, sq, rows
+
+
+def check_selection(selection: str) -> None:
+    """Raise ValueError unless ``selection`` is one of :data:`SELECTIONS`."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}; "
+                         f"set model.selection to one of them")
+
+
+def choose(errors: Tensor, counts: Tensor, complexity: Sequence[float], selection: str) -> int:
+    """Pick a candidate from its squared errors on each validation block.
+
+    Args:
+        errors: (K, G) sum of squared errors of K candidates on G blocks (any common offset per block cancels).
+        counts: (G,) values scored in each block.
+        complexity: (K,) lower is simpler (the naive forecast 0).
+        selection: "min": the lowest total error; "one_se": the simplest candidate whose total mean squared error
+            exceeds the lowest by at most one standard error of that difference, measured over the non-empty blocks
+            (with fewer than two, "min").
+
+    Returns:
+        The index of the chosen candidate.
+    """
+    check_selection(selection)
+    mse = errors.sum(1) / counts.sum()  # (K,)
+    best = int(mse.argmin())
+    used = counts > 0
+    if selection == "min" or int(used.sum()) < 2:
+        return best
+    per_block = errors[:, used] / counts[used]  # (K, G') mean squared error per block
+    diff = per_block - per_block[best]  # (K, G') paired with the best candidate
+    se = diff.std(dim=1) / math.sqrt(diff.shape[1])  # (K,)
+    admissible = [i for i in range(len(mse)) if float(mse[i] - mse[best]) <= float(se[i])]
+    return min(admissible, key=lambda i: (complexity[i], float(mse[i])))
 
 
 class RidgeLinear(nn.Module):
@@ -100,28 +170,32 @@ class RidgeLinear(nn.Module):
         return torch.einsum("blc,lh->bhc", x - last, self.weight) + last  # (B, H, C)
 
     @torch.no_grad()
-    def fit(self, train: Windows, val: Windows) -> float:
-        """Solve W on the ``train`` windows and pick the lookback and strength on the ``val`` windows; returns the
-        validation MSE of the chosen map."""
-        gram, cross, _, rows = _normal_equations(train, self.seq_len, self.pred_len)
-        gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len)
-        best = (math.inf, math.nan, self.seq_len, torch.zeros_like(cross))
+    def fit(self, train: Windows, val: Windows, selection: str = "min") -> float:
+        """Solve W on the ``train`` windows and pick the lookback and strength on the ``val`` windows by ``selection``
+        (:func:`choose`; a candidate's complexity is its effective degrees of freedom, Σ λ/(λ + α), the naive
+        forecast's 0); returns the validation MSE of the chosen map."""
+        gram, cross, _, rows = (t[0] for t in _normal_equations(train, self.seq_len, self.pred_len))
+        gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len, SE_BLOCKS)
+        candidates, errors, complexity = [], [], []
         for ell in lookbacks(self.seq_len):  # the newest ell steps: the last rows and columns of the sums
-            g, c, g_v, c_v = gram[-ell:, -ell:], cross[-ell:], gram_v[-ell:, -ell:], cross_v[-ell:]
+            g, c, g_v, c_v = gram[-ell:, -ell:], cross[-ell:], gram_v[:, -ell:, -ell:], cross_v[:, -ell:]
             eye = torch.eye(ell, dtype=gram.dtype)
+            eigenvalues = torch.linalg.eigvalsh(g).clamp(min=0)  # (ell,)
             for alpha in RIDGE_ALPHAS:
                 infinite = not math.isfinite(alpha)
                 w = torch.zeros_like(c) if infinite else torch.linalg.solve(g + alpha * rows * eye, c)  # (ell, H)
-                # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY², without building the validation predictions
-                mse = float(((w * (g_v @ w)).sum() - 2 * (w * c_v).sum() + sq_v) / (rows_v * self.pred_len))
-                if mse < best[0]:
-                    best = (mse, alpha, ell, w)
-        mse, alpha, ell, w = best
+                # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY² per block, without building the validation predictions
+                errors.append((w * (g_v @ w)).sum((1, 2)) - 2 * (w * c_v).sum((1, 2)) + sq_v)  # (G,)
+                complexity.append(0.0 if infinite else float((eigenvalues / (eigenvalues + alpha * rows)).sum()))
+                candidates.append((alpha, ell, w))
+        sse = torch.stack(errors)  # (K, G)
+        i = choose(sse, rows_v * self.pred_len, complexity, selection)
+        alpha, ell, w = candidates[i]
         self.weight.zero_()
         self.weight[self.seq_len - ell :] = w
         self.alpha.fill_(alpha)
         self.lookback = ell
-        return mse
+        return float(sse[i].sum() / (rows_v.sum() * self.pred_len))
 
 
 def lookbacks(seq_len: int) -> list[int]:
@@ -136,6 +210,7 @@ class RidgeForecaster(nn.Module):
     def __init__(self, config: RidgeConfig) -> None:
         super().__init__()
         seq_len, pred_len, _ = config.sizes()
+        check_selection(config.selection)
         self.config = config
         self.linear = RidgeLinear(seq_len, pred_len)
 
@@ -145,7 +220,7 @@ class RidgeForecaster(nn.Module):
     def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
         """Fit on the training windows, choose the lookback and strength on the validation windows (``memory`` is
         unused)."""
-        mse = self.linear.fit(train, val)
+        mse = self.linear.fit(train, val, self.config.selection)
         return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "val_mse": mse}
 
 
@@ -156,10 +231,19 @@ def key_lens(seq_len: int, season: int | None) -> list[int]:
     return sorted({min(seq_len, max(2, round(unit * k))) for k in (1, 2, 4)})
 
 
+# A sequence whose centred norm is below this fraction of its norm is constant up to float rounding: its
+# correlation with anything is undefined, and scaling its rounding noise to unit norm would give it a random one.
+CONSTANT_TOL = 1e-5
+
+
 def unit_keys(x: Tensor) -> Tensor:
-    """Centre and scale sequences (…, S) to unit norm, so the dot product of two is their correlation."""
-    x = x - x.mean(-1, keepdim=True)
-    return x / (x.norm(dim=-1, keepdim=True) + 1e-8)
+    """Centre and scale sequences (…, S) to unit norm, so the dot product of two is their correlation. A constant
+    sequence (centred norm ≤ :data:`CONSTANT_TOL` × its norm) gives zeros: it correlates with nothing (a constant
+    query attends to no training window, and its forecast is the ridge map's)."""
+    centred = x - x.mean(-1, keepdim=True)
+    norm = centred.norm(dim=-1, keepdim=True)  # (…, 1)
+    constant = norm <= CONSTANT_TOL * x.norm(dim=-1, keepdim=True)
+    return torch.where(constant, 0.0, centred / norm.clamp(min=torch.finfo(x.dtype).tiny))
 
 
 class RetrievalForecaster(nn.Module):
@@ -177,17 +261,20 @@ class RetrievalForecaster(nn.Module):
         if config.key_len is not None and not 2 <= config.key_len <= seq_len:
             raise ValueError(f"key_len must be between 2 and the input length {seq_len}, got {config.key_len}; "
                              f"set model.key_len to a value in that range")
-        if config.top_k < 1:
+        if config.top_k is not None and config.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {config.top_k}")
         if config.temperature is not None and not config.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {config.temperature}")
+        check_selection(config.selection)
         self.config = config
         # The settings in use: the config's, or (None there) chosen on validation by fit_closed_form. Buffers, so a
         # saved run keeps them; before a fit, the values runs saved before the choice existed used.
         key_len = min(UNFITTED_KEY_LEN, seq_len) if config.key_len is None else config.key_len
         temperature = UNFITTED_TEMPERATURE if config.temperature is None else config.temperature
+        top_k = UNFITTED_TOP_K if config.top_k is None else config.top_k
         self.register_buffer("chosen_key_len", torch.tensor(key_len))
         self.register_buffer("chosen_temperature", torch.tensor(temperature))
+        self.register_buffer("chosen_top_k", torch.tensor(top_k))
         self.linear = RidgeLinear(seq_len, pred_len)
         self.attention = Attention(DotScore())
         self.register_buffer("memory", torch.zeros(0, n_channels))  # (R, C) training rows
@@ -199,7 +286,7 @@ class RetrievalForecaster(nn.Module):
         memory = state_dict.get(prefix + "memory")
         if memory is not None:  # the memory's length is the saved run's, not known at construction
             self.memory = torch.empty_like(memory, device=self.memory.device)
-        for name in ("chosen_key_len", "chosen_temperature"):  # runs saved before the choice: the old defaults
+        for name in ("chosen_key_len", "chosen_temperature", "chosen_top_k"):  # runs saved before: the old defaults
             state_dict.setdefault(prefix + name, getattr(self, name).clone())
         self._bank = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -217,6 +304,11 @@ class RetrievalForecaster(nn.Module):
     def temperature(self) -> float:
         """What the correlation scores are divided by (chosen on validation unless set)."""
         return float(self.chosen_temperature)
+
+    @property
+    def top_k(self) -> int:
+        """How many training windows each query attends to (chosen on validation unless set)."""
+        return int(self.chosen_top_k)
 
     @property
     def memory_windows(self) -> int:
@@ -246,10 +338,11 @@ class RetrievalForecaster(nn.Module):
         keys, values = self.bank()  # (C, N, S), (C, N, H)
         queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, B, S)
         queries = queries / self.temperature
-        k = min(self.config.top_k, keys.shape[1])
-        with torch.no_grad():  # which keys each query may attend to: its k best correlations
+        k = min(self.top_k, keys.shape[1])
+        with torch.no_grad():  # which keys each query may attend to: its k best correlations; none for a constant query
             scores = queries @ keys.transpose(1, 2)  # (C, B, N)
             mask = scores >= scores.topk(k, dim=-1).values[..., -1:]  # (C, B, N)
+            mask &= queries.ne(0).any(-1, keepdim=True)  # a fully masked row: no correction
         context, _ = self.attention(queries, keys, values, mask=mask)  # (C, B, H)
         return context.permute(1, 2, 0)  # (B, H, C)
 
@@ -258,49 +351,93 @@ class RetrievalForecaster(nn.Module):
 
     @torch.no_grad()
     def fit_closed_form(self, train: Windows, val: Windows, memory: Tensor | None = None) -> dict[str, float]:
-        """Fit the ridge map on the training windows and keep the training rows ``memory`` (R, C) of the one series;
-        then, for each key length in :func:`key_lens` and temperature in :data:`TEMPERATURES` (or the config's,
-        when set), solve β on the validation windows, β = Σ r·a / Σ a² over every value (r: ridge error, a:
-        attention term) clipped to [0, 1], and keep the pair whose β gives the lowest validation error. β = 0
-        leaves the ridge forecast as it is: the attention is used only where validation says it helps."""
+        """Fit the ridge map on the training windows (as ``ridge`` does) and keep the training rows ``memory`` (R, C)
+        of the one series; then, for each key length in :func:`key_lens`, temperature in :data:`TEMPERATURES` and
+        top-k in :data:`TOP_KS` (or the config's, when set), solve β on the validation windows, β = Σ r·a / Σ a² over
+        every value (r: ridge error, a: attention term) clipped to [0, 1]. ``selection`` "min" keeps the triple
+        whose β lowers the validation error most; "one_se" (default) scores each of :data:`SE_BLOCKS` blocks of
+        validation windows with the β of the other blocks, and keeps the best triple only if it beats the attention
+        off by more than one standard error (:func:`choose`). With the attention off, β = 0: the forecast is the
+        ridge map's, exactly its twin's."""
         if memory is None:
             raise ValueError("retrieval attends over the training windows of one series (a wide CSV); for many "
                              "series use ridge or patch_transformer")
         seq_len, pred_len = self.linear.seq_len, self.linear.pred_len
-        lengths = key_lens(seq_len, self.config.season) if self.config.key_len is None else [self.config.key_len]
-        temperatures = TEMPERATURES if self.config.temperature is None else (self.config.temperature,)
+        cfg = self.config
+        lengths = key_lens(seq_len, cfg.season) if cfg.key_len is None else [cfg.key_len]
+        temperatures = TEMPERATURES if cfg.temperature is None else (cfg.temperature,)
         windows = count_windows(memory.shape[0], seq_len, pred_len)
+        top_ks = sorted({min(k, windows) for k in (TOP_KS if cfg.top_k is None else (cfg.top_k,))})
         needed = 4 * memory.shape[1] * windows * (max(lengths) + pred_len)  # float32 keys (C, N, S), values (C, N, H)
         if needed > MAX_BANK_BYTES:
             raise ValueError(f"the retrieval memory would need {needed / 2**30:.1f} GiB ({memory.shape[1]} channels x "
                              f"{windows} training windows x {max(lengths) + pred_len} values; limit "
                              f"{MAX_BANK_BYTES / 2**30:.0f} GiB); use a shorter --horizon, fewer channels "
                              "or the ridge model")
-        ridge_mse = self.linear.fit(train, val)
+        ridge_mse = self.linear.fit(train, val)  # as `ridge` (its twin) fits it by default
         self.memory = memory.detach().to(self.memory.device, torch.float32).clone()
-        best = (math.inf, 0.0, lengths[0], temperatures[0])  # (validation error, β, key length, temperature)
+        total = count_batches(val)
+        # (key length, temperature, k) -> Σ r·a and Σ a² per block of validation windows, (G,) each
+        sums: dict[tuple[int, float, int], tuple[Tensor, Tensor]] = {}
+        counts = torch.zeros(SE_BLOCKS, dtype=torch.float64)  # values scored per block
         for key_len in lengths:
             self.chosen_key_len.fill_(key_len)
             self._bank = None
-            for temperature in temperatures:
-                self.chosen_temperature.fill_(temperature)
-                ra = aa = 0.0
-                for x, y in val():  # (n, L, C), (n, H, C)
-                    x, y = x.to(self.memory), y.to(self.memory)
-                    a = self.correction(x).double()  # (n, H, C)
-                    ra += float(((y - self.linear(x)).double() * a).sum())
-                    aa += float((a * a).sum())
-                beta = min(max(ra / aa, 0.0), 1.0) if aa > 0 else 0.0
-                gain = beta * beta * aa - 2 * beta * ra  # ‖r − βa‖² − ‖r‖²: what the correction adds to the error
-                if gain < best[0]:
-                    best = (gain, beta, key_len, temperature)
-        gain, beta, key_len, temperature = best
+            start = 0
+            for x, y in val():  # (n, L, C), (n, H, C)
+                ids = block_ids(start, len(x), total, SE_BLOCKS)  # (n,)
+                start += len(x)
+                if key_len == lengths[0]:
+                    counts.index_add_(0, ids, torch.full((len(x),), float(y[0].numel()), dtype=torch.float64))
+                x, y = x.to(self.memory), y.to(self.memory)
+                r = (y - self.linear(x)).permute(2, 0, 1).double()  # (C, n, H) the ridge's errors
+                for temperature, k, rows, a in self._candidate_terms(x, temperatures, top_ks):
+                    a = a.double()  # (C, m, H)
+                    ra, aa = sums.setdefault((key_len, temperature, k), (torch.zeros_like(counts),
+                                                                         torch.zeros_like(counts)))
+                    ra.index_add_(0, ids[rows], (r[:, rows] * a).sum((0, 2)))
+                    aa.index_add_(0, ids[rows], (a * a).sum((0, 2)))
+        # Candidates: the attention off (β = 0, the ridge alone), then each triple with its β; their errors are
+        # counted from the ridge's: ‖r − βa‖² − ‖r‖² = β²·Σa² − 2β·Σr·a per block. β fitted on every block always
+        # lowers the validation error, so "one_se" scores each block with the β of the other blocks (cross-fitted).
+        triples, betas, errors = list(sums), [0.0], [torch.zeros_like(counts)]
+        for ra, aa in sums.values():
+            betas.append(_beta(ra.sum(), aa.sum()))
+            beta = betas[-1] if cfg.selection == "min" else _beta(ra.sum() - ra, aa.sum() - aa)  # () or (G,)
+            errors.append(beta * beta * aa - 2 * beta * ra)  # (G,)
+        i = choose(torch.stack(errors), counts, [0.0] + [1.0] * len(triples), cfg.selection)
+        best = i if i > 0 else 1 + int(torch.stack(errors[1:]).sum(1).argmin())  # with the attention off: its best
+        beta, (key_len, temperature, k) = betas[i], triples[best - 1]
         self.beta.fill_(beta)
         self.chosen_key_len.fill_(key_len)
         self.chosen_temperature.fill_(temperature)
+        self.chosen_top_k.fill_(k)
         self._bank = None
         return {"alpha": float(self.linear.alpha), "lookback": self.linear.lookback, "key_len": key_len,
-                "temperature": temperature, "beta": beta, "ridge_val_mse": ridge_mse}
+                "temperature": temperature, "top_k": k, "beta": beta, "ridge_val_mse": ridge_mse}
+
+    def _candidate_terms(
+        self, x: Tensor, temperatures: Sequence[float], top_ks: Sequence[int]
+    ) -> Iterator[tuple[float, int, slice, Tensor]]:
+        """The attention term (before β) of ``x`` (n, L, C) for every temperature and top-k at the current key length,
+        as :meth:`correction` computes it, from one score matrix and one top-k: yields ``(temperature, k, rows, a)``,
+        a (C, m, H) the term of the windows ``rows`` (the values are gathered a block of rows at a time)."""
+        keys, values = self.bank()  # (C, N, S), (C, N, H)
+        queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, n, S)
+        informative = queries.ne(0).any(-1, keepdim=True)  # (C, n, 1): a constant query gets no correction
+        top, index = (queries @ keys.transpose(1, 2)).topk(max(top_ks), dim=-1)  # (C, n, K) best correlations first
+        C, n, K = top.shape
+        step = max(1, _GATHER_FLOATS // (C * K * values.shape[-1]))
+        flat = values.reshape(C * keys.shape[1], -1)  # (C·N, H)
+        index = index + torch.arange(C, device=x.device)[:, None, None] * keys.shape[1]  # rows of `flat`
+        for i0 in range(0, n, step):
+            rows = slice(i0, i0 + step)
+            picked = flat.index_select(0, index[:, rows].reshape(-1)).view(C, -1, K, flat.shape[1])  # (C, m, K, H)
+            for temperature in temperatures:
+                w = torch.exp((top[:, rows] - top[:, rows, :1]) / temperature)  # (C, m, K) softmax numerators
+                for k in top_ks:
+                    a = torch.einsum("cmk,cmkh->cmh", w[..., :k], picked[:, :, :k])  # (C, m, H)
+                    yield temperature, k, rows, a / w[..., :k].sum(-1, keepdim=True) * informative[:, rows]
 
     def token_labels(self, timestamps: Sequence[str]) -> list[str]:
         """Labels of the attended keys: the training windows (by the time of their last input step when the
