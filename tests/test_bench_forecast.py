@@ -193,6 +193,9 @@ def test_ablation_says_whether_attention_beats_its_twin_and_naive():
     ]
     assert [r.attention for r in rows] == [True, False, True, False, False]
     assert bench.ablation(rows[:1] + rows[-1:], [96]) == []  # no twin trained: no lines
+    off = [_row("retrieval", 96, 0.40), _row("ridge", 96, 0.40, twin_of="retrieval")]
+    assert bench.ablation(off, [96]) == [
+        "FAIL H=96: retrieval 0.4000 = its attention-free twin ridge (Δ 0: the same forecasts, its attention is off)"]
 
 
 @pytest.mark.slow
@@ -217,6 +220,7 @@ def test_twins_are_trained_beside_their_models(tmp_path, capsys):
     (["--model-input-len", "linear"], "needs MODEL=L"),
     (["--model-seeds", "linear=0"], "--model-seeds needs MODEL=N with a positive N"),
     (["seed=abc"], "seed must be an integer, got 'abc'"),
+    (["--suite", "--validation"], "--validation scores one --csv, not the suite"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
     csv = seasonal_csv(tmp_path / "series.csv")

@@ -23,6 +23,7 @@ from attnlab.models.retrieval import (
     choose,
     key_lens,
     lookbacks,
+    se_blocks,
     unit_keys,
 )
 from attnlab.nn import record_attention
@@ -107,8 +108,13 @@ def test_choose_by_lowest_error_or_by_one_standard_error():
     assert choose(errors, counts, [0.0, 1.0], "one_se") == 0
     sure = torch.tensor([[1.0, 1.2, 1.0, 1.0], [0.9, 1.1, 0.9, 0.9]], dtype=torch.float64) * 10  # always 0.1 worse
     assert choose(sure, counts, [0.0, 1.0], "one_se") == 1
-    one_block = torch.tensor([[10.0, 0, 0, 0], [9.0, 0, 0, 0]], dtype=torch.float64)  # < 2 blocks scored: "min"
-    assert choose(one_block, torch.tensor([10.0, 0, 0, 0], dtype=torch.float64), [0.0, 1.0], "one_se") == 1
+    # Fewer than 2 blocks scored: no standard error, so no evidence against the simplest candidate.
+    one_block = torch.tensor([[10.0, 0, 0, 0], [9.0, 0, 0, 0]], dtype=torch.float64)
+    assert choose(one_block, torch.tensor([10.0, 0, 0, 0], dtype=torch.float64), [0.0, 1.0], "one_se") == 0
+    assert choose(one_block, torch.tensor([10.0, 0, 0, 0], dtype=torch.float64), [0.0, 1.0], "min") == 1
+    # Blocks are at least one horizon of windows long, so that no two forecast the same steps: the exchange rates'
+    # 40 validation windows at H = 720 make one block, ETTh1's 2161 make three, its 2785 at H = 96 ten (the most).
+    assert [se_blocks(40, 720), se_blocks(424, 336), se_blocks(2161, 720), se_blocks(2785, 96)] == [1, 1, 3, 10]
     with pytest.raises(ValueError, match="selection must be one of min, one_se, got 'best'"):
         choose(errors, counts, [0.0, 1.0], "best")
 

@@ -320,6 +320,9 @@ def collect(p: Plan) -> list[Row]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite and args.validation:
+        raise UserError("--validation scores one --csv, not the suite; run bench forecast --csv FILE --validation "
+                        "per data set (and bench m4 --validation for M4)")
     if args.suite:
         from attnlab.bench.suite import run_suite
 
@@ -381,6 +384,10 @@ def ablation(rows: list[Row], horizons: list[int]) -> list[str]:
         for twin in (r for r in rows if r.horizon == h and r.twin_of is not None):
             model = by[twin.twin_of, h]
             ok = model.mse < twin.mse
+            if model.mse == twin.mse:  # e.g. retrieval whose validation turned its attention off (β = 0)
+                lines.append(f"FAIL H={h}: {model.model} {model.mse:.4f} = its attention-free twin {twin.model} "
+                             "(Δ 0: the same forecasts, its attention is off)")
+                continue
             lines.append(f"{'PASS' if ok else 'FAIL'} H={h}: {model.model} {model.mse:.4f} {'<' if ok else '≥'} its "
                          f"attention-free twin {twin.model} {twin.mse:.4f} (Δ {model.mse - twin.mse:+.3g})")
         attention = [r for r in rows if r.horizon == h and r.attention]

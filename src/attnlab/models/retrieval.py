@@ -57,9 +57,16 @@ UNFITTED_KEY_LEN, UNFITTED_TEMPERATURE, UNFITTED_TOP_K = 48, 0.1, 300
 _GATHER_FLOATS = 1 << 24  # the fit's gathered values (C, rows, k, H) per step: 64 MiB of float32
 # How a candidate is chosen from its validation errors (see `choose`): "min", the lowest error; "one_se", the simplest
 # candidate whose error is within one standard error of the lowest (Breiman et al. 1984), the standard error measured
-# over SE_BLOCKS contiguous blocks of the validation windows.
+# over up to SE_BLOCKS contiguous blocks of the validation windows, each at least one horizon of windows long (so
+# that no two blocks forecast the same steps).
 SELECTIONS = ("min", "one_se")
 SE_BLOCKS = 10
+
+
+def se_blocks(windows: int, horizon: int) -> int:
+    """How many blocks ``windows`` validation windows are cut into: up to :data:`SE_BLOCKS`, each at least
+    ``horizon`` windows (consecutive windows share all but one of their H target steps); at least 1."""
+    return max(1, min(SE_BLOCKS, windows // max(horizon, 1)))
 
 
 def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -87,15 +94,16 @@ def _beta(ra: Tensor, aa: Tensor) -> float | Tensor:
 
 
 def _normal_equations(
-    windows: Windows, seq_len: int, pred_len: int, blocks: int = 1
+    windows: Windows, seq_len: int, pred_len: int, blocks: int | None = 1
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sums for least squares over every window and channel, each window centred on its last input value, in
-    float64, per block of contiguous windows (``blocks`` of them, in the order ``windows()`` yields): XᵀX (G, L, L),
-    XᵀY (G, L, H), ΣY² (G,) and the number of rows (windows × channels) (G,)."""
+    float64, per block of contiguous windows (``blocks`` of them, in the order ``windows()`` yields; None:
+    :func:`se_blocks`): XᵀX (G, L, L), XᵀY (G, L, H), ΣY² (G,) and the number of rows (windows × channels) (G,)."""
+    total = count_batches(windows) if blocks != 1 else 1
+    blocks = se_blocks(total, pred_len) if blocks is None else blocks
     gram = torch.zeros(blocks, seq_len, seq_len, dtype=torch.float64)
     cross = torch.zeros(blocks, seq_len, pred_len, dtype=torch.float64)
     sq, rows = torch.zeros(blocks, dtype=torch.float64), torch.zeros(blocks, dtype=torch.float64)
-    total = count_batches(windows) if blocks > 1 else 1
     start = 0
     for x, y in windows():
         ids = block_ids(start, len(x), total, blocks) if blocks > 1 else torch.zeros(len(x), dtype=torch.long)
@@ -129,7 +137,7 @@ def choose(errors: Tensor, counts: Tensor, complexity: Sequence[float], selectio
         complexity: (K,) lower is simpler (the naive forecast 0).
         selection: "min": the lowest total error; "one_se": the simplest candidate whose total mean squared error
             exceeds the lowest by at most one standard error of that difference, measured over the non-empty blocks
-            (with fewer than two, "min").
+            (with fewer than two there is no standard error, and no evidence against the simplest: it is chosen).
 
     Returns:
         The index of the chosen candidate.
@@ -138,8 +146,10 @@ def choose(errors: Tensor, counts: Tensor, complexity: Sequence[float], selectio
     mse = errors.sum(1) / counts.sum()  # (K,)
     best = int(mse.argmin())
     used = counts > 0
-    if selection == "min" or int(used.sum()) < 2:
+    if selection == "min":
         return best
+    if int(used.sum()) < 2:
+        return min(range(len(mse)), key=lambda i: (complexity[i], float(mse[i])))
     per_block = errors[:, used] / counts[used]  # (K, G') mean squared error per block
     diff = per_block - per_block[best]  # (K, G') paired with the best candidate
     se = diff.std(dim=1) / math.sqrt(diff.shape[1])  # (K,)
@@ -175,7 +185,7 @@ class RidgeLinear(nn.Module):
         (:func:`choose`; a candidate's complexity is its effective degrees of freedom, Σ λ/(λ + α), the naive
         forecast's 0); returns the validation MSE of the chosen map."""
         gram, cross, _, rows = (t[0] for t in _normal_equations(train, self.seq_len, self.pred_len))
-        gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len, SE_BLOCKS)
+        gram_v, cross_v, sq_v, rows_v = _normal_equations(val, self.seq_len, self.pred_len, None)
         candidates, errors, complexity = [], [], []
         for ell in lookbacks(self.seq_len):  # the newest ell steps: the last rows and columns of the sums
             g, c, g_v, c_v = gram[-ell:, -ell:], cross[-ell:], gram_v[:, -ell:, -ell:], cross_v[:, -ell:]
@@ -355,10 +365,10 @@ class RetrievalForecaster(nn.Module):
         of the one series; then, for each key length in :func:`key_lens`, temperature in :data:`TEMPERATURES` and
         top-k in :data:`TOP_KS` (or the config's, when set), solve β on the validation windows, β = Σ r·a / Σ a² over
         every value (r: ridge error, a: attention term) clipped to [0, 1]. ``selection`` "min" keeps the triple
-        whose β lowers the validation error most; "one_se" (default) scores each of :data:`SE_BLOCKS` blocks of
-        validation windows with the β of the other blocks, and keeps the best triple only if it beats the attention
-        off by more than one standard error (:func:`choose`). With the attention off, β = 0: the forecast is the
-        ridge map's, exactly its twin's."""
+        whose β lowers the validation error most; "one_se" (default) scores each block of validation windows
+        (:func:`se_blocks`) with the β of the other blocks, and keeps the best triple only if it beats the attention
+        off by more than one standard error (:func:`choose`; with fewer than two blocks, the attention is off).
+        With the attention off, β = 0: the forecast is the ridge map's, exactly its twin's."""
         if memory is None:
             raise ValueError("retrieval attends over the training windows of one series (a wide CSV); for many "
                              "series use ridge or patch_transformer")
@@ -377,15 +387,16 @@ class RetrievalForecaster(nn.Module):
         ridge_mse = self.linear.fit(train, val)  # as `ridge` (its twin) fits it by default
         self.memory = memory.detach().to(self.memory.device, torch.float32).clone()
         total = count_batches(val)
+        blocks = se_blocks(total, pred_len)
         # (key length, temperature, k) -> Σ r·a and Σ a² per block of validation windows, (G,) each
         sums: dict[tuple[int, float, int], tuple[Tensor, Tensor]] = {}
-        counts = torch.zeros(SE_BLOCKS, dtype=torch.float64)  # values scored per block
+        counts = torch.zeros(blocks, dtype=torch.float64)  # values scored per block
         for key_len in lengths:
             self.chosen_key_len.fill_(key_len)
             self._bank = None
             start = 0
             for x, y in val():  # (n, L, C), (n, H, C)
-                ids = block_ids(start, len(x), total, SE_BLOCKS)  # (n,)
+                ids = block_ids(start, len(x), total, blocks)  # (n,)
                 start += len(x)
                 if key_len == lengths[0]:
                     counts.index_add_(0, ids, torch.full((len(x),), float(y[0].numel()), dtype=torch.float64))
