@@ -293,8 +293,9 @@ class RetrievalConfig(ForecastSizes):
         temperature: divides the correlation scores; lower is sharper (default: chosen on validation among 0.03,
             0.1 and 0.3).
         selection: how the attention's settings and β are chosen (the ridge part is chosen as ``ridge`` chooses
-            it): "one_se" (default) scores each of 10 blocks of validation windows with the β fitted on the others
-            and keeps the attention only if it lowers that error by more than one standard error; "min" keeps the
+            it): "one_se" (default) scores each block of validation windows (at most 10, each at least one horizon
+            long) with the β fitted on the others and keeps the attention only if it lowers that error by more than
+            one standard error (with fewer than two blocks, it is off); "min" keeps the
             lowest error with β fitted on all the validation windows (the rule before; it uses the attention
             wherever its fitted β lowers the validation error at all).
     """
