@@ -3,6 +3,7 @@ a tiny run end to end, and its bad options."""
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
@@ -193,9 +194,37 @@ def test_ablation_says_whether_attention_beats_its_twin_and_naive():
     ]
     assert [r.attention for r in rows] == [True, False, True, False, False]
     assert bench.ablation(rows[:1] + rows[-1:], [96]) == []  # no twin trained: no lines
-    off = [_row("retrieval", 96, 0.40), _row("ridge", 96, 0.40, twin_of="retrieval")]
+    off = [_row("retrieval", 96, 0.40, attention_off=True), _row("ridge", 96, 0.40, twin_of="retrieval"),
+           _row("naive (last value)", 96, 0.35, baseline=True)]
+    assert not off[0].attention  # not the best attention model of its horizon: it forecast as its twin
     assert bench.ablation(off, [96]) == [
         "FAIL H=96: retrieval 0.4000 = its attention-free twin ridge (Δ 0: the same forecasts, its attention is off)"]
+
+
+def test_a_model_that_forecasts_as_its_twin_is_marked_attention_off(tmp_path, monkeypatch):
+    """collect() marks a model whose test MSE equals its twin's (retrieval with β = 0), so no check counts it as the
+    best attention model; one whose attention changed its forecasts stays an attention model."""
+    mses = {"patch_transformer": 0.31, "patch_transformer[attention=mean]": 0.32}
+
+    def fake_fit(name, panel, data, split, overrides, run_dir, note, label=None, twin_of=None):
+        model = label or name
+        return bench.Row(data.horizon, model, data.input_len, mses.get(model, 0.40), 0.5, 1.0, 0, 0, run_dir,
+                         twin_of=twin_of)
+
+    monkeypatch.setattr(bench, "_fit", fake_fit)
+    monkeypatch.setattr(bench, "baseline_rows", lambda row: [])
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--csv", str(seasonal_csv(tmp_path / "s.csv")), "--split", "ratio", "--horizons", "6",
+         "--input-len", "24", "--model-input-len", "retrieval=24", "--model-input-len", "ridge=24",
+         "--models", "ridge,retrieval,patch_transformer", "--twins", "--runs-root", str(tmp_path / "runs")])
+    rows = bench.collect(bench.plan(args))
+    marked = {(r.model, r.twin_of): r.attention_off for r in rows}
+    assert marked == {("ridge", None): False, ("retrieval", None): True, ("ridge", "retrieval"): False,
+                      ("patch_transformer", None): False,
+                      ("patch_transformer[attention=mean]", "patch_transformer"): False}
+    assert [r.model for r in rows if r.attention] == ["patch_transformer"]
 
 
 @pytest.mark.slow

@@ -62,6 +62,11 @@ def test_csv_checks_compare_etth1_with_the_best_every_window_figure_and_each_mod
     assert lines[2].startswith("PASS H=96: patch_transformer 0.3600 < its attention-free twin")
     assert lines[4].startswith("FAIL H=192: patch_transformer 0.4000 ≥ its attention-free twin")
     assert suite.csv_checks(ROWS, [96, 192], etth1=False) == lines[2:]  # no published figures elsewhere
+    # retrieval whose validation turned its attention off is no attention model: nothing left to meet the anchor
+    off = [_row("retrieval", 96, 0.364, attention_off=True), _row("ridge", 96, 0.364, twin_of="retrieval")]
+    assert suite.csv_checks(off, [96], etth1=True)[:2] == [
+        "FAIL H=96: no attention model uses its attention (each forecast as its twin)",
+        "FAIL H=96: retrieval 0.3640 = its attention-free twin ridge (Δ 0: the same forecasts, its attention is off)"]
 
 
 def _m4_rows() -> list[m4_bench.Row]:

@@ -103,11 +103,13 @@ class Row:
     window_mse: Tensor | None = None  # (N,) each test window's MSE; the mean is ``mse``
     twin_of: str | None = None  # the attention model this row is the attention-free twin of
     baseline: bool = False  # a forecast that learns nothing (naive, seasonal naive), read from a run's baselines
+    attention_off: bool = False  # its forecasts are its twin's (e.g. retrieval whose validation turned it off)
 
     @property
     def attention(self) -> bool:
-        """Whether the row's forecasts use attention (not a twin, a baseline or an attention-free model)."""
-        return self.model not in NO_ATTENTION and self.twin_of is None and not self.baseline
+        """Whether the row's forecasts use attention (not a twin, a baseline, an attention-free model, or a model
+        that forecast exactly as its twin)."""
+        return self.model not in NO_ATTENTION and self.twin_of is None and not self.baseline and not self.attention_off
 
     def mse_of_first(self, n: int) -> float:
         """MSE over the first ``n`` test windows (nan if there are none or the errors were not kept)."""
@@ -315,6 +317,8 @@ def collect(p: Plan) -> list[Row]:
             elif twin is not None:  # the same input, seed and budget; the twin's overrides first, the user's last
                 rows.append(_fit(twin.model, p.panel, data, p.split_options, [*twin.overrides, *p.overrides],
                                  p.root / f"H{horizon}-{name}-twin", "", label=twin.label, twin_of=name))
+            if twin is not None and rows[-1].mse == rows[-2].mse:  # the same forecasts: not an attention model here
+                rows[-2] = dataclasses.replace(rows[-2], attention_off=True)
         rows += baseline_rows(rows[-1])
     return rows
 

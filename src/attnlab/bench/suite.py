@@ -178,6 +178,8 @@ def csv_checks(rows: list[one_csv.Row], horizons: list[int], etth1: bool) -> lis
         for h in horizons:
             attention = [r for r in rows if r.horizon == h and r.attention]
             anchors = {name: numbers[h] for name, numbers in EVERY_WINDOW.items() if h in numbers}
+            if not attention and any(r.horizon == h and r.attention_off for r in rows):
+                lines.append(f"FAIL H={h}: no attention model uses its attention (each forecast as its twin)")
             if not attention or not anchors:
                 continue
             best = min(attention, key=lambda r: r.mse)
