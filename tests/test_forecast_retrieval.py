@@ -21,6 +21,7 @@ from attnlab.models.retrieval import (
     RidgeLinear,
     _window_batches,
     choose,
+    count_windows_in,
     key_lens,
     lookbacks,
     se_blocks,
@@ -117,6 +118,19 @@ def test_choose_by_lowest_error_or_by_one_standard_error():
     assert [se_blocks(40, 720), se_blocks(424, 336), se_blocks(2161, 720), se_blocks(2785, 96)] == [1, 1, 3, 10]
     with pytest.raises(ValueError, match="selection must be one of min, one_se, got 'best'"):
         choose(errors, counts, [0.0, 1.0], "best")
+
+
+def test_windows_are_counted_by_len_where_the_source_has_one():
+    """The forecast task's windows know their number (no counting pass that builds every batch); a plain callable is
+    counted by one pass."""
+    from attnlab.experiments.forecast_scores import WindowBatches
+
+    class NoPass(WindowBatches):
+        def __call__(self):
+            raise AssertionError("counted by iterating")
+
+    assert count_windows_in(NoPass(list(range(37)))) == 37
+    assert count_windows_in(batches(series(120, 1))) == 120 - L - H + 1
 
 
 def test_one_se_prefers_the_naive_forecast_and_no_attention_where_they_do_as_well():

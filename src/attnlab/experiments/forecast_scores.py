@@ -273,9 +273,23 @@ class HorizonSums:
         return path
 
 
-def windows_of(dataset: PanelWindows) -> Any:
-    """A function giving every window of ``dataset`` as (x, y) batches: what closed-form fits take."""
-    return lambda: ((batch.x, batch.y) for batch in dataset_batches(dataset))
+class WindowBatches:
+    """Called, every window of a dataset as (x, y) batches: what closed-form fits take. ``len()`` is the number of
+    windows, so a fit that needs it does not make a pass to count them."""
+
+    def __init__(self, dataset: PanelWindows) -> None:
+        self.dataset = dataset
+
+    def __call__(self) -> Iterator[tuple[Any, Any]]:
+        return ((batch.x, batch.y) for batch in dataset_batches(self.dataset))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def windows_of(dataset: PanelWindows) -> WindowBatches:
+    """Every window of ``dataset`` as (x, y) batches, on each call (:class:`WindowBatches`)."""
+    return WindowBatches(dataset)
 
 
 def dataset_batches(dataset: PanelWindows, size: int = EVAL_BATCH) -> Iterator[ForecastBatch]:

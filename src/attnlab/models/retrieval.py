@@ -30,7 +30,7 @@ Shapes: input (B, L, C) standardised values → output (B, H, C). The retrieval 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -77,20 +77,21 @@ def _window_batches(series: Tensor, seq_len: int, pred_len: int) -> Iterator[tup
         yield chunk[:, :seq_len], chunk[:, seq_len:]
 
 
-def count_batches(windows: Windows) -> int:
-    """How many windows ``windows()`` yields (one pass over its batches)."""
-    return sum(len(x) for x, _ in windows())
+def count_windows_in(windows: Windows) -> int:
+    """How many windows ``windows()`` yields: its ``len()`` where it has one (the forecast task's), else one pass."""
+    return len(windows) if isinstance(windows, Sized) else sum(len(x) for x, _ in windows())
 
 
 def block_ids(start: int, n: int, total: int, blocks: int) -> Tensor:
     """The block (0 … blocks − 1) of windows start … start + n − 1 of ``total``, cut into contiguous blocks: (n,)."""
+    if blocks == 1:
+        return torch.zeros(n, dtype=torch.long)
     return torch.arange(start, start + n) * blocks // max(total, 1)
 
 
-def _beta(ra: Tensor, aa: Tensor) -> float | Tensor:
-    """β = Σ r·a / Σ a², clipped to [0, 1] (0 where Σ a² = 0), elementwise for (G,) sums."""
-    beta = (ra / aa.clamp(min=1e-300)).clamp(0.0, 1.0).where(aa > 0, 0.0)
-    return float(beta) if beta.dim() == 0 else beta
+def _beta(ra: Tensor, aa: Tensor) -> Tensor:
+    """β = Σ r·a / Σ a², clipped to [0, 1] (0 where Σ a² = 0), elementwise: () or (G,) sums."""
+    return (ra / aa.clamp(min=1e-300)).clamp(0.0, 1.0).where(aa > 0, 0.0)
 
 
 def _normal_equations(
@@ -99,14 +100,14 @@ def _normal_equations(
     """Sums for least squares over every window and channel, each window centred on its last input value, in
     float64, per block of contiguous windows (``blocks`` of them, in the order ``windows()`` yields; None:
     :func:`se_blocks`): XᵀX (G, L, L), XᵀY (G, L, H), ΣY² (G,) and the number of rows (windows × channels) (G,)."""
-    total = count_batches(windows) if blocks != 1 else 1
+    total = count_windows_in(windows) if blocks != 1 else 0  # one block needs no count
     blocks = se_blocks(total, pred_len) if blocks is None else blocks
     gram = torch.zeros(blocks, seq_len, seq_len, dtype=torch.float64)
     cross = torch.zeros(blocks, seq_len, pred_len, dtype=torch.float64)
     sq, rows = torch.zeros(blocks, dtype=torch.float64), torch.zeros(blocks, dtype=torch.float64)
     start = 0
     for x, y in windows():
-        ids = block_ids(start, len(x), total, blocks) if blocks > 1 else torch.zeros(len(x), dtype=torch.long)
+        ids = block_ids(start, len(x), total, blocks)
         start += len(x)
         x, y = x.double().transpose(1, 2), y.double().transpose(1, 2)  # (n, C, L), (n, C, H)
         last = x[..., -1:]
@@ -190,13 +191,15 @@ class RidgeLinear(nn.Module):
         for ell in lookbacks(self.seq_len):  # the newest ell steps: the last rows and columns of the sums
             g, c, g_v, c_v = gram[-ell:, -ell:], cross[-ell:], gram_v[:, -ell:, -ell:], cross_v[:, -ell:]
             eye = torch.eye(ell, dtype=gram.dtype)
-            eigenvalues = torch.linalg.eigvalsh(g).clamp(min=0)  # (ell,)
+            # complexity (one_se only): effective degrees of freedom Σ λ/(λ + α·rows) over XᵀX's eigenvalues
+            eigenvalues = torch.linalg.eigvalsh(g).clamp(min=0) if selection == "one_se" else None  # (ell,)
             for alpha in RIDGE_ALPHAS:
                 infinite = not math.isfinite(alpha)
                 w = torch.zeros_like(c) if infinite else torch.linalg.solve(g + alpha * rows * eye, c)  # (ell, H)
                 # ‖XW − Y‖² = tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + ΣY² per block, without building the validation predictions
                 errors.append((w * (g_v @ w)).sum((1, 2)) - 2 * (w * c_v).sum((1, 2)) + sq_v)  # (G,)
-                complexity.append(0.0 if infinite else float((eigenvalues / (eigenvalues + alpha * rows)).sum()))
+                free = 0.0 if infinite or eigenvalues is None else (eigenvalues / (eigenvalues + alpha * rows)).sum()
+                complexity.append(float(free))
                 candidates.append((alpha, ell, w))
         sse = torch.stack(errors)  # (K, G)
         i = choose(sse, rows_v * self.pred_len, complexity, selection)
@@ -343,11 +346,14 @@ class RetrievalForecaster(nn.Module):
             self._bank = (keys, values)
         return self._bank
 
+    def _queries(self, x: Tensor) -> Tensor:
+        """Each channel's newest ``key_len`` steps of x (B, L, C), unit-normalised: (C, B, S); zero where constant."""
+        return unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)
+
     def correction(self, x: Tensor) -> Tensor:
         """The attention term before β: x (B, L, C) → (B, H, C)."""
         keys, values = self.bank()  # (C, N, S), (C, N, H)
-        queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, B, S)
-        queries = queries / self.temperature
+        queries = self._queries(x) / self.temperature  # (C, B, S)
         k = min(self.top_k, keys.shape[1])
         with torch.no_grad():  # which keys each query may attend to: its k best correlations; none for a constant query
             scores = queries @ keys.transpose(1, 2)  # (C, B, N)
@@ -386,11 +392,12 @@ class RetrievalForecaster(nn.Module):
                              "or the ridge model")
         ridge_mse = self.linear.fit(train, val)  # as `ridge` (its twin) fits it by default
         self.memory = memory.detach().to(self.memory.device, torch.float32).clone()
-        total = count_batches(val)
+        total = count_windows_in(val)
         blocks = se_blocks(total, pred_len)
+        values_per_window = memory.shape[1] * pred_len
+        counts = torch.bincount(block_ids(0, total, total, blocks), minlength=blocks).double() * values_per_window
         # (key length, temperature, k) -> Σ r·a and Σ a² per block of validation windows, (G,) each
         sums: dict[tuple[int, float, int], tuple[Tensor, Tensor]] = {}
-        counts = torch.zeros(blocks, dtype=torch.float64)  # values scored per block
         for key_len in lengths:
             self.chosen_key_len.fill_(key_len)
             self._bank = None
@@ -398,8 +405,6 @@ class RetrievalForecaster(nn.Module):
             for x, y in val():  # (n, L, C), (n, H, C)
                 ids = block_ids(start, len(x), total, blocks)  # (n,)
                 start += len(x)
-                if key_len == lengths[0]:
-                    counts.index_add_(0, ids, torch.full((len(x),), float(y[0].numel()), dtype=torch.float64))
                 x, y = x.to(self.memory), y.to(self.memory)
                 r = (y - self.linear(x)).permute(2, 0, 1).double()  # (C, n, H) the ridge's errors
                 for temperature, k, rows, a in self._candidate_terms(x, temperatures, top_ks):
@@ -413,7 +418,7 @@ class RetrievalForecaster(nn.Module):
         # lowers the validation error, so "one_se" scores each block with the β of the other blocks (cross-fitted).
         triples, betas, errors = list(sums), [0.0], [torch.zeros_like(counts)]
         for ra, aa in sums.values():
-            betas.append(_beta(ra.sum(), aa.sum()))
+            betas.append(float(_beta(ra.sum(), aa.sum())))
             beta = betas[-1] if cfg.selection == "min" else _beta(ra.sum() - ra, aa.sum() - aa)  # () or (G,)
             errors.append(beta * beta * aa - 2 * beta * ra)  # (G,)
         i = choose(torch.stack(errors), counts, [0.0] + [1.0] * len(triples), cfg.selection)
@@ -434,7 +439,7 @@ class RetrievalForecaster(nn.Module):
         as :meth:`correction` computes it, from one score matrix and one top-k: yields ``(temperature, k, rows, a)``,
         a (C, m, H) the term of the windows ``rows`` (the values are gathered a block of rows at a time)."""
         keys, values = self.bank()  # (C, N, S), (C, N, H)
-        queries = unit_keys(x[:, -self.key_len :, :].transpose(1, 2)).transpose(0, 1)  # (C, n, S)
+        queries = self._queries(x)  # (C, n, S)
         informative = queries.ne(0).any(-1, keepdim=True)  # (C, n, 1): a constant query gets no correction
         top, index = (queries @ keys.transpose(1, 2)).topk(max(top_ks), dim=-1)  # (C, n, K) best correlations first
         C, n, K = top.shape
