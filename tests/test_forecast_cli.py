@@ -173,6 +173,18 @@ def test_predict_round_trip(run, tmp_path, capsys):
     np.testing.assert_allclose(printed[["a", "b", "c"]].to_numpy(), frame[["a", "b", "c"]].to_numpy(), rtol=1e-5)
 
 
+def test_predict_on_a_renamed_wide_file_is_the_trained_series(run, tmp_path):
+    """A wide file is one series named after the file: the same rows under another file name (new rows appended
+    to a copy, say) are still the series the run trained on, scaled with its saved statistics."""
+    csv, run_dir = run
+    renamed = tmp_path / "series-2021-copy.csv"
+    shutil.copy(csv, renamed)
+    expected, got = predict(run_dir, csv), predict(run_dir, renamed)
+    assert list(got["unique_id"].unique()) == list(expected["unique_id"].unique()) == ["series"]
+    np.testing.assert_allclose(got.drop(columns=["unique_id", "ds"]).to_numpy(),
+                               expected.drop(columns=["unique_id", "ds"]).to_numpy(), rtol=1e-6)
+
+
 def test_predict_bad_input(run, tmp_path, cli_error):
     csv, run_dir = run
     two = tmp_path / "two.csv"

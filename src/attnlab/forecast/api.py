@@ -238,6 +238,7 @@ def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, fut
     with the run's statistics; a series the run has not seen, with its own history. ``calendar``: the run's
     calendar features, computed for the horizon's time stamps when they are its only future covariates."""
     info, stats = saved.info, saved.stats
+    panel = as_trained(panel, info)
     L, H = int(info["input_len"]), int(info["horizon"])
     missing = [t for t in info["targets"] if t not in panel.target_names]
     if missing:
@@ -302,6 +303,7 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
     saved = SavedSeries.read(run_dir)
     model, config = load_model(run_dir)
     info = saved.info
+    panel = as_trained(panel, info)
     H = int(info["horizon"])
     inputs = future_inputs(saved, type(config.model_config).COVARIATES, panel, futr, config.experiment_config.calendar)
     with torch.no_grad():
@@ -340,6 +342,16 @@ def forecast_future(run_dir: Path, panel: Panel, futr: Panel | None = None, leve
     if not np.isfinite(point).all():
         log.warning("the forecast holds non-finite values (%d of %d)", int((~np.isfinite(point)).sum()), point.size)
     return pd.DataFrame(rows_out)
+
+
+def as_trained(panel: Panel, info: Mapping[str, Any]) -> Panel:
+    """``panel`` with the run's series id when both are one wide series: a wide file's one series is named after
+    the file, so the same series under another file name (a copy with new rows) is still the one the run trained
+    on, scaled with its saved statistics rather than as a new series."""
+    ids = list(info["ids"])
+    if panel.layout == "wide" and info.get("layout") == "wide" and len(ids) == 1 and list(panel.ids) != ids:
+        return dataclasses.replace(panel, ids=(ids[0],))
+    return panel
 
 
 def _nonzero(std: np.ndarray) -> np.ndarray:
