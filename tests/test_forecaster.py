@@ -60,6 +60,20 @@ def test_a_series_unseen_in_training_is_scaled_by_its_own_history(fitted):
                                future.ridge[future.unique_id == "s0"].to_numpy(), atol=2e-3)
 
 
+def test_a_series_too_short_to_train_is_left_out_of_predict_and_backtests(tmp_path, caplog):
+    """fit leaves out a series too short for a training, a validation and a test window (and says so); predict()
+    and cross_validation then forecast the series the models were trained on, not fail on the short one."""
+    frame = panel_frame((*SERIES, ("short", 10, "2021-01-01 00:00")))
+    fc = Forecaster(["ridge"], h=H, input_len=L, runs_root=tmp_path / "runs")
+    with caplog.at_level("INFO"):
+        future = fc.fit(frame).predict()
+    assert "left out 1 of 4 series too short" in caplog.text
+    assert future.groupby("unique_id").size().to_dict() == {sid: H for sid, _, _ in SERIES}
+    table = fc.cross_validation(frame, n_windows=2)
+    assert sorted(table.unique_id.unique()) == [sid for sid, _, _ in SERIES]
+    assert len(table) == 2 * len(SERIES) * H and table.ridge.notna().all()
+
+
 def test_column_names_are_settable(tmp_path):
     frame = panel_frame().rename(columns={"unique_id": "store", "ds": "day", "y": "sales"})
     fc = Forecaster(["ridge"], h=H, input_len=L, id_col="store", time_col="day", target_col="sales",

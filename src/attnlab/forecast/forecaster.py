@@ -119,6 +119,7 @@ class Forecaster:
         self.progress = progress
         self.runs: dict[str, Path] = {}
         self.history: Panel | None = None
+        self._skipped: set[str] = set()
 
     @property
     def h(self) -> int:
@@ -151,23 +152,32 @@ class Forecaster:
     def fit(self, df: pd.DataFrame | str | Path, static_df: pd.DataFrame | None = None,
             val_size: int | None = None) -> Forecaster:
         """Train every model on ``df``; the last ``val_size`` steps of each series validate (default ``h``, longer
-        for a panel of fewer than 100 series: :func:`attnlab.data.forecasting.default_val_size`).
+        for a panel of fewer than 100 series: :func:`attnlab.data.forecasting.default_val_size`). A series too
+        short for a training and a validation window is left out (logged), of the models and of :meth:`predict`'s
+        default history.
 
         Returns:
             ``self``; the run folder of each model is in :attr:`runs`.
         """
         panel = self._panel(df, static_df)
-        self.history = panel
         self.runs = {model: self._fit_one(model, panel, val_size) for model in self.models}
+        self.history = self._trained(panel)
         return self
 
     def _fit_one(self, model: str, panel: Panel, val_size: int | None, label: str = "") -> Path:
         config = data_config(**{**self.options, "val_size": val_size, "test_size": 0, "forecast_windows": 0})
         data = split_data(panel, config)
+        self._skipped = set(data.skipped)  # series too short to train on (the same for every model)
         run_dir = self.runs_root / f"forecaster-{model}{label}-{_stamp()}"
         run = prepare_run("forecast", model, self._overrides(model), task=Forecast(config, data), run_dir=run_dir)
         fit(run, progress=self.progress, figures=False)
         return run_dir
+
+    def _trained(self, panel: Panel) -> Panel:
+        """``panel`` without the series the last training left out as too short (it logged them)."""
+        if not self._skipped:
+            return panel
+        return panel.select(np.array([sid not in self._skipped for sid in panel.ids]))
 
     @_python_errors
     def predict(self, df: pd.DataFrame | str | Path | None = None, futr_df: pd.DataFrame | None = None,
@@ -245,7 +255,7 @@ class Forecaster:
             history = panel.truncate(held)
             if w % every == 0:
                 self.runs = {model: self._fit_one(model, history, None, f"-cutoff{w}") for model in self.models}
-            self.history = history
+            self.history = history = self._trained(history)
             forecasts = self.predict(None, self._future_of(panel, history))
             truth = self._truth(panel, held)
             cutoff = pd.DataFrame({"unique_id": list(history.ids),
