@@ -205,9 +205,16 @@ def test_missing_values_are_filled_within_each_series_only():
     (lambda f: f.assign(y=f.y.astype(str).where(f.index != 5, "n/a")), "column 'y' has a non-numeric value 'n/a'"),
     (lambda f: f.assign(y=f.y.map(lambda v: f"{v:.2f}".replace(".", ","))), "pass --decimal , to read them"),
     (lambda f: f.assign(z=1.0, w=2.0).drop(columns="y"), "which column is the target? pass --target COL"),
+    (lambda f: f.assign(y="abc"), "DataFrame: the target column 'y' holds no numbers (e.g. 'abc'); fix its cells"),
+    (lambda f: f.assign(y="abc", z=1.0), "the target column 'y' holds no numbers"),  # not z in its place
 ])
 def test_bad_long_tables(change, expected):
     assert expected in error_of(change(panel_frame()))
+
+
+def test_a_wide_target_without_numbers_is_named_as_such():
+    frame = pd.DataFrame({"ds": pd.date_range("2021-01-01", periods=30, freq="D"), "y": "abc", "x": np.arange(30.0)})
+    assert "DataFrame: the target column 'y' holds no numbers (e.g. 'abc')" in error_of(frame, target=("y",))
 
 
 def test_columns_play_their_parts():

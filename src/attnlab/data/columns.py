@@ -131,6 +131,8 @@ def choose_columns(
         targets = tuple(target)
     elif "y" in numeric:
         targets = ("y",)
+    elif "y" in candidates:  # the default target is there but holds no numbers: not another column in its place
+        raise no_numbers(frame, "y", where)
     elif len([c for c in numeric if c not in futr]) == 1:
         targets = (next(c for c in numeric if c not in futr),)
     else:
@@ -139,6 +141,14 @@ def choose_columns(
     covariates = [c for c in numeric if c not in targets]
     return Columns(id_col, time, targets, tuple(c for c in covariates if c not in futr),
                    tuple(c for c in covariates if c in futr))
+
+
+def no_numbers(frame: pd.DataFrame, name: str, where: str) -> UserError:
+    """The error for a target column ``name`` of ``frame`` in which no cell is a number."""
+    cells = frame[name].dropna()
+    example = f" (e.g. {cells.iloc[0]!r})" if len(cells) else ""
+    return UserError(f"{where}: the target column {name!r} holds no numbers{example}; fix its cells, or name a "
+                     "numeric target column with --target")
 
 
 def _is_numeric(raw: pd.Series) -> bool:

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnlab.data.columns import FILLS, ID_COLUMNS, choose_columns, fill_series, long_id_column, numeric_block
+from attnlab.data.columns import (
+    FILLS,
+    ID_COLUMNS,
+    choose_columns,
+    fill_series,
+    long_id_column,
+    no_numbers,
+    numeric_block,
+)
 from attnlab.data.readers import read_frame
 from attnlab.data.reading import (
     check_order,
@@ -312,6 +320,9 @@ def load_panel(
         panel = table_to_panel(table, inputs, exclude, futr)
         if target:
             missing = [t for t in target if t not in panel.target_names]
+            text = [t for t in missing if t in frame.columns and t not in (*exclude, *futr)]
+            if text:  # a column of the file, but not one of numbers
+                raise no_numbers(frame, text[0], where)
             if missing:
                 raise UserError(f"unknown target column(s) {', '.join(map(repr, missing))} in {where}; available: "
                                 f"{', '.join(panel.target_names)} (or --all)")
