@@ -339,6 +339,10 @@ def test_no_series_long_enough_is_an_error():
     with pytest.raises(UserError, match=r"no series of DataFrame is long enough: each needs input_len \+ horizon = "
                                         r"90 training rows .* \(the longest has 80 rows\)"):
         prepare_forecast(panel, input_len=60, horizon=30, split="last")
+    one = load_panel(panel_frame((("s0", 10, "2021-01-01"),)))  # one long series: split last, not split ratio
+    with pytest.raises(UserError, match=r"no series of DataFrame is long enough: each needs input_len \+ horizon = "
+                                        r"28 training rows .* \(the longest has 10 rows\)"):
+        prepare_forecast(one, input_len=21, horizon=7, split="last")
 
 
 def test_a_horizon_longer_than_every_validation_part_is_an_error():

@@ -346,7 +346,7 @@ def prepare_forecast(
     needs_test = not (split == "last" and test_size == 0)
     usable = (train_n > 0) & (val_n > 0) & ((test_n > 0) | (not needs_test)) & (edges[:, 0] > 0)
     if not usable.any():
-        if panel.n_series == 1:
+        if panel.n_series == 1 and split != "last":  # a last split's parts are not fractions: the message below
             _explain_single(edges[0], L, H)
         raise UserError(f"no series of {panel.source} is long enough: each needs input_len + horizon = {L + H} "
                         f"training rows and its validation and test parts (the longest has {int(lengths.max())} rows); "
