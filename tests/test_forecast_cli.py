@@ -206,6 +206,14 @@ def test_predict_bad_input(run, tmp_path, cli_error):
     assert "input_len = 24" in message and not out.exists()
 
 
+@pytest.mark.parametrize("levels", ["0", "100", "80,120", "-5"])
+def test_predict_levels_out_of_range_are_refused_as_in_forecast(run, capsys, levels):
+    csv, run_dir = run
+    assert cli.main(["predict", "--run", str(run_dir), "--csv", str(csv), "--levels", levels]) == 2
+    assert capsys.readouterr().err == (f"attnlab: error: --levels {levels!r}: each level is a percentage in (0, 100), "
+                                       "e.g. 80,95\n")
+
+
 def test_predict_never_overwrites_the_input_or_a_users_file(run, tmp_path):
     csv, run_dir = run
     before = csv.read_bytes()

@@ -188,6 +188,14 @@ def _numbers(text: str | None, flag: str, kind: type = float, count: int | None 
     return values
 
 
+def _levels(text: str | None) -> tuple[float, ...]:
+    """``--levels``: percentages in (0, 100); () when not given."""
+    levels = _numbers(text, "--levels")
+    if any(not 0 < level < 100 for level in levels):
+        raise UserError(f"--levels {text!r}: each level is a percentage in (0, 100), e.g. 80,95")
+    return levels
+
+
 def _names(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
@@ -196,10 +204,7 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     """The data options of the parsed flags, as :func:`attnlab.forecast.api.forecast` takes them."""
     if args.all_channels and args.target:
         raise UserError("--all and --target exclude each other; give one of them")
-    levels = _numbers(args.levels, "--levels")
-    bad = [level for level in levels if not 0 < level < 100]
-    if bad:
-        raise UserError(f"--levels {args.levels!r}: each level is a percentage in (0, 100), e.g. 80,95")
+    levels = _levels(args.levels)
     return {
         "id_col": args.id_col, "date_col": args.date_col,
         "target": tuple(t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()),
@@ -245,7 +250,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     readable_file(args.csv, "CSV or Parquet file", "--csv")
     if args.futr_csv:
         readable_file(args.futr_csv, "CSV or Parquet file", "--futr-csv")
-    levels = _numbers(args.levels, "--levels") or None
+    levels = _levels(args.levels) or None
     from attnlab.forecast.api import predict
 
     setup_logging()
