@@ -21,7 +21,7 @@ from attnlab.data.readers import M4_GROUPS, read_m4
 from attnlab.data.times import calendar_features, default_input_len, season_of
 from attnlab.data.windows import PanelWindows, WindowSet
 from attnlab.errors import UserError
-from attnlab.experiments.forecast import split_data
+from attnlab.experiments.forecast import Forecast, split_data
 
 SERIES = (("s0", 60, "2021-01-01 00:00"), ("s1", 80, "2021-01-02 05:00"), ("s2", 70, "2021-01-01 00:00"))
 
@@ -516,3 +516,28 @@ def test_a_panel_built_by_hand_fills_empty_covariates():
     assert panel.hist.shape == (4, 0) and panel.futr.shape == (4, 0) and panel.static.shape == (1, 0)
     data = prepare_forecast(panel, input_len=1, horizon=1, split="last")
     assert data.tensors["static"].shape == (1, 0) and torch.equal(data.tensors["hist"], torch.empty(4, 0))
+
+
+@pytest.mark.parametrize("kind", ["mse", "mae", "mase", "smape"])
+def test_each_training_objective_against_a_hand_computation(kind):
+    """``data.loss``: MSE and MAE on the standardised scale, MASE over each series' MASE scale and sMAPE in
+    original units, for a batch of windows of series of different levels and spreads."""
+    frame = panel_frame()
+    frame["y"] = frame["y"] * (1 + frame["unique_id"].factorize()[0])  # another spread per series
+    data = prepare_forecast(load_panel(frame), input_len=8, horizon=4, split="last", val_size=4, season=24)
+    task = Forecast(ForecastConfig(input_len=8, horizon=4, loss=kind), data)
+    windows = np.arange(len(data.dataset("train")))[::7]
+    batch = data.dataset("train").batch(windows)
+    assert len(set(batch.series.tolist())) > 1
+
+    def model(x):  # (B, L, C) -> (B, H, C): the last input value, repeated
+        return x[:, -1:].expand(-1, 4, -1) + 0.1
+
+    series = batch.series.numpy()
+    std, mean, scale = (getattr(data, name)[series][:, None] for name in ("std", "mean", "mase_scale"))  # (B, 1, C)
+    out, y = model(batch.x).numpy().astype(np.float64), batch.y.numpy().astype(np.float64)  # (B, H, C)
+    f_orig, y_orig = out * std + mean, y * std + mean
+    expected = {"mse": ((out - y) ** 2).mean(), "mae": np.abs(out - y).mean(),
+                "mase": (np.abs(f_orig - y_orig) / scale).mean(),
+                "smape": (200 * np.abs(f_orig - y_orig) / (np.abs(f_orig) + np.abs(y_orig))).mean()}[kind]
+    assert task.loss(model, batch).item() == pytest.approx(expected, rel=1e-5)

@@ -56,7 +56,8 @@ class ForecastConfig:
             periods); none = inferred, and irregular time stamps are an error. Given, missing time stamps
             become rows that ``fill`` fills.
         decimal: the numbers' decimal mark, ``.`` or ``,``.
-        loss: the training objective on the standardised scale, ``mse`` or ``mae``.
+        loss: the training objective: ``mse`` or ``mae`` on the standardised scale, ``mase`` (the absolute
+            error over each series' MASE scale) or ``smape`` (in original units), the M4 competition's measures.
         levels: prediction interval levels in percent (``80,95``); empty = no intervals.
         intervals: ``conformal`` (from the validation residuals; any model) or ``quantile`` (quantile heads
             trained with the pinball loss; neural models that have them).
@@ -91,7 +92,7 @@ class ForecastConfig:
     fill: Literal["none", "ffill", "interpolate"] = "none"
     freq: str | None = None
     decimal: Literal[".", ","] = "."
-    loss: Literal["mse", "mae"] = "mse"
+    loss: Literal["mse", "mae", "mase", "smape"] = "mse"
     levels: tuple[float, ...] = ()
     intervals: Literal["conformal", "quantile"] = "conformal"
     plot_windows: int = 3

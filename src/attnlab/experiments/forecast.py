@@ -302,30 +302,41 @@ class Forecast(ForecastScoring, Experiment):
             return values
         return values.index_select(2, torch.as_tensor(d.target_index, device=values.device))  # (B, H, T, ...)
 
+    def _series_stats(self, batch: ForecastBatch, like: Tensor, *names: str) -> list[Tensor]:
+        """Per-series statistics (``std``, ``mean``, ``mase_scale``) of the batch's windows over the target
+        channels, each (B, 1, T), with ``like``'s dtype and device."""
+        d, series = self.series, batch.series.cpu().numpy()
+        idx = list(d.target_index)
+        return [torch.as_tensor(getattr(d, name)[series][:, idx], dtype=like.dtype, device=like.device)[:, None]
+                for name in names]
+
     def loss(self, model: nn.Module, batch: ForecastBatch) -> Tensor:
-        """MSE or MAE (``loss``) over the target channels on the standardised scale; the pinball loss over the
-        quantiles for quantile heads."""
+        """The training objective (``loss``) over the target channels: MSE or MAE on the standardised scale,
+        MASE (the absolute error over each series' MASE scale) or sMAPE (in original units); the pinball loss
+        over the quantiles for quantile heads."""
         output, truth = self._targets(self.forward(model, batch)), self._targets(batch.y)
         if self.quantiles:
             q = torch.as_tensor(self.quantiles, dtype=output.dtype, device=output.device)  # (Q,)
             error = truth.unsqueeze(-1) - output  # (B, H, T, Q)
             return torch.maximum(q * error, (q - 1) * error).mean()
         error = output - truth  # (B, H, T)
-        return error.abs().mean() if self.config.loss == "mae" else error.pow(2).mean()
+        kind = self.config.loss
+        if kind == "mase":
+            std, scale = self._series_stats(batch, error, "std", "mase_scale")  # (B, 1, T) each
+            return (error.abs() * (std / scale)).mean()
+        if kind == "smape":
+            std, mean = self._series_stats(batch, error, "std", "mean")
+            return smape(truth * std + mean, output * std + mean).mean()
+        return error.abs().mean() if kind == "mae" else error.pow(2).mean()
 
     def evaluate(self, model: nn.Module, batch: ForecastBatch) -> dict[str, Tensor]:
         """``mse``, ``mae`` (standardised), ``mse_orig``, ``mae_orig`` (original units), ``mase`` and ``smape``
         over the target values of the batch. Every window holds H × targets values, so the engine's
         batch-size-weighted mean of these batch means is the exact mean over the split."""
-        d = self.series
         prediction = self._targets(self.point(self.forward(model, batch)))  # (B, H, T)
         truth = self._targets(batch.y)
         error = prediction - truth
-        idx = list(d.target_index)
-        series = batch.series.cpu().numpy()
-        std = torch.as_tensor(d.std[series][:, idx], dtype=error.dtype, device=error.device)[:, None]  # (B, 1, T)
-        mean = torch.as_tensor(d.mean[series][:, idx], dtype=error.dtype, device=error.device)[:, None]
-        scale = torch.as_tensor(d.mase_scale[series][:, idx], dtype=error.dtype, device=error.device)[:, None]
+        std, mean, scale = self._series_stats(batch, error, "std", "mean", "mase_scale")  # (B, 1, T) each
         error_orig = error * std  # (B, H, T), original units
         y_orig, f_orig = truth * std + mean, prediction * std + mean
         mse = error.pow(2).mean()
