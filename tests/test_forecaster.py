@@ -74,6 +74,25 @@ def test_a_series_too_short_to_train_is_left_out_of_predict_and_backtests(tmp_pa
     assert len(table) == 2 * len(SERIES) * H and table.ridge.notna().all()
 
 
+def test_integer_series_ids_come_back_as_integers(tmp_path):
+    """predict, cross_validation and attention give the input's ids with their dtype, so they merge back on it."""
+    frame = panel_frame()
+    frame["unique_id"] = frame.unique_id.str[1:].astype(np.int64) + 10  # 10, 11, 12
+    fc = Forecaster(["ridge"], h=H, input_len=L, runs_root=tmp_path / "runs").fit(frame)
+    future = fc.predict()
+    assert future.unique_id.dtype == np.int64 and sorted(future.unique_id.unique()) == [10, 11, 12]
+    last = frame.groupby("unique_id", as_index=False).y.last()
+    merged = future.merge(last, on="unique_id")
+    assert len(merged) == len(future) == 3 * H and merged.y.notna().all()
+    assert fc.predict(frame).unique_id.dtype == np.int64
+    cv = fc.cross_validation(frame, n_windows=2)
+    assert cv.unique_id.dtype == np.int64
+    back = cv.merge(frame, on=["unique_id", "ds"], suffixes=("", "_frame"))
+    assert len(back) == len(cv) and (back.y == back.y_frame).all()
+    scales = fc._scales(cv)  # each row's own series' scale, not the fallback 1.0
+    assert len(set(np.round(scales, 12))) == 3 and not np.isclose(scales, 1.0).any()
+
+
 def test_column_names_are_settable(tmp_path):
     frame = panel_frame().rename(columns={"unique_id": "store", "ds": "day", "y": "sales"})
     fc = Forecaster(["ridge"], h=H, input_len=L, id_col="store", time_col="day", target_col="sales",
