@@ -189,6 +189,18 @@ def test_irregular_time_stamps_are_refused_at_load(tmp_path):
     assert read_table(write_series(tmp_path / "w.csv", n=10, freq="W")).freq == "W-SUN"
 
 
+def test_stamps_off_the_freq_grid_name_the_weekday_and_the_series_own_frequency(tmp_path):
+    thursdays = write_series(tmp_path / "w.csv", n=20, freq="W-THU")  # starts 2021-03-04, a Thursday
+    message = (r"^.*w.csv: time stamp 2021-03-04 00:00:00 is not on the --freq W grid \(weeks ending on Sunday; "
+               r"2021-03-04 is a Thursday\); pass --freq W-THU, the series' own frequency, or leave --freq out$")
+    with pytest.raises(UserError, match=message):
+        read_table(thursdays, freq="W")
+    assert read_table(thursdays, freq="W-THU").freq == "W-THU"
+    hourly = write_series(tmp_path / "h.csv", n=20)
+    with pytest.raises(UserError, match=r"01:00:00 is not on the --freq 2h grid; pass --freq h, the series' own freq"):
+        read_table(hourly, freq="2h")
+
+
 def test_missing_rows_are_added_by_freq_and_filled(tmp_path):
     path = write_series(tmp_path / "s.csv", n=10, a=np.arange(10.0), b=np.arange(10.0))
     lines = path.read_text().splitlines()

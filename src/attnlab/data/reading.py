@@ -234,9 +234,33 @@ def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple
     grid = pd.date_range(index[0], index[-1], freq=offset)
     off_grid = index.difference(grid)
     if len(off_grid):
-        raise UserError(f"{what}: time stamp {off_grid[0]} is not on the --freq {freq} grid that starts at "
-                        f"{index[0]}; choose the series' own frequency")
+        stamp = off_grid[0]
+        raise UserError(f"{what}: time stamp {stamp} is not on the --freq {freq} grid{_why_off(offset, stamp)}; "
+                        f"{_own_freq_hint(index)}")
     return grid, offset.freqstr
+
+
+def _why_off(offset: pd.DateOffset, stamp: pd.Timestamp) -> str:
+    """Why ``stamp`` misses the grid of a weekly ``offset``: its weekday (``" (weeks ending on Sunday; 2015-01-01
+    is a Thursday)"``); empty for other offsets."""
+    weekday = getattr(offset, "weekday", None)
+    if not isinstance(offset, pd.offsets.Week) or weekday is None or stamp.weekday() == weekday:
+        return ""
+    day = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(weekday))  # 2024-01-01 is a Monday
+    return f" (weeks ending on {day.day_name()}; {stamp.date()} is a {stamp.day_name()})"
+
+
+def _own_freq_hint(index: pd.DatetimeIndex) -> str:
+    """The fix for stamps off a ``--freq`` grid: the series' own frequency, inferred (or its usual step)."""
+    own = infer_freq(index)
+    if own is not None:
+        return f"pass --freq {own}, the series' own frequency, or leave --freq out"
+    if len(index) < 2:
+        return "pass the series' own frequency with --freq"
+    steps = np.diff(index.values)
+    kinds, counts = np.unique(steps, return_counts=True)
+    usual = pd.Timedelta(kinds[counts.argmax()])
+    return f"pass the series' own frequency with --freq (its usual step is {usual}: --freq {_alias(usual)})"
 
 
 def _alias(step: pd.Timedelta) -> str:
