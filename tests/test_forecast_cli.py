@@ -192,7 +192,8 @@ def test_predict_bad_input(run, tmp_path, cli_error):
     with pytest.raises(UserError, match="lacks the target column\\(s\\) c that the run was trained on"):
         predict(run_dir, two)
     irregular = edit_lines(seasonal_csv(tmp_path / "irr.csv"), {390: "2021-03-17 06:30:00,0,1,2"})
-    with pytest.raises(UserError, match="time stamp 2021-03-17 06:30:00 is not on the --freq h grid"):
+    with pytest.raises(UserError, match="time stamp 2021-03-17 06:30:00 is not on the run's h grid; the run "
+                       "forecasts steps of h"):
         predict(run_dir, irregular)  # the run's own frequency
     short = seasonal_csv(tmp_path / "short.csv", n=10)
     with pytest.raises(UserError, match="has 10 steps but the model needs the last input_len = 24"):
@@ -204,6 +205,27 @@ def test_predict_bad_input(run, tmp_path, cli_error):
     out = tmp_path / "never.csv"
     message = cli_error(["predict", "--run", str(run_dir), "--csv", str(short), "--out", str(out)])
     assert "input_len = 24" in message and not out.exists()
+
+
+def test_predict_errors_name_fixes_that_predict_takes(run, tmp_path, cli_error):
+    """predict reads the time column and the frequency from the run: its errors never suggest --date-col or --freq,
+    which `attnlab predict` does not accept."""
+    csv, run_dir = run
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(csv).rename(columns={"date": "when"}).to_csv(renamed, index=False)
+    message = cli_error(["predict", "--run", str(run_dir), "--csv", str(renamed)])
+    assert message.endswith("the run reads its time stamps from a column named ds, date, time, timestamp or "
+                            "datetime: give the file that column, or train a run on this file with `attnlab "
+                            "forecast --csv renamed.csv`")
+    coarse = tmp_path / "90min.csv"
+    frame = pd.read_csv(csv)
+    frame.assign(date=pd.date_range("2021-01-01", periods=len(frame), freq="90min")).to_csv(coarse, index=False)
+    message = cli_error(["predict", "--run", str(run_dir), "--csv", str(coarse)])
+    assert "01:30:00 is not on the run's h grid; the run forecasts steps of h, this data's are 90min: pass data at " \
+        "the run's frequency" in message
+    for message in (cli_error(["predict", "--run", str(run_dir), "--csv", str(renamed)]),
+                    cli_error(["predict", "--run", str(run_dir), "--csv", str(coarse)])):
+        assert "--date-col" not in message and "--freq" not in message
 
 
 @pytest.mark.parametrize("levels", ["0", "100", "80,120", "-5"])
