@@ -126,7 +126,8 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
     """Parse a time column into naive datetimes.
 
     The format is inferred from the first value (fast); dates that only parse day-first (``13/01/2020``) are
-    read day-first; values with different UTC offsets are converted to UTC (logged) and the offset dropped.
+    read day-first; stamps with UTC offsets lose them as :func:`naive_times` says (local dates for daily and
+    coarser data, else UTC).
 
     Raises:
         UserError: an empty cell or a value that is not a date (row and value named).
@@ -137,22 +138,22 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
         raise UserError(f"{path}: column {column!r} has {int(missing.sum())} empty time stamp(s), the first at "
                         f"{row_label(first)}; every row needs a time stamp")
     text = raw.astype(str).str.strip()
-    parsed = None
+    parsed, local = None, None
     with quiet_pandas():
         for kwargs in ({}, {"dayfirst": True}, {"format": "mixed"}, {"format": "mixed", "dayfirst": True}):
+            wall = None
             try:
                 candidate = pd.to_datetime(text, errors="coerce", **kwargs)
-            except (ValueError, TypeError):  # mixed offsets: convert to UTC below
+            except (ValueError, TypeError):  # different offsets: the instants in UTC, and each stamp's wall clock
                 candidate = pd.to_datetime(text, errors="coerce", utc=True, **kwargs)
-                if not candidate.isna().any():
-                    log.info("time stamps of %s have different UTC offsets: converted to UTC", path.name)
-                    candidate = candidate.dt.tz_localize(None)
+                wall = candidate.dt.tz_localize(None) + _utc_offsets(text)
             if not candidate.isna().any() and _increasing(candidate):
-                parsed = candidate
+                parsed, local = candidate, wall
                 if kwargs.get("dayfirst"):
                     log.info("read the dates of %s day-first (e.g. %s)", path.name, text.iloc[-1])
                 break
-            parsed = candidate if parsed is None else parsed
+            if parsed is None:
+                parsed, local = candidate, wall
     assert parsed is not None
     bad = parsed.isna().to_numpy()
     if bad.any():
@@ -160,8 +161,41 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
         raise UserError(f"{path}: cannot parse {text.iloc[first]!r} in column {column!r} at {row_label(first)} as a "
                         "date; use ISO dates such as 2016-07-01 00:00:00, or name the time column with --date-col")
     if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return naive_times(pd.DatetimeIndex(parsed), path.name,
+                           None if local is None else pd.DatetimeIndex(local))
     return pd.DatetimeIndex(parsed)
+
+
+def _utc_offsets(text: pd.Series) -> pd.TimedeltaIndex:
+    """Each stamp's UTC offset (``+02:00``, ``-0530``, ``Z``; none is 0) as a timedelta."""
+    parts = text.str.extract(r"([+-])(\d{2}):?(\d{2})$")
+    sign = np.where(parts[0] == "-", -1, 1)
+    minutes = sign * (pd.to_numeric(parts[1]).fillna(0) * 60 + pd.to_numeric(parts[2]).fillna(0)).to_numpy()
+    return pd.to_timedelta(minutes, unit="min")
+
+
+def naive_times(stamps: pd.DatetimeIndex, name: str, local: pd.DatetimeIndex | None = None) -> pd.DatetimeIndex:
+    """Time stamps with a zone (or UTC offsets) as naive datetimes, on the clock where they are regular.
+
+    When every stamp is at the same local time of day (daily, weekly, monthly data), they keep their local
+    dates and times, so that summer time does not move a day's stamp to 23:00 of the day before. Otherwise
+    (hours, minutes) they are converted to UTC, where a day of summer-time change has no missing or repeated
+    hour. ``local``: the wall-clock times of stamps that had different offsets (``stamps`` are then in UTC).
+    """
+    mixed = local is not None
+    if local is None:
+        local = stamps.tz_localize(None)
+    time_of_day = np.asarray(local - local.normalize())
+    if len(local) and (time_of_day == time_of_day[0]).all():
+        if (stamps.tz_convert("UTC").tz_localize(None) != local).any():
+            log.info("time stamps of %s have %s, each at the same local time of day: kept as local dates and "
+                     "times", name, "different UTC offsets" if mixed else "a time zone")
+        return pd.DatetimeIndex(local)
+    utc = stamps.tz_convert("UTC").tz_localize(None)
+    if (utc != local).any():
+        log.info("time stamps of %s have %s: converted to UTC", name,
+                 "different UTC offsets" if mixed else "a time zone")
+    return utc
 
 
 def _increasing(stamps: pd.Series) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from attnlab.data.reading import parse_datetimes
+from attnlab.data.reading import naive_times, parse_datetimes
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, Time
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = pd.DatetimeIndex(raw)
         if stamps.tz is not None:
-            stamps = stamps.tz_convert("UTC").tz_localize(None)
+            stamps = naive_times(stamps, where)
         if stamps.isna().any():
             first = int(np.flatnonzero(stamps.isna())[0])
             raise UserError(f"{where}: column {column!r} has empty time stamps (the first at row {first}); every row "
