@@ -201,6 +201,27 @@ def test_stamps_off_the_freq_grid_name_the_weekday_and_the_series_own_frequency(
         read_table(hourly, freq="2h")
 
 
+def test_a_freq_finer_than_the_data_is_refused_not_filled(tmp_path):
+    """--freq h on daily data would make 23 of every 24 rows up (with --fill, silently): refused, naming the data's
+    own frequency; the same for integer periods (decades read at --freq 1)."""
+    daily = write_series(tmp_path / "d.csv", n=10, freq="D")
+    message = (r"d.csv: --freq h would add 207 time stamps to its 10 \(95 % of the rows invented\); pass --freq D, the "
+               r"series' own frequency, or leave --freq out$")
+    for fill in ("none", "ffill", "interpolate"):
+        with pytest.raises(UserError, match=message):
+            load_panel(daily, freq="h", fill=fill)
+    long = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2021-01-01", periods=10, freq="D"), "y": 1.0})
+    with pytest.raises(UserError, match=r"series 'a': --freq h would add 207 time stamps .* pass --freq D"):
+        load_panel(long, freq="h", fill="ffill")
+    decades = pd.DataFrame({"year": np.arange(1900, 2000, 10), "y": np.arange(10.0)})
+    with pytest.raises(UserError, match=r"--freq 1 would add 81 periods to its 10 \(89 % of the rows invented\); the "
+                                        r"usual step is 10: pass --freq 10, or leave --freq out"):
+        load_panel(decades, time_col="year", freq="1", fill="ffill")
+    assert load_panel(decades, time_col="year", freq="10").lengths.tolist() == [10]
+    half = pd.concat([long.iloc[:5], long.iloc[5:].assign(ds=lambda f: f.ds + pd.Timedelta(days=4))])
+    assert load_panel(half, freq="D", fill="ffill").lengths.tolist() == [14]  # 4 of 14 rows filled: still allowed
+
+
 def test_missing_rows_are_added_by_freq_and_filled(tmp_path):
     path = write_series(tmp_path / "s.csv", n=10, a=np.arange(10.0), b=np.arange(10.0))
     lines = path.read_text().splitlines()

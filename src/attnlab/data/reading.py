@@ -271,6 +271,10 @@ def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple
         stamp = off_grid[0]
         raise UserError(f"{what}: time stamp {stamp} is not on the --freq {freq} grid{_why_off(offset, stamp)}; "
                         f"{_own_freq_hint(index)}")
+    added = len(grid) - len(index)
+    if added > len(index):  # most rows of the result would be invented by the fill
+        raise UserError(f"{what}: --freq {freq} would add {added:,} time stamps to its {len(index):,} "
+                        f"({100 * added / len(grid):.0f} % of the rows invented); {_own_freq_hint(index)}")
     return grid, offset.freqstr
 
 

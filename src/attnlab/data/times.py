@@ -142,6 +142,13 @@ def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
                             "step, e.g. --freq 1") from None
         if step < 1 or ((stamps - stamps[0]) % step).any():
             raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
+        added = (int(stamps[-1]) - int(stamps[0])) // step + 1 - len(stamps)
+        if added > len(stamps):  # most rows of the result would be invented by the fill
+            kinds, counts = np.unique(steps, return_counts=True)
+            own = int(kinds[counts.argmax()])
+            raise UserError(f"{where}: --freq {freq} would add {added:,} periods to its {len(stamps):,} "
+                            f"({100 * added / (added + len(stamps)):.0f} % of the rows invented); the usual step is "
+                            f"{own}: pass --freq {own}, or leave --freq out")
         return str(step)
     if len(steps) == 0:
         return "1"
