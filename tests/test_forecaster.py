@@ -168,10 +168,14 @@ def test_cross_validation_by_hand(tmp_path):
     later = forecast_future(run_dir, panel.truncate(H), label="ridge")
     np.testing.assert_allclose(table.ridge[table.window == 2], later.ridge)
     lines = fc.cv_summary(table)
-    assert lines[0].split() == ["model", "window", "MASE", "sMAPE"] and len(lines) == 1 + 4
+    assert lines[0].split() == ["model", "window", "MSE", "MAE", "MASE", "sMAPE"] and len(lines) == 1 + 4
     scales = fc._scales(table)
     overall = point_scores(table.y.to_numpy()[:, None, None], table.ridge.to_numpy()[:, None, None], scales[:, None])
-    assert lines[-1].split() == ["ridge", "all", f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    error = table.ridge - table.y
+    assert lines[-1].split() == ["ridge", "all", f"{(error ** 2).mean():.5g}", f"{error.abs().mean():.5g}",
+                                 f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    first = error[table.window == 0]
+    assert lines[1].split()[:4] == ["ridge", "0", f"{(first ** 2).mean():.5g}", f"{first.abs().mean():.5g}"]
 
 
 def test_a_wide_files_backtest_scores_each_target_against_its_own_values(tmp_path):
@@ -188,7 +192,7 @@ def test_a_wide_files_backtest_scores_each_target_against_its_own_values(tmp_pat
     assert [line.split()[:2] for line in lines[1:]] == [[f"ridge:{t}", w] for t in "ca" for w in ("0", "1", "all")]
     overall = point_scores(table.a.to_numpy()[:, None, None], table["ridge:a"].to_numpy()[:, None, None],
                            fc._scales(table, 0)[:, None])
-    assert lines[-1].split()[2:] == [f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    assert lines[-1].split()[4:] == [f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
 
 
 @pytest.mark.parametrize(("refit", "fits"), [(True, 3), (2, 2)])
@@ -277,7 +281,7 @@ def test_backtest_command(panel_csv, tmp_path, capsys):
                      "--models", "ridge", "--levels", "80", "--runs-root", str(runs), "--out", str(out),
                      "--no-progress"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split() == ["model", "window", "MASE", "sMAPE"]
+    assert printed[0].split() == ["model", "window", "MSE", "MAE", "MASE", "sMAPE"]
     assert [line.split()[:2] for line in printed[1:4]] == [["ridge", "0"], ["ridge", "1"], ["ridge", "all"]]
     assert printed[-1] == f"forecasts of 2 cutoffs written to {out}"
     table = pd.read_csv(out)

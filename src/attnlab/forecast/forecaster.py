@@ -337,21 +337,21 @@ class Forecaster:
         return pd.concat(rows, ignore_index=True)
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
-        """Lines of MASE and sMAPE per model (and target, when several are scored) and backtest window, then over
-        every window."""
+        """Lines of MSE, MAE (original units), MASE and sMAPE per model (and target, when several are scored) and
+        backtest window, then over every window."""
         assert self.history is not None
-        lines = [f"{'model':<30}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
+        lines = [f"{'model':<30}{'window':<8}{'MSE':>12}{'MAE':>12}{'MASE':>10}{'sMAPE':>10}"]
         for channel, truth, suffix in self._scored(self.history):
-            y = table[truth].to_numpy()
             scale = self._scales(table, channel)
             for model in self.models:
                 name = model + suffix
-                for window, part in table.groupby("window", sort=True):
-                    s = point_scores(part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None],
-                                     scale[part.index][:, None])
-                    lines.append(f"{name:<30}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
-                s = point_scores(y[:, None, None], table[name].to_numpy()[:, None, None], scale[:, None])
-                lines.append(f"{name:<30}{'all':<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+                parts = [(str(window), part) for window, part in table.groupby("window", sort=True)]
+                for window, part in [*parts, ("all", table)]:
+                    y, f = part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None]
+                    s = point_scores(y, f, scale[part.index][:, None])
+                    mse = float(((f - y) ** 2).mean())
+                    lines.append(f"{name:<30}{window:<8}{mse:>12.5g}{s['mae_orig']:>12.5g}{s['mase']:>10.4f}"
+                                 f"{s['smape']:>10.3f}")
         return lines
 
     def _scales(self, table: pd.DataFrame, channel: int = 0) -> np.ndarray:
