@@ -173,6 +173,26 @@ def test_predict_round_trip(run, tmp_path, capsys):
     np.testing.assert_allclose(printed[["a", "b", "c"]].to_numpy(), frame[["a", "b", "c"]].to_numpy(), rtol=1e-5)
 
 
+def test_the_docs_name_the_columns_of_the_run_files_and_of_predict(run, tmp_path):
+    """docs/forecasting.md's file table and interval section name the columns forecasts.csv, horizon_errors.csv
+    and `attnlab predict` really have (here: a wide file of targets a, b, c, 80 % intervals)."""
+    import re
+
+    csv, run_dir = run
+    doc = (Path(__file__).parents[1] / "docs" / "forecasting.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+\.csv)` \| (.*) \|$", doc, re.M)}
+    forecasts = pd.read_csv(run_dir / "forecasts.csv", nrows=1).columns.tolist()
+    start = rows["forecasts.csv"].split("`")[1].split(", ")
+    assert forecasts[:len(start)] == start
+    per_target = re.findall(r"`(<target>_[a-z]+(?:_<level>)?)`", rows["forecasts.csv"])
+    assert sorted(per_target) == ["<target>_actual", "<target>_forecast", "<target>_hi_<level>", "<target>_lo_<level>"]
+    assert {t.replace("<target>", "a").replace("<level>", "80") for t in per_target} <= set(forecasts)
+    horizon = pd.read_csv(run_dir / "horizon_errors.csv", nrows=1).columns.tolist()
+    assert rows["horizon_errors.csv"].split("`")[1].split(", ") == horizon
+    assert predict(run_dir, csv).columns.tolist()[:5] == ["unique_id", "ds", "a", "a-lo-80", "a-hi-80"]
+    assert "(`unique_id, ds, a, b`, `a-lo-80`, …)" in doc  # predict's columns, named by the targets
+
+
 def test_predict_on_a_renamed_wide_file_is_the_trained_series(run, tmp_path):
     """A wide file is one series named after the file: the same rows under another file name (new rows appended
     to a copy, say) are still the series the run trained on, scaled with its saved statistics."""

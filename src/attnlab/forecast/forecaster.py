@@ -6,7 +6,7 @@ in columns named after each model, interval bounds ``<model>-lo-95`` / ``<model>
     fc = Forecaster(["patch_transformer", "ridge"], h=48, levels=(80, 95))
     fc.fit(train_df)
     future = fc.predict()                                 # unique_id, ds, patch_transformer, …-lo-95, …
-    cv = fc.cross_validation(df, n_windows=3, step_size=48)  # unique_id, ds, cutoff, y, the models
+    cv = fc.cross_validation(df, n_windows=3, step_size=48)  # unique_id, ds, cutoff, window, y, the models
     fc.save("runs/my-forecaster"); fc = Forecaster.load("runs/my-forecaster")
 
 Each model is trained by the one engine (:func:`attnlab.train.fit`): the last ``h`` steps of every series
