@@ -334,7 +334,12 @@ def test_cli_nan_cells(tmp_path, capsys):
 def test_cli_horizon_zero(tmp_path, capsys):
     csv = seasonal_csv(tmp_path / "s.csv")
     err = cli_error(capsys, ["--csv", str(csv), "--horizon", "0"], tmp_path / "run")
-    assert "horizon=0 is out of range; it must be at least 1 step" in err
+    assert err.endswith("error: --horizon 0 is out of range; it must be at least 1 step")
+    err = cli_error(capsys, ["--csv", str(csv), "--horizon", "6", "--input-len", "-3"], tmp_path / "run")
+    assert err.endswith("error: --input-len -3 is out of range; it must be at least 1 step (or leave --input-len out "
+                        "for the default)")
+    err = cli_error(capsys, ["--csv", str(csv), "--horizon", "6", "--season", "0"], tmp_path / "run")
+    assert "--season 0 is out of range" in err
 
 
 def test_cli_unknown_target_and_all(tmp_path, capsys):
