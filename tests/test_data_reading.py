@@ -64,6 +64,35 @@ def test_hourly_stamps_across_summer_time_are_read_in_utc():
     assert panel.freq == "h" and panel.starts[0] == pd.Timestamp("2020-03-27 23:00")
 
 
+def test_empty_rows_at_the_end_are_dropped_and_counted(tmp_path, caplog):
+    """A spreadsheet's export ends in ",," lines: they hold no data, so they are dropped (one log line counts
+    them); a row with a time stamp but empty values is still a missing value, and an empty row inside the data is
+    still named by its row."""
+    from attnlab.data.panel import load_panel
+
+    path = tmp_path / "excel.csv"
+    frame().to_csv(path, index=False)
+    path.write_text(path.read_text() + ",,\n,,\n , ,\n")
+    with caplog.at_level("INFO", logger="attnlab"):
+        table = read_table(path)
+    assert len(table.timestamps) == 48 and table.freq == "h"
+    assert caplog.text.count("excel.csv: dropped 3 empty row(s) at its end (every cell empty)") == 1
+    long = tmp_path / "long.csv"
+    pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2020-01-01", periods=30, freq="D"), "y": 1.0}).to_csv(
+        long, index=False)
+    long.write_text(long.read_text() + ",,\n,,\n")
+    assert load_panel(long).lengths.tolist() == [30]
+    with_gap = tmp_path / "gap.csv"
+    with_gap.write_text(long.read_text().replace("2020-01-05,1.0", "2020-01-05,"))
+    with pytest.raises(UserError, match=r"1 missing value\(s\)"):
+        load_panel(with_gap)
+    inside = tmp_path / "inside.csv"
+    lines = path.read_text().splitlines()
+    inside.write_text("\n".join(lines[:6] + [",,"] + lines[6:]) + "\n")
+    with pytest.raises(UserError, match=r"1 empty time stamp\(s\), the first at row 5 \(file line 7\)"):
+        read_table(inside)
+
+
 def test_semicolon_separated_with_decimal_commas(tmp_path):
     path = tmp_path / "excel.csv"
     frame().to_csv(path, index=False, sep=";", decimal=",")

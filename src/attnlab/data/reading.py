@@ -97,6 +97,11 @@ def read_text_table(path: str | Path, flag: str = "--csv") -> pd.DataFrame:
         raise UserError(f"{path}: every data line has more fields than the header row ({len(frame.columns)}); "
                         "pass a comma-separated file with as many fields on every line as in the header")
     frame.columns = [str(c).strip() for c in frame.columns]
+    filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+    trailing = len(frame) - (int(filled[-1]) + 1 if len(filled) else 0)
+    if trailing:  # ",,," lines at the end (a spreadsheet's export) hold no data; earlier ones keep their row numbers
+        log.info("%s: dropped %d empty row(s) at its end (every cell empty)", path.name, trailing)
+        frame = frame.iloc[:len(frame) - trailing]
     if len(frame) == 0:
         raise UserError(f"{path} has a header but no data rows")
     return frame
