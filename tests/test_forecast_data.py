@@ -68,6 +68,23 @@ def test_no_date_column(tmp_path):
     assert "no column 'time'" in message and "date, a, b" in message and "--date-col" in message
 
 
+def test_a_year_column_is_named_in_the_fix_not_taken_silently(tmp_path):
+    """`year` (or `period`, `order_date`) is not taken as the time column without --date-col, since it may be a
+    covariate of a file whose time column has another name; the error names it in the fix."""
+    years = tmp_path / "sunspots.csv"
+    pd.DataFrame({"year": np.arange(1700, 1800), "sunspots": np.arange(100.0)}).to_csv(years, index=False)
+    expected = (r"has no time column \(looked for ds, date, time, timestamp, datetime; columns: year, sunspots\); "
+                r"name it with --date-col \(e.g. --date-col year\)$")
+    with pytest.raises(UserError, match=expected):
+        read_table(years)
+    assert read_table(years, "year").columns == ("sunspots",)
+    orders = pd.DataFrame({"holiday": [0, 1, 0], "order_date": ["2020-01-01", "2020-01-02", "2020-01-03"]})
+    with pytest.raises(UserError, match=r"--date-col \(e.g. --date-col order_date\)$"):
+        load_panel(orders)
+    with pytest.raises(UserError, match=r"; name it with --date-col$"):  # nothing that looks like a time
+        load_panel(pd.DataFrame({"Datum": ["2020-01-01"], "x": [1.0]}))
+
+
 def test_every_line_with_an_extra_field(tmp_path):
     # pandas silently turns a first field that every data line has beyond the header into the row index
     path = write_series(tmp_path / "s.csv")

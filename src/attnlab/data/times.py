@@ -4,6 +4,7 @@ frequency, time ranges and calendar features."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -107,7 +108,22 @@ def find_time_column(frame: pd.DataFrame, time_col: str | None, where: str) -> s
         log.info("using the unnamed first column of %s (a pandas index) as the time column", where)
         return index
     raise UserError(f"{where} has no time column (looked for {', '.join(TIME_COLUMNS)}; columns: "
-                    f"{', '.join(map(str, frame.columns))}); name it with --date-col")
+                    f"{', '.join(map(str, frame.columns))}); name it with --date-col{_time_column_hint(frame)}")
+
+
+# Column names that often hold the time but are not taken without --date-col: a `year` or `month` column may as
+# well be a covariate of data whose time column has another name.
+_TIME_WORDS = ("year", "period", "quarter", "month", "week", "day", "hour", "minute", "step", "date", "time")
+
+
+def _time_column_hint(frame: pd.DataFrame) -> str:
+    """`` (e.g. --date-col year)`` for the first column whose name holds a time word (``Year``, ``period``,
+    ``order_date``; not ``holiday`` or ``Datum``), else nothing."""
+    for column in map(str, frame.columns):
+        if set(re.split(r"[^a-z0-9]+", column.strip().lower())) & set(_TIME_WORDS):
+            quoted = column if column.replace("_", "").isalnum() else repr(column)
+            return f" (e.g. --date-col {quoted})"
+    return ""
 
 
 def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, TimeKind]:
