@@ -33,6 +33,66 @@ def test_mixed_utc_offsets_are_converted_to_utc(tmp_path, caplog):
     assert table.timestamps.tz is None
 
 
+def test_daily_stamps_across_summer_time_keep_their_local_dates(tmp_path, caplog):
+    """Daily Europe/Berlin stamps (+01:00 in winter, +02:00 in summer) are regular on the local calendar, not in
+    UTC: they keep their dates, at the file's frequency and at predict time; the log says so once."""
+    from attnlab.data.panel import load_panel
+    from attnlab.forecast import Forecaster
+
+    days = pd.date_range("2020-01-01", periods=200, freq="D", tz="Europe/Berlin")
+    rng = np.random.default_rng(0)
+    long = pd.concat([pd.DataFrame({"unique_id": sid, "ds": days, "y": rng.normal(size=200)}) for sid in "ab"])
+    path = tmp_path / "berlin.csv"
+    long.assign(ds=long.ds.map(lambda t: t.isoformat())).to_csv(path, index=False)
+    assert "+01:00" in path.read_text() and "+02:00" in path.read_text()
+    with caplog.at_level("INFO", logger="attnlab"):
+        panel = load_panel(path)
+    assert caplog.text.count("have different UTC offsets, each at the same local time of day: kept as local") == 1
+    assert panel.freq == "D" and panel.starts == [pd.Timestamp("2020-01-01")] * 2 and list(panel.lengths) == [200] * 2
+    assert load_panel(path, freq="D", fill="ffill").lengths.tolist() == [200, 200]  # no row added
+    assert list(load_panel(long).times(0)) == list(days.tz_localize(None))  # a zoned DataFrame column: the same
+    fc = Forecaster(["ridge"], h=3, input_len=14, runs_root=tmp_path / "runs").fit(path)
+    assert fc.predict(path).ds.tolist()[:3] == list(pd.date_range("2020-07-19", periods=3, freq="D"))
+
+
+def test_hourly_stamps_across_summer_time_are_read_in_utc():
+    """Hourly stamps in a summer-time zone skip an hour of the local clock in spring: in UTC they are regular."""
+    from attnlab.data.panel import load_panel
+
+    hours = pd.date_range("2020-03-28", periods=72, freq="h", tz="Europe/Berlin")
+    panel = load_panel(pd.DataFrame({"unique_id": "a", "ds": hours, "y": np.arange(72.0)}))
+    assert panel.freq == "h" and panel.starts[0] == pd.Timestamp("2020-03-27 23:00")
+
+
+def test_empty_rows_at_the_end_are_dropped_and_counted(tmp_path, caplog):
+    """A spreadsheet's export ends in ",," lines: they hold no data, so they are dropped (one log line counts
+    them); a row with a time stamp but empty values is still a missing value, and an empty row inside the data is
+    still named by its row."""
+    from attnlab.data.panel import load_panel
+
+    path = tmp_path / "excel.csv"
+    frame().to_csv(path, index=False)
+    path.write_text(path.read_text() + ",,\n,,\n , ,\n")
+    with caplog.at_level("INFO", logger="attnlab"):
+        table = read_table(path)
+    assert len(table.timestamps) == 48 and table.freq == "h"
+    assert caplog.text.count("excel.csv: dropped 3 empty row(s) at its end (every cell empty)") == 1
+    long = tmp_path / "long.csv"
+    pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2020-01-01", periods=30, freq="D"), "y": 1.0}).to_csv(
+        long, index=False)
+    long.write_text(long.read_text() + ",,\n,,\n")
+    assert load_panel(long).lengths.tolist() == [30]
+    with_gap = tmp_path / "gap.csv"
+    with_gap.write_text(long.read_text().replace("2020-01-05,1.0", "2020-01-05,"))
+    with pytest.raises(UserError, match=r"1 missing value\(s\)"):
+        load_panel(with_gap)
+    inside = tmp_path / "inside.csv"
+    lines = path.read_text().splitlines()
+    inside.write_text("\n".join(lines[:6] + [",,"] + lines[6:]) + "\n")
+    with pytest.raises(UserError, match=r"1 empty time stamp\(s\), the first at row 5 \(file line 7\)"):
+        read_table(inside)
+
+
 def test_semicolon_separated_with_decimal_commas(tmp_path):
     path = tmp_path / "excel.csv"
     frame().to_csv(path, index=False, sep=";", decimal=",")

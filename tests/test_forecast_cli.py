@@ -173,6 +173,26 @@ def test_predict_round_trip(run, tmp_path, capsys):
     np.testing.assert_allclose(printed[["a", "b", "c"]].to_numpy(), frame[["a", "b", "c"]].to_numpy(), rtol=1e-5)
 
 
+def test_the_docs_name_the_columns_of_the_run_files_and_of_predict(run, tmp_path):
+    """docs/forecasting.md's file table and interval section name the columns forecasts.csv, horizon_errors.csv
+    and `attnlab predict` really have (here: a wide file of targets a, b, c, 80 % intervals)."""
+    import re
+
+    csv, run_dir = run
+    doc = (Path(__file__).parents[1] / "docs" / "forecasting.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+\.csv)` \| (.*) \|$", doc, re.M)}
+    forecasts = pd.read_csv(run_dir / "forecasts.csv", nrows=1).columns.tolist()
+    start = rows["forecasts.csv"].split("`")[1].split(", ")
+    assert forecasts[:len(start)] == start
+    per_target = re.findall(r"`(<target>_[a-z]+(?:_<level>)?)`", rows["forecasts.csv"])
+    assert sorted(per_target) == ["<target>_actual", "<target>_forecast", "<target>_hi_<level>", "<target>_lo_<level>"]
+    assert {t.replace("<target>", "a").replace("<level>", "80") for t in per_target} <= set(forecasts)
+    horizon = pd.read_csv(run_dir / "horizon_errors.csv", nrows=1).columns.tolist()
+    assert rows["horizon_errors.csv"].split("`")[1].split(", ") == horizon
+    assert predict(run_dir, csv).columns.tolist()[:5] == ["unique_id", "ds", "a", "a-lo-80", "a-hi-80"]
+    assert "(`unique_id, ds, a, b`, `a-lo-80`, …)" in doc  # predict's columns, named by the targets
+
+
 def test_predict_on_a_renamed_wide_file_is_the_trained_series(run, tmp_path):
     """A wide file is one series named after the file: the same rows under another file name (new rows appended
     to a copy, say) are still the series the run trained on, scaled with its saved statistics."""
@@ -192,7 +212,8 @@ def test_predict_bad_input(run, tmp_path, cli_error):
     with pytest.raises(UserError, match="lacks the target column\\(s\\) c that the run was trained on"):
         predict(run_dir, two)
     irregular = edit_lines(seasonal_csv(tmp_path / "irr.csv"), {390: "2021-03-17 06:30:00,0,1,2"})
-    with pytest.raises(UserError, match="time stamp 2021-03-17 06:30:00 is not on the --freq h grid"):
+    with pytest.raises(UserError, match="time stamp 2021-03-17 06:30:00 is not on the run's h grid; the run "
+                       "forecasts steps of h"):
         predict(run_dir, irregular)  # the run's own frequency
     short = seasonal_csv(tmp_path / "short.csv", n=10)
     with pytest.raises(UserError, match="has 10 steps but the model needs the last input_len = 24"):
@@ -204,6 +225,27 @@ def test_predict_bad_input(run, tmp_path, cli_error):
     out = tmp_path / "never.csv"
     message = cli_error(["predict", "--run", str(run_dir), "--csv", str(short), "--out", str(out)])
     assert "input_len = 24" in message and not out.exists()
+
+
+def test_predict_errors_name_fixes_that_predict_takes(run, tmp_path, cli_error):
+    """predict reads the time column and the frequency from the run: its errors never suggest --date-col or --freq,
+    which `attnlab predict` does not accept."""
+    csv, run_dir = run
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(csv).rename(columns={"date": "when"}).to_csv(renamed, index=False)
+    message = cli_error(["predict", "--run", str(run_dir), "--csv", str(renamed)])
+    assert message.endswith("the run reads its time stamps from a column named ds, date, time, timestamp or "
+                            "datetime: give the file that column, or train a run on this file with `attnlab "
+                            "forecast --csv renamed.csv`")
+    coarse = tmp_path / "90min.csv"
+    frame = pd.read_csv(csv)
+    frame.assign(date=pd.date_range("2021-01-01", periods=len(frame), freq="90min")).to_csv(coarse, index=False)
+    message = cli_error(["predict", "--run", str(run_dir), "--csv", str(coarse)])
+    assert "01:30:00 is not on the run's h grid; the run forecasts steps of h, this data's are 90min: pass data at " \
+        "the run's frequency" in message
+    for message in (cli_error(["predict", "--run", str(run_dir), "--csv", str(renamed)]),
+                    cli_error(["predict", "--run", str(run_dir), "--csv", str(coarse)])):
+        assert "--date-col" not in message and "--freq" not in message
 
 
 @pytest.mark.parametrize("levels", ["0", "100", "80,120", "-5"])
@@ -292,7 +334,12 @@ def test_cli_nan_cells(tmp_path, capsys):
 def test_cli_horizon_zero(tmp_path, capsys):
     csv = seasonal_csv(tmp_path / "s.csv")
     err = cli_error(capsys, ["--csv", str(csv), "--horizon", "0"], tmp_path / "run")
-    assert "horizon=0 is out of range; it must be at least 1 step" in err
+    assert err.endswith("error: --horizon 0 is out of range; it must be at least 1 step")
+    err = cli_error(capsys, ["--csv", str(csv), "--horizon", "6", "--input-len", "-3"], tmp_path / "run")
+    assert err.endswith("error: --input-len -3 is out of range; it must be at least 1 step (or leave --input-len out "
+                        "for the default)")
+    err = cli_error(capsys, ["--csv", str(csv), "--horizon", "6", "--season", "0"], tmp_path / "run")
+    assert "--season 0 is out of range" in err
 
 
 def test_cli_unknown_target_and_all(tmp_path, capsys):

@@ -68,6 +68,23 @@ def test_no_date_column(tmp_path):
     assert "no column 'time'" in message and "date, a, b" in message and "--date-col" in message
 
 
+def test_a_year_column_is_named_in_the_fix_not_taken_silently(tmp_path):
+    """`year` (or `period`, `order_date`) is not taken as the time column without --date-col, since it may be a
+    covariate of a file whose time column has another name; the error names it in the fix."""
+    years = tmp_path / "sunspots.csv"
+    pd.DataFrame({"year": np.arange(1700, 1800), "sunspots": np.arange(100.0)}).to_csv(years, index=False)
+    expected = (r"has no time column \(looked for ds, date, time, timestamp, datetime; columns: year, sunspots\); "
+                r"name it with --date-col \(e.g. --date-col year\)$")
+    with pytest.raises(UserError, match=expected):
+        read_table(years)
+    assert read_table(years, "year").columns == ("sunspots",)
+    orders = pd.DataFrame({"holiday": [0, 1, 0], "order_date": ["2020-01-01", "2020-01-02", "2020-01-03"]})
+    with pytest.raises(UserError, match=r"--date-col \(e.g. --date-col order_date\)$"):
+        load_panel(orders)
+    with pytest.raises(UserError, match=r"; name it with --date-col$"):  # nothing that looks like a time
+        load_panel(pd.DataFrame({"Datum": ["2020-01-01"], "x": [1.0]}))
+
+
 def test_every_line_with_an_extra_field(tmp_path):
     # pandas silently turns a first field that every data line has beyond the header into the row index
     path = write_series(tmp_path / "s.csv")
@@ -187,6 +204,39 @@ def test_irregular_time_stamps_are_refused_at_load(tmp_path):
     with pytest.raises(UserError, match=r"time stamp 2021-03-01 05:30:00 is not on the --freq h grid"):
         read_table(path, freq="h")
     assert read_table(write_series(tmp_path / "w.csv", n=10, freq="W")).freq == "W-SUN"
+
+
+def test_stamps_off_the_freq_grid_name_the_weekday_and_the_series_own_frequency(tmp_path):
+    thursdays = write_series(tmp_path / "w.csv", n=20, freq="W-THU")  # starts 2021-03-04, a Thursday
+    message = (r"^.*w.csv: time stamp 2021-03-04 00:00:00 is not on the --freq W grid \(weeks ending on Sunday; "
+               r"2021-03-04 is a Thursday\); pass --freq W-THU, the series' own frequency, or leave --freq out$")
+    with pytest.raises(UserError, match=message):
+        read_table(thursdays, freq="W")
+    assert read_table(thursdays, freq="W-THU").freq == "W-THU"
+    hourly = write_series(tmp_path / "h.csv", n=20)
+    with pytest.raises(UserError, match=r"01:00:00 is not on the --freq 2h grid; pass --freq h, the series' own freq"):
+        read_table(hourly, freq="2h")
+
+
+def test_a_freq_finer_than_the_data_is_refused_not_filled(tmp_path):
+    """--freq h on daily data would make 23 of every 24 rows up (with --fill, silently): refused, naming the data's
+    own frequency; the same for integer periods (decades read at --freq 1)."""
+    daily = write_series(tmp_path / "d.csv", n=10, freq="D")
+    message = (r"d.csv: --freq h would add 207 time stamps to its 10 \(95 % of the rows invented\); pass --freq D, the "
+               r"series' own frequency, or leave --freq out$")
+    for fill in ("none", "ffill", "interpolate"):
+        with pytest.raises(UserError, match=message):
+            load_panel(daily, freq="h", fill=fill)
+    long = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2021-01-01", periods=10, freq="D"), "y": 1.0})
+    with pytest.raises(UserError, match=r"series 'a': --freq h would add 207 time stamps .* pass --freq D"):
+        load_panel(long, freq="h", fill="ffill")
+    decades = pd.DataFrame({"year": np.arange(1900, 2000, 10), "y": np.arange(10.0)})
+    with pytest.raises(UserError, match=r"--freq 1 would add 81 periods to its 10 \(89 % of the rows invented\); the "
+                                        r"usual step is 10: pass --freq 10, or leave --freq out"):
+        load_panel(decades, time_col="year", freq="1", fill="ffill")
+    assert load_panel(decades, time_col="year", freq="10").lengths.tolist() == [10]
+    half = pd.concat([long.iloc[:5], long.iloc[5:].assign(ds=lambda f: f.ds + pd.Timedelta(days=4))])
+    assert load_panel(half, freq="D", fill="ffill").lengths.tolist() == [14]  # 4 of 14 rows filled: still allowed
 
 
 def test_missing_rows_are_added_by_freq_and_filled(tmp_path):

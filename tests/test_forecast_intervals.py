@@ -42,6 +42,36 @@ def test_smape_is_zero_where_both_are_zero():
     torch.testing.assert_close(smape(torch.tensor([0.0, 3.0]), torch.tensor([0.0, 1.0])), torch.tensor([0.0, 100.0]))
 
 
+def test_smape_counts_zeros_rounded_by_float32_as_zero():
+    """A zero and a forecast of zero read back from float32 are about 1e-8 of the series' scale: still 0/0 = 0,
+    not 200; anything above 1e-6 of the MASE scale is scored as before."""
+    truth, forecast = np.zeros((1, 3, 1)), np.array([[[-1.6e-8], [0.3e-6], [0.5]]])
+    scale = np.array([[0.4]])  # 1e-6 of it: 4e-7
+    np.testing.assert_allclose(smape_values(truth, forecast, scale[:, None, :]).ravel(), [0, 0, 200])
+    np.testing.assert_allclose(smape_values(truth, forecast).ravel(), [200, 200, 200])  # no scale: exact zeros
+    assert point_scores(truth, forecast, scale)["smape"] == pytest.approx(200 / 3)
+    got = smape(torch.zeros(1, 3, 1), torch.tensor(forecast, dtype=torch.float32), torch.tensor([[[0.4]]]))
+    torch.testing.assert_close(got.ravel(), torch.tensor([0.0, 0.0, 200.0]))
+
+
+def test_model_and_closed_form_ridge_baseline_agree_on_zeros(tmp_path):
+    """ridge's test sMAPE (float32, the engine) and the "ridge (closed form)" baseline's (float64) are the same
+    forecasts; on a series whose test values are all 0 they gave 76 and 176."""
+    from attnlab.forecast import forecast
+
+    rng = np.random.default_rng(0)
+    ds = pd.date_range("2020-01-01", periods=200, freq="D")
+    b = rng.poisson(0.25, 200).astype(float)
+    b[163:] = 0.0
+    df = pd.concat([pd.DataFrame({"unique_id": "a", "ds": ds, "y": rng.poisson(0.25, 200).astype(float)}),
+                    pd.DataFrame({"unique_id": "b", "ds": ds, "y": b})])
+    result = forecast(df, "ridge", horizon=7, progress=False, figures=False, run_dir=tmp_path / "run")
+    baseline = json.loads((tmp_path / "run" / "baselines.json").read_text())["baselines"]["ridge (closed form)"]
+    assert result.run.metrics["mae_orig"] == pytest.approx(baseline["mae_orig"], rel=1e-5)
+    assert result.run.metrics["smape"] == pytest.approx(baseline["smape"], rel=1e-5)
+    assert result.run.metrics["smape"] < 100
+
+
 def test_interval_scores_by_hand():
     truth = np.array([[[1.0], [5.0], [3.0], [-2.0]]])  # (1, 4, 1)
     lower = np.array([[[0.0], [0.0], [0.0], [0.0]]])

@@ -212,6 +212,22 @@ def test_bad_long_tables(change, expected):
     assert expected in error_of(change(panel_frame()))
 
 
+def test_a_text_cell_in_the_target_names_a_fix_that_works_for_a_target():
+    """--exclude cannot leave out the target: its text cell is fixed or emptied and filled; a covariate's may be
+    excluded."""
+    frame = panel_frame().assign(temp=1.5)
+    text = frame.assign(y=frame.y.astype(str).where(frame.index != 5, "n/a"))
+    message = error_of(text)
+    assert message.endswith("column 'y' has a non-numeric value 'n/a' at row 5; fix the cell, or empty it and pass "
+                            "--fill ffill or --fill interpolate")
+    emptied = text.assign(y=text.y.where(text.index != 5))
+    assert load_panel(emptied, fill="ffill").target[5, 0] == frame.y[4]  # the suggested fix reads the file
+    temp = frame.assign(temp=frame.temp.astype(str).where(frame.index != 2, "warm"))
+    assert error_of(temp).endswith("column 'temp' has a non-numeric value 'warm' at row 2; fix the cell or leave the "
+                                   "column out with --exclude")
+    assert load_panel(temp, exclude=("temp",)).hist_names == ()
+
+
 def test_a_wide_target_without_numbers_is_named_as_such():
     frame = pd.DataFrame({"ds": pd.date_range("2021-01-01", periods=30, freq="D"), "y": "abc", "x": np.arange(30.0)})
     assert "DataFrame: the target column 'y' holds no numbers (e.g. 'abc')" in error_of(frame, target=("y",))

@@ -74,6 +74,25 @@ def test_a_series_too_short_to_train_is_left_out_of_predict_and_backtests(tmp_pa
     assert len(table) == 2 * len(SERIES) * H and table.ridge.notna().all()
 
 
+def test_integer_series_ids_come_back_as_integers(tmp_path):
+    """predict, cross_validation and attention give the input's ids with their dtype, so they merge back on it."""
+    frame = panel_frame()
+    frame["unique_id"] = frame.unique_id.str[1:].astype(np.int64) + 10  # 10, 11, 12
+    fc = Forecaster(["ridge"], h=H, input_len=L, runs_root=tmp_path / "runs").fit(frame)
+    future = fc.predict()
+    assert future.unique_id.dtype == np.int64 and sorted(future.unique_id.unique()) == [10, 11, 12]
+    last = frame.groupby("unique_id", as_index=False).y.last()
+    merged = future.merge(last, on="unique_id")
+    assert len(merged) == len(future) == 3 * H and merged.y.notna().all()
+    assert fc.predict(frame).unique_id.dtype == np.int64
+    cv = fc.cross_validation(frame, n_windows=2)
+    assert cv.unique_id.dtype == np.int64
+    back = cv.merge(frame, on=["unique_id", "ds"], suffixes=("", "_frame"))
+    assert len(back) == len(cv) and (back.y == back.y_frame).all()
+    scales = fc._scales(cv)  # each row's own series' scale, not the fallback 1.0
+    assert len(set(np.round(scales, 12))) == 3 and not np.isclose(scales, 1.0).any()
+
+
 def test_column_names_are_settable(tmp_path):
     frame = panel_frame().rename(columns={"unique_id": "store", "ds": "day", "y": "sales"})
     fc = Forecaster(["ridge"], h=H, input_len=L, id_col="store", time_col="day", target_col="sales",
@@ -149,10 +168,14 @@ def test_cross_validation_by_hand(tmp_path):
     later = forecast_future(run_dir, panel.truncate(H), label="ridge")
     np.testing.assert_allclose(table.ridge[table.window == 2], later.ridge)
     lines = fc.cv_summary(table)
-    assert lines[0].split() == ["model", "window", "MASE", "sMAPE"] and len(lines) == 1 + 4
+    assert lines[0].split() == ["model", "window", "MSE", "MAE", "MASE", "sMAPE"] and len(lines) == 1 + 4
     scales = fc._scales(table)
     overall = point_scores(table.y.to_numpy()[:, None, None], table.ridge.to_numpy()[:, None, None], scales[:, None])
-    assert lines[-1].split() == ["ridge", "all", f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    error = table.ridge - table.y
+    assert lines[-1].split() == ["ridge", "all", f"{(error ** 2).mean():.5g}", f"{error.abs().mean():.5g}",
+                                 f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    first = error[table.window == 0]
+    assert lines[1].split()[:4] == ["ridge", "0", f"{(first ** 2).mean():.5g}", f"{first.abs().mean():.5g}"]
 
 
 def test_a_wide_files_backtest_scores_each_target_against_its_own_values(tmp_path):
@@ -169,7 +192,7 @@ def test_a_wide_files_backtest_scores_each_target_against_its_own_values(tmp_pat
     assert [line.split()[:2] for line in lines[1:]] == [[f"ridge:{t}", w] for t in "ca" for w in ("0", "1", "all")]
     overall = point_scores(table.a.to_numpy()[:, None, None], table["ridge:a"].to_numpy()[:, None, None],
                            fc._scales(table, 0)[:, None])
-    assert lines[-1].split()[2:] == [f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
+    assert lines[-1].split()[4:] == [f"{overall['mase']:.4f}", f"{overall['smape']:.3f}"]
 
 
 @pytest.mark.parametrize(("refit", "fits"), [(True, 3), (2, 2)])
@@ -258,7 +281,7 @@ def test_backtest_command(panel_csv, tmp_path, capsys):
                      "--models", "ridge", "--levels", "80", "--runs-root", str(runs), "--out", str(out),
                      "--no-progress"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split() == ["model", "window", "MASE", "sMAPE"]
+    assert printed[0].split() == ["model", "window", "MSE", "MAE", "MASE", "sMAPE"]
     assert [line.split()[:2] for line in printed[1:4]] == [["ridge", "0"], ["ridge", "1"], ["ridge", "all"]]
     assert printed[-1] == f"forecasts of 2 cutoffs written to {out}"
     table = pd.read_csv(out)

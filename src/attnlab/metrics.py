@@ -4,7 +4,8 @@ All functions take original-unit arrays of windows: ``truth`` and ``forecast`` (
 each window's series (N, T), the mean absolute seasonal difference of its training values.
 
 * **MASE** = mean |y − ŷ| / scale, per window, then averaged;
-* **sMAPE** = 200 · mean |y − ŷ| / (|y| + |ŷ|) (0 where both are 0);
+* **sMAPE** = 200 · mean |y − ŷ| / (|y| + |ŷ|) (0 where both are 0: where |y| + |ŷ| is below
+  ``ZERO_TOL`` times the series' MASE scale, so that a zero read back from float32 as ±1e-8 is still 0/0);
 * **OWA** = ½ (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) of the averages (M4);
 * **MSIS** (level 1 − a) = mean over steps of (U − L) + (2/a)(L − y)·[y < L] + (2/a)(y − U)·[y > U], over the
   same scale as MASE; **coverage** is the share of y inside [L, U].
@@ -14,12 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 
+# sMAPE's 0/0 = 0 holds where |y| + |ŷ| is below this fraction of the series' MASE scale: the training data are
+# standardised in float32, so a true 0 (and a forecast of 0) comes back as about 1e-8 of the series' scale, and
+# sMAPE, 200 for any forecast against an exact 0, would score the same forecast 0 or 200 by rounding.
+ZERO_TOL = 1e-6
 
-def smape_values(truth: np.ndarray, forecast: np.ndarray) -> np.ndarray:
-    """200 |y − ŷ| / (|y| + |ŷ|) of each value (0 where both are 0)."""
+
+def smape_values(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray | float = 0.0) -> np.ndarray:
+    """200 |y − ŷ| / (|y| + |ŷ|) of each value; 0 where both are 0, that is where |y| + |ŷ| <= ``ZERO_TOL`` ·
+    ``scale`` (the MASE scale of each value's series, broadcast to ``truth``; 0: exact zeros only)."""
     denominator = np.abs(truth) + np.abs(forecast)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 200 * np.abs(truth - forecast) / denominator, 0.0)
+        return np.where(denominator > ZERO_TOL * np.asarray(scale), 200 * np.abs(truth - forecast) / denominator,
+                        0.0)
 
 
 def point_scores(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict[str, float]:
@@ -28,7 +36,7 @@ def point_scores(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> 
     error = np.abs(forecast - truth)
     return {
         "mase": float((error / scale[:, None, :]).mean()),
-        "smape": float(smape_values(truth, forecast).mean()),
+        "smape": float(smape_values(truth, forecast, scale[:, None, :]).mean()),
         "mae_orig": float(error.mean()),
         "rmse_orig": float(np.sqrt((error ** 2).mean())),
     }

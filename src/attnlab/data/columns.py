@@ -22,9 +22,11 @@ FILLS = ("none", "ffill", "interpolate")
 ID_COLUMNS = ("unique_id", "id", "series", "series_id")
 
 
-def numeric_block(frame: pd.DataFrame, columns: Sequence[str], where: str, decimal: str) -> np.ndarray:
+def numeric_block(frame: pd.DataFrame, columns: Sequence[str], where: str, decimal: str,
+                  targets: Sequence[str] = ()) -> np.ndarray:
     """(N, K) float64 of ``columns``; NaN where a cell is missing. A cell that is not a number is an error naming
-    it; decimal commas name ``--decimal ,``."""
+    it (and a fix: for one of the ``targets``, which cannot be left out, filling the emptied cell); decimal commas
+    name ``--decimal ,``."""
     out = np.empty((len(frame), len(columns)))
     for k, name in enumerate(columns):
         raw = frame[name]
@@ -40,8 +42,10 @@ def numeric_block(frame: pd.DataFrame, columns: Sequence[str], where: str, decim
         bad |= np.isinf(values)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
+            fix = ("fix the cell, or empty it and pass --fill ffill or --fill interpolate" if name in targets
+                   else "fix the cell or leave the column out with --exclude")
             raise UserError(f"{where}: column {name!r} has a non-numeric value {raw.iloc[first]!r} at row {first}; "
-                            "fix the cell or leave the column out with --exclude")
+                            f"{fix}")
         out[:, k] = values
     return out
 

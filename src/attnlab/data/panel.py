@@ -212,7 +212,8 @@ def panel_from_frame(
                              exclude=exclude, futr=futr)
     with quiet_pandas():
         times, kind = parse_times(frame[columns.time_col], where, columns.time_col)
-    values = numeric_block(frame, [*columns.targets, *columns.hist, *columns.futr], where, decimal)
+    values = numeric_block(frame, [*columns.targets, *columns.hist, *columns.futr], where, decimal,
+                           targets=columns.targets)
     raw_ids = frame[columns.id_col]
     if raw_ids.isna().any():
         raise UserError(f"{where}: column {columns.id_col!r} has empty ids (the first at row "

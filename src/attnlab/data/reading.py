@@ -97,6 +97,11 @@ def read_text_table(path: str | Path, flag: str = "--csv") -> pd.DataFrame:
         raise UserError(f"{path}: every data line has more fields than the header row ({len(frame.columns)}); "
                         "pass a comma-separated file with as many fields on every line as in the header")
     frame.columns = [str(c).strip() for c in frame.columns]
+    filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+    trailing = len(frame) - (int(filled[-1]) + 1 if len(filled) else 0)
+    if trailing:  # ",,," lines at the end (a spreadsheet's export) hold no data; earlier ones keep their row numbers
+        log.info("%s: dropped %d empty row(s) at its end (every cell empty)", path.name, trailing)
+        frame = frame.iloc[:len(frame) - trailing]
     if len(frame) == 0:
         raise UserError(f"{path} has a header but no data rows")
     return frame
@@ -126,7 +131,8 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
     """Parse a time column into naive datetimes.
 
     The format is inferred from the first value (fast); dates that only parse day-first (``13/01/2020``) are
-    read day-first; values with different UTC offsets are converted to UTC (logged) and the offset dropped.
+    read day-first; stamps with UTC offsets lose them as :func:`naive_times` says (local dates for daily and
+    coarser data, else UTC).
 
     Raises:
         UserError: an empty cell or a value that is not a date (row and value named).
@@ -137,22 +143,22 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
         raise UserError(f"{path}: column {column!r} has {int(missing.sum())} empty time stamp(s), the first at "
                         f"{row_label(first)}; every row needs a time stamp")
     text = raw.astype(str).str.strip()
-    parsed = None
+    parsed, local = None, None
     with quiet_pandas():
         for kwargs in ({}, {"dayfirst": True}, {"format": "mixed"}, {"format": "mixed", "dayfirst": True}):
+            wall = None
             try:
                 candidate = pd.to_datetime(text, errors="coerce", **kwargs)
-            except (ValueError, TypeError):  # mixed offsets: convert to UTC below
+            except (ValueError, TypeError):  # different offsets: the instants in UTC, and each stamp's wall clock
                 candidate = pd.to_datetime(text, errors="coerce", utc=True, **kwargs)
-                if not candidate.isna().any():
-                    log.info("time stamps of %s have different UTC offsets: converted to UTC", path.name)
-                    candidate = candidate.dt.tz_localize(None)
+                wall = candidate.dt.tz_localize(None) + _utc_offsets(text)
             if not candidate.isna().any() and _increasing(candidate):
-                parsed = candidate
+                parsed, local = candidate, wall
                 if kwargs.get("dayfirst"):
                     log.info("read the dates of %s day-first (e.g. %s)", path.name, text.iloc[-1])
                 break
-            parsed = candidate if parsed is None else parsed
+            if parsed is None:
+                parsed, local = candidate, wall
     assert parsed is not None
     bad = parsed.isna().to_numpy()
     if bad.any():
@@ -160,8 +166,41 @@ def parse_datetimes(raw: pd.Series, path: Path, column: str) -> pd.DatetimeIndex
         raise UserError(f"{path}: cannot parse {text.iloc[first]!r} in column {column!r} at {row_label(first)} as a "
                         "date; use ISO dates such as 2016-07-01 00:00:00, or name the time column with --date-col")
     if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return naive_times(pd.DatetimeIndex(parsed), path.name,
+                           None if local is None else pd.DatetimeIndex(local))
     return pd.DatetimeIndex(parsed)
+
+
+def _utc_offsets(text: pd.Series) -> pd.TimedeltaIndex:
+    """Each stamp's UTC offset (``+02:00``, ``-0530``, ``Z``; none is 0) as a timedelta."""
+    parts = text.str.extract(r"([+-])(\d{2}):?(\d{2})$")
+    sign = np.where(parts[0] == "-", -1, 1)
+    minutes = sign * (pd.to_numeric(parts[1]).fillna(0) * 60 + pd.to_numeric(parts[2]).fillna(0)).to_numpy()
+    return pd.to_timedelta(minutes, unit="min")
+
+
+def naive_times(stamps: pd.DatetimeIndex, name: str, local: pd.DatetimeIndex | None = None) -> pd.DatetimeIndex:
+    """Time stamps with a zone (or UTC offsets) as naive datetimes, on the clock where they are regular.
+
+    When every stamp is at the same local time of day (daily, weekly, monthly data), they keep their local
+    dates and times, so that summer time does not move a day's stamp to 23:00 of the day before. Otherwise
+    (hours, minutes) they are converted to UTC, where a day of summer-time change has no missing or repeated
+    hour. ``local``: the wall-clock times of stamps that had different offsets (``stamps`` are then in UTC).
+    """
+    mixed = local is not None
+    if local is None:
+        local = stamps.tz_localize(None)
+    time_of_day = np.asarray(local - local.normalize())
+    if len(local) and (time_of_day == time_of_day[0]).all():
+        if (stamps.tz_convert("UTC").tz_localize(None) != local).any():
+            log.info("time stamps of %s have %s, each at the same local time of day: kept as local dates and "
+                     "times", name, "different UTC offsets" if mixed else "a time zone")
+        return pd.DatetimeIndex(local)
+    utc = stamps.tz_convert("UTC").tz_localize(None)
+    if (utc != local).any():
+        log.info("time stamps of %s have %s: converted to UTC", name,
+                 "different UTC offsets" if mixed else "a time zone")
+    return utc
 
 
 def _increasing(stamps: pd.Series) -> bool:
@@ -234,9 +273,37 @@ def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple
     grid = pd.date_range(index[0], index[-1], freq=offset)
     off_grid = index.difference(grid)
     if len(off_grid):
-        raise UserError(f"{what}: time stamp {off_grid[0]} is not on the --freq {freq} grid that starts at "
-                        f"{index[0]}; choose the series' own frequency")
+        stamp = off_grid[0]
+        raise UserError(f"{what}: time stamp {stamp} is not on the --freq {freq} grid{_why_off(offset, stamp)}; "
+                        f"{_own_freq_hint(index)}")
+    added = len(grid) - len(index)
+    if added > len(index):  # most rows of the result would be invented by the fill
+        raise UserError(f"{what}: --freq {freq} would add {added:,} time stamps to its {len(index):,} "
+                        f"({100 * added / len(grid):.0f} % of the rows invented); {_own_freq_hint(index)}")
     return grid, offset.freqstr
+
+
+def _why_off(offset: pd.DateOffset, stamp: pd.Timestamp) -> str:
+    """Why ``stamp`` misses the grid of a weekly ``offset``: its weekday (``" (weeks ending on Sunday; 2015-01-01
+    is a Thursday)"``); empty for other offsets."""
+    weekday = getattr(offset, "weekday", None)
+    if not isinstance(offset, pd.offsets.Week) or weekday is None or stamp.weekday() == weekday:
+        return ""
+    day = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(weekday))  # 2024-01-01 is a Monday
+    return f" (weeks ending on {day.day_name()}; {stamp.date()} is a {stamp.day_name()})"
+
+
+def _own_freq_hint(index: pd.DatetimeIndex) -> str:
+    """The fix for stamps off a ``--freq`` grid: the series' own frequency, inferred (or its usual step)."""
+    own = infer_freq(index)
+    if own is not None:
+        return f"pass --freq {own}, the series' own frequency, or leave --freq out"
+    if len(index) < 2:
+        return "pass the series' own frequency with --freq"
+    steps = np.diff(index.values)
+    kinds, counts = np.unique(steps, return_counts=True)
+    usual = pd.Timedelta(kinds[counts.argmax()])
+    return f"pass the series' own frequency with --freq (its usual step is {usual}: --freq {_alias(usual)})"
 
 
 def _alias(step: pd.Timedelta) -> str:

@@ -292,12 +292,15 @@ def _arrow_numbers(column: Any, name: str) -> np.ndarray:
 
 
 def _arrow_times(column: Any, kind: str) -> np.ndarray:
-    """Time stamps as int64: nanoseconds since the epoch (UTC for zoned ones) or integer periods."""
+    """Time stamps as int64: nanoseconds since the epoch (naive ones; zoned ones are read in memory) or integer
+    periods."""
     import pyarrow as pa
 
     if column.null_count:
         raise NotStreamable("empty time stamps")
     if kind == "datetime":
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            raise NotStreamable("time stamps with a time zone")  # local dates or UTC: reading.naive_times decides
         if pa.types.is_date(column.type):
             column = column.cast(pa.timestamp("ns"))
         elif column.type.unit != "ns":

@@ -4,6 +4,7 @@ frequency, time ranges and calendar features."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from attnlab.data.reading import parse_datetimes
+from attnlab.data.reading import naive_times, parse_datetimes
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,22 @@ def find_time_column(frame: pd.DataFrame, time_col: str | None, where: str) -> s
         log.info("using the unnamed first column of %s (a pandas index) as the time column", where)
         return index
     raise UserError(f"{where} has no time column (looked for {', '.join(TIME_COLUMNS)}; columns: "
-                    f"{', '.join(map(str, frame.columns))}); name it with --date-col")
+                    f"{', '.join(map(str, frame.columns))}); name it with --date-col{_time_column_hint(frame)}")
+
+
+# Column names that often hold the time but are not taken without --date-col: a `year` or `month` column may as
+# well be a covariate of data whose time column has another name.
+_TIME_WORDS = ("year", "period", "quarter", "month", "week", "day", "hour", "minute", "step", "date", "time")
+
+
+def _time_column_hint(frame: pd.DataFrame) -> str:
+    """`` (e.g. --date-col year)`` for the first column whose name holds a time word (``Year``, ``period``,
+    ``order_date``; not ``holiday`` or ``Datum``), else nothing."""
+    for column in map(str, frame.columns):
+        if set(re.split(r"[^a-z0-9]+", column.strip().lower())) & set(_TIME_WORDS):
+            quoted = column if column.replace("_", "").isalnum() else repr(column)
+            return f" (e.g. --date-col {quoted})"
+    return ""
 
 
 def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, TimeKind]:
@@ -115,7 +131,7 @@ def parse_times(raw: pd.Series, where: str, column: str) -> tuple[pd.Index, Time
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = pd.DatetimeIndex(raw)
         if stamps.tz is not None:
-            stamps = stamps.tz_convert("UTC").tz_localize(None)
+            stamps = naive_times(stamps, where)
         if stamps.isna().any():
             first = int(np.flatnonzero(stamps.isna())[0])
             raise UserError(f"{where}: column {column!r} has empty time stamps (the first at row {first}); every row "
@@ -142,6 +158,13 @@ def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
                             "step, e.g. --freq 1") from None
         if step < 1 or ((stamps - stamps[0]) % step).any():
             raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
+        added = (int(stamps[-1]) - int(stamps[0])) // step + 1 - len(stamps)
+        if added > len(stamps):  # most rows of the result would be invented by the fill
+            kinds, counts = np.unique(steps, return_counts=True)
+            own = int(kinds[counts.argmax()])
+            raise UserError(f"{where}: --freq {freq} would add {added:,} periods to its {len(stamps):,} "
+                            f"({100 * added / (added + len(stamps)):.0f} % of the rows invented); the usual step is "
+                            f"{own}: pass --freq {own}, or leave --freq out")
         return str(step)
     if len(steps) == 0:
         return "1"

@@ -343,7 +343,7 @@ class Forecast(ForecastScoring, Experiment):
         loss = self.loss(model, batch) if self.quantiles or self.config.loss != "mse" else mse
         return {"loss": loss, "mse": mse, "mae": error.abs().mean(), "mse_orig": error_orig.pow(2).mean(),
                 "mae_orig": error_orig.abs().mean(), "mase": (error_orig.abs() / scale).mean(),
-                "smape": smape(y_orig, f_orig).mean()}
+                "smape": smape(y_orig, f_orig, scale).mean()}
 
     # ------------------------------------------------------------------ whole-split predictions
 

@@ -23,7 +23,7 @@ from attnlab.catalog.forecast import ForecastConfig
 from attnlab.data.forecasting import ForecastData
 from attnlab.data.windows import ForecastBatch, PanelWindows
 from attnlab.experiments.base import DataSplits
-from attnlab.metrics import interval_scores, point_scores
+from attnlab.metrics import ZERO_TOL, interval_scores, point_scores
 from attnlab.report.files import write_baselines
 
 INTERVALS_FILE = "intervals.json"
@@ -201,11 +201,13 @@ class ForecastScoring:
         return ridge
 
 
-def smape(truth: Tensor, forecast: Tensor) -> Tensor:
-    """Symmetric MAPE of each value, 200 |y − ŷ| / (|y| + |ŷ|) (0 where both are 0)."""
+def smape(truth: Tensor, forecast: Tensor, scale: Tensor | float = 0.0) -> Tensor:
+    """Symmetric MAPE of each value, 200 |y − ŷ| / (|y| + |ŷ|); 0 where both are 0, that is where |y| + |ŷ| <=
+    ``ZERO_TOL`` · ``scale`` (each value's series' MASE scale, broadcast to ``truth``; see
+    :func:`attnlab.metrics.smape_values`)."""
     denominator = truth.abs() + forecast.abs()
-    return torch.where(denominator > 0, 200 * (truth - forecast).abs() / denominator.clamp_min(1e-12),
-                       torch.zeros_like(denominator))
+    return torch.where(denominator > ZERO_TOL * torch.as_tensor(scale, dtype=denominator.dtype),
+                       200 * (truth - forecast).abs() / denominator.clamp_min(1e-12), torch.zeros_like(denominator))
 
 
 def _std_scores(d: ForecastData, truth: np.ndarray, forecast: np.ndarray, series: np.ndarray, idx: list[int]
@@ -261,7 +263,8 @@ class HorizonSums:
         self.sums["mae"] += np.abs(error).sum(axis=(0, 2))
         self.sums["mse"] += (error ** 2).sum(axis=(0, 2))
         self.sums["mase"] += (np.abs(error) / scale[:, None]).sum(axis=(0, 2))
-        self.sums["smape"] += smape(torch.as_tensor(truth), torch.as_tensor(forecast)).numpy().sum(axis=(0, 2))
+        self.sums["smape"] += smape(torch.as_tensor(truth), torch.as_tensor(forecast),
+                                    torch.as_tensor(scale[:, None])).numpy().sum(axis=(0, 2))
         self.count += truth.shape[0] * truth.shape[2]
 
     def write(self, path: Path) -> Path:

@@ -417,20 +417,53 @@ def predict(
         raise UserError(f"{run_dir} is a run of {config.experiment!r}, not a forecast; pass a forecast run folder")
     c = config.experiment_config
     saved = SavedSeries.read(run_dir)
-    panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=c.target, inputs=c.inputs, exclude=c.exclude,
-                       futr=c.futr_cols, freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None,
-                       fill=c.fill if fill is None else fill, decimal=c.decimal, calendar=c.calendar,
-                       static=c.static_csv or None)
-    future = None
-    if futr is not None:
-        future = future_covariates(futr, c.futr_cols, id_col=c.id_col, time_col=c.date_col, calendar=c.calendar,
-                                   freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None)
+    try:
+        panel = load_panel(csv, id_col=c.id_col, time_col=c.date_col, target=c.target, inputs=c.inputs,
+                           exclude=c.exclude, futr=c.futr_cols,
+                           freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None,
+                           fill=c.fill if fill is None else fill, decimal=c.decimal, calendar=c.calendar,
+                           static=c.static_csv or None)
+        future = None
+        if futr is not None:
+            future = future_covariates(futr, c.futr_cols, id_col=c.id_col, time_col=c.date_col, calendar=c.calendar,
+                                       freq=saved.info["freq"] if saved.info["time_kind"] == "datetime" else None)
+    except UserError as error:
+        raise _for_predict(error, c, saved.info["freq"], csv) from None
     frame = forecast_future(run_dir, panel, future, levels)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index=False, float_format="%.6g")
     return frame
+
+
+# The options of `attnlab predict`; a data error that names another one gets a fix predict's user can make.
+PREDICT_FLAGS = ("--run", "--csv", "--futr-csv", "--out", "--overwrite", "--fill", "--levels")
+
+
+def _for_predict(error: UserError, c: ForecastConfig, freq: str, csv: str | Path | pd.DataFrame) -> UserError:
+    """A data error of predict whose fix names an option of ``attnlab forecast`` (``--date-col``, ``--freq``…),
+    which predict does not take (it reads the run's settings), with a fix for predict: the data the run expects,
+    or a new run on this data."""
+    import re
+
+    text = str(error)
+    if not set(re.findall(r"--[a-z][a-z-]*", text)) - set(PREDICT_FLAGS):
+        return error
+    problem, _, fix = text.rpartition("; ") if "; " in text else (text, "", "")
+    problem = problem.replace(f"--freq {freq} grid", f"run's {freq} grid")
+    retrain = ("train a run on this data with `attnlab forecast`" if isinstance(csv, pd.DataFrame)
+               else f"train a run on this file with `attnlab forecast --csv {Path(csv).name}`")
+    if "--date-col" in fix:
+        where = f"column {c.date_col!r}" if c.date_col else "a column named ds, date, time, timestamp or datetime"
+        hint = f"the run reads its time stamps from {where}: give the file that column, or {retrain}"
+    elif "--freq" in text:
+        own = re.search(r"pass --freq (\S+), the series' own frequency", fix)
+        hint = (f"the run forecasts steps of {freq}" + (f", this data's are {own.group(1)}" if own else "")
+                + f": pass data at the run's frequency (--fill ffill or interpolate adds missing stamps), or {retrain}")
+    else:
+        hint = f"pass data with the columns the run was trained on, or {retrain}"
+    return UserError(f"{problem}; {hint}")
 
 
 def check_output(out: Path, source: Path, overwrite: bool) -> None:

@@ -205,6 +205,11 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.all_channels and args.target:
         raise UserError("--all and --target exclude each other; give one of them")
     levels = _levels(args.levels)
+    for flag, value, default in (("--input-len", args.input_len, True), ("--horizon", args.horizon, False),
+                                 ("--season", args.season, True), ("--val-size", args.val_size, True)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value} is out of range; it must be at least 1 step"
+                            + (f" (or leave {flag} out for the default)" if default else ""))
     return {
         "id_col": args.id_col, "date_col": args.date_col,
         "target": tuple(t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()),

@@ -6,7 +6,7 @@ in columns named after each model, interval bounds ``<model>-lo-95`` / ``<model>
     fc = Forecaster(["patch_transformer", "ridge"], h=48, levels=(80, 95))
     fc.fit(train_df)
     future = fc.predict()                                 # unique_id, ds, patch_transformer, …-lo-95, …
-    cv = fc.cross_validation(df, n_windows=3, step_size=48)  # unique_id, ds, cutoff, y, the models
+    cv = fc.cross_validation(df, n_windows=3, step_size=48)  # unique_id, ds, cutoff, window, y, the models
     fc.save("runs/my-forecaster"); fc = Forecaster.load("runs/my-forecaster")
 
 Each model is trained by the one engine (:func:`attnlab.train.fit`): the last ``h`` steps of every series
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from attnlab import registry
+from attnlab.data.columns import long_id_column
 from attnlab.data.panel import Panel, future_covariates, load_panel
 from attnlab.errors import UserError
 from attnlab.experiments.forecast import Forecast, split_data
@@ -120,6 +121,7 @@ class Forecaster:
         self.runs: dict[str, Path] = {}
         self.history: Panel | None = None
         self._skipped: set[str] = set()
+        self._id_values: pd.Series | None = None  # the input's ids, by their text (the panel's ids)
 
     @property
     def h(self) -> int:
@@ -141,10 +143,34 @@ class Forecaster:
 
     def _panel(self, df: pd.DataFrame | str | Path, static_df: pd.DataFrame | None = None) -> Panel:
         o = self.options
+        self._remember_ids(df)
         return load_panel(df, id_col=o["id_col"], time_col=o["date_col"], target=o["target"],
                           inputs=o.get("inputs", ()), exclude=o.get("exclude", ()), futr=o["futr_cols"],
                           freq=o["freq"], fill=o["fill"], decimal=o.get("decimal", "."), calendar=o["calendar"],
                           static=static_df if static_df is not None else o.get("static_csv") or None)
+
+    def _remember_ids(self, df: pd.DataFrame | str | Path) -> None:
+        """Keep a DataFrame's series ids (the panel holds them as text), so the returned tables give them back
+        with the input's values and dtype (integer ids stay integers, as in NeuralForecast)."""
+        column = self.options["id_col"] or (long_id_column(df) if isinstance(df, pd.DataFrame) else None)
+        if not isinstance(df, pd.DataFrame) or column not in df.columns:
+            self._id_values = None
+            return
+        ids = df[column].drop_duplicates()
+        self._id_values = pd.Series(ids.to_numpy(), index=ids.astype(str).to_numpy(), dtype=ids.dtype)
+
+    def _restore_ids(self, table: pd.DataFrame, column: str) -> pd.DataFrame:
+        """``table`` with its id column (text) mapped back to the input DataFrame's ids and their dtype."""
+        values = self._id_values
+        if values is None or column not in table.columns:
+            return table
+        text = table[column].astype(str)
+        if not text.isin(values.index).all():  # ids of another source: keep the text
+            return table
+        table = table.copy()
+        table[column] = values.reindex(text.to_numpy()).to_numpy()
+        table[column] = table[column].astype(values.dtype)
+        return table
 
     # ------------------------------------------------------------------ fit and predict
 
@@ -191,8 +217,17 @@ class Forecaster:
             static_df: static covariates of the series (needed when the models were fitted with them).
 
         Returns:
-            ``unique_id, ds`` and one column per model (``<model>-lo-<level>``, ``<model>-hi-<level>``).
+            ``unique_id, ds`` and one column per model (``<model>-lo-<level>``, ``<model>-hi-<level>``);
+            ``unique_id`` holds the ids of ``df`` (of :meth:`fit`'s data by default) with their dtype.
         """
+        if df is not None:
+            self._remember_ids(df)
+        out = self._predict(df, futr_df, level, static_df)
+        return self._restore_ids(out, self._names[0])
+
+    def _predict(self, df: pd.DataFrame | str | Path | None, futr_df: pd.DataFrame | None,
+                 level: Sequence[float] | None, static_df: pd.DataFrame | None) -> pd.DataFrame:
+        """:meth:`predict` with the series ids as the panel holds them (text)."""
         if not self.runs:
             raise UserError("fit the Forecaster (or load a saved one) before predict")
         panel = self.history if df is None else self._panel(df, static_df)
@@ -256,7 +291,7 @@ class Forecaster:
             if w % every == 0:
                 self.runs = {model: self._fit_one(model, history, None, f"-cutoff{w}") for model in self.models}
             self.history = history = self._trained(history)
-            forecasts = self.predict(None, self._future_of(panel, history))
+            forecasts = self._predict(None, self._future_of(panel, history), None, None)
             truth = self._truth(panel, held)
             cutoff = pd.DataFrame({"unique_id": list(history.ids),
                                    "cutoff": [history.times(s, int(history.lengths[s]) - 1,
@@ -270,7 +305,7 @@ class Forecaster:
         out = pd.concat(tables, ignore_index=True)
         order = ["unique_id", "ds", "cutoff", "window", *(column for _, column, _ in self._scored(panel))]
         out = out[order + [c for c in out.columns if c not in order]]
-        return out.rename(columns={"unique_id": idc, "ds": tc})
+        return self._restore_ids(out.rename(columns={"unique_id": idc, "ds": tc}), idc)
 
     def _future_of(self, panel: Panel, history: Panel) -> pd.DataFrame | None:
         """The future-known covariates of the steps after ``history`` (from the full ``panel``)."""
@@ -302,21 +337,21 @@ class Forecaster:
         return pd.concat(rows, ignore_index=True)
 
     def cv_summary(self, table: pd.DataFrame) -> list[str]:
-        """Lines of MASE and sMAPE per model (and target, when several are scored) and backtest window, then over
-        every window."""
+        """Lines of MSE, MAE (original units), MASE and sMAPE per model (and target, when several are scored) and
+        backtest window, then over every window."""
         assert self.history is not None
-        lines = [f"{'model':<30}{'window':<8}{'MASE':>10}{'sMAPE':>10}"]
+        lines = [f"{'model':<30}{'window':<8}{'MSE':>12}{'MAE':>12}{'MASE':>10}{'sMAPE':>10}"]
         for channel, truth, suffix in self._scored(self.history):
-            y = table[truth].to_numpy()
             scale = self._scales(table, channel)
             for model in self.models:
                 name = model + suffix
-                for window, part in table.groupby("window", sort=True):
-                    s = point_scores(part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None],
-                                     scale[part.index][:, None])
-                    lines.append(f"{name:<30}{window:<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
-                s = point_scores(y[:, None, None], table[name].to_numpy()[:, None, None], scale[:, None])
-                lines.append(f"{name:<30}{'all':<8}{s['mase']:>10.4f}{s['smape']:>10.3f}")
+                parts = [(str(window), part) for window, part in table.groupby("window", sort=True)]
+                for window, part in [*parts, ("all", table)]:
+                    y, f = part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None]
+                    s = point_scores(y, f, scale[part.index][:, None])
+                    mse = float(((f - y) ** 2).mean())
+                    lines.append(f"{name:<30}{window:<8}{mse:>12.5g}{s['mae_orig']:>12.5g}{s['mase']:>10.4f}"
+                                 f"{s['smape']:>10.3f}")
         return lines
 
     def _scales(self, table: pd.DataFrame, channel: int = 0) -> np.ndarray:
@@ -329,7 +364,7 @@ class Forecaster:
         season = self.options["season"] or season_of(h.freq, h.time_kind)
         scales = {h.ids[s]: float(mase_denominator(h.target[h.rows(s)][:, channel:channel + 1], season)[0])
                   for s in range(h.n_series)}
-        return table[self._names[0]].map(scales).fillna(1.0).to_numpy()
+        return table[self._names[0]].astype(str).map(scales).fillna(1.0).to_numpy()
 
     # ------------------------------------------------------------------ persistence
 
@@ -418,7 +453,7 @@ class Forecaster:
                     "weight": weights.numpy().ravel()}))
         if not frames:
             raise UserError(f"none of the models ({', '.join(names)}) has attention to show")
-        return pd.concat(frames, ignore_index=True)
+        return self._restore_ids(pd.concat(frames, ignore_index=True), "unique_id")
 
 
 def _stamp() -> str:
