@@ -103,7 +103,8 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     write_m4(tmp_path / "m4", "Yearly", series, ahead)
     rows = {row["model"]: row for row in run_yearly(tmp_path, "--models", "ridge")}
     text = capsys.readouterr().out
-    assert text.startswith("bench m4: Yearly, 4 series, horizon 6, MASE period 1, input 18, 95 % intervals")
+    assert text.startswith("bench m4: Yearly, 4 series, horizon 6, MASE period 1, input 18, objectives mae,smape,mase, "
+                           "95 % intervals")
     assert list(rows) == ["naive (last value)", "seasonal naive (1)", "Naive2", "ridge"]
     histories = [np.array(v) for v in series.values()]
     truth = np.array(list(ahead.values()))
@@ -130,6 +131,7 @@ def test_default_input_lengths_are_whole_seasons_covering_multiples_of_the_horiz
     (["--data", "nowhere"], "Hourly-train.csv not found"),
     (["--seeds", "0"], "--seeds 0 must be at least 1"),
     (["--input-len", "24,x"], "--input-len '24,x' must be one or more whole numbers of steps"),
+    (["--losses", "mae,huber"], "--losses 'mae,huber' must name one or more of mse, mae, smape, mase"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
     assert message in cli_error(["bench", "m4", "--runs-root", str(tmp_path / "runs"), "--data", str(tmp_path),
@@ -152,8 +154,11 @@ def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_t
                      m4.M4_GROUPS["Yearly"][2:])
     assert rows["naive (last value)"]["smape"] == pytest.approx(naive.smape)
     # two seeds: the row is the median (here the mean) of the two fits' forecasts
-    fits = [m4._read_forecasts(tmp_path / "runs" / "linear" / f"L18-seed{k}" / "forecasts.csv",
-                               _panel_of(series), 95.0) for k in (0, 1)]
+    members = [tmp_path / "runs" / "linear" / name for name in ("L18-mae-seed0", "L18-smape-seed1")]
+    # the fits take the objectives of --losses (mae, smape, mase) in turn
+    assert [json.loads((run / "config.json").read_text())["experiment_config"]["loss"] for run in members] == [
+        "mae", "smape"]
+    fits = [m4._read_forecasts(run / "forecasts.csv", _panel_of(series), 95.0) for run in members]
     assert not np.allclose(fits[0][0], fits[1][0])
     median = m4.score("m", histories, truth, (fits[0][0] + fits[1][0]) / 2, 1, m4.M4_GROUPS["Yearly"][2:])
     assert rows["linear (median of 2)"]["smape"] == pytest.approx(median.smape)

@@ -13,8 +13,9 @@ Every setting is chosen on a validation split cut from the end of each training 
 models train on the rest, stop early and calibrate their intervals on it, and never see the test file. The
 settings themselves were compared with ``--validation``, which scores the last horizon of each training row
 instead of the test file (docs/notes/m4.md). Each trained model is fitted once per input length (by default 3.5,
-5 and 7 horizons in whole seasons) and per seed (``--seeds``); its forecast and bounds are the median of those
-fits, as N-BEATS does with its ensembles. Beside the models: the naive forecast, seasonal naive, and Naive2 (the
+5 and 7 horizons in whole seasons) and per seed (``--seeds``), the fits taking the training objectives of
+``--losses`` in turn (by default MAE, sMAPE and MASE); its forecast and bounds are the median of those fits, as
+N-BEATS does with its ensembles. Beside the models: the naive forecast, seasonal naive, and Naive2 (the
 competition's benchmark: a seasonally adjusted last value, seasonality tested at 90 %), and the published table
 of the group where the data README gives it. ``--twins`` adds each attention model's attention-free twin under
 the same settings and seeds, and a line saying whether the attention lowers the OWA.
@@ -59,20 +60,23 @@ PUBLISHED = {
 PUBLISHED_MSIS = {"Hourly": {"best 95 % intervals (M4)": 6.139, "ARIMA (M4)": 7.538}}
 DEFAULT_MODELS = ("patch_transformer", "ridge", "linear")
 # Settings the benchmark gives each model on every M4 group, beside the data's own (season, horizon), chosen with
-# `--validation` (the last horizon of each training row; docs/notes/m4.md has the figures): the MAE objective (sMAPE
-# and MASE are absolute errors); every training window whose forecast starts in the last {history} steps (10
-# horizons) of each series; 8 epochs with early stopping; the patch model's patches are whole seasons ({period} is
-# the group's MASE period), LayerNorm, no dropout.
+# `--validation` (the last horizon of each training row; docs/notes/m4.md has the figures): every training window
+# whose forecast starts in the last {history} steps (10 horizons) of each series; 8 epochs with early stopping; the
+# patch model's patches are whole seasons ({period} is the group's MASE period), LayerNorm, no dropout.
 MODEL_SETTINGS: dict[str, list[str]] = {
-    "patch_transformer": ["data.loss=mae", "data.train_stride=1", "data.train_history={history}", "max_epochs=8",
+    "patch_transformer": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8",
                           "patience=2", "batch_size=256", "lr=1e-3", "model.patch_len={period}",
                           "model.stride={period}", "model.d_model=64", "model.num_layers=2", "model.d_ff=128",
                           "model.dropout=0.0", "model.norm=layer", "model.center=mean"],
-    "horizon_attention": ["data.loss=mae", "data.train_stride=1", "data.train_history={history}", "max_epochs=8",
+    "horizon_attention": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8",
                           "patience=2", "batch_size=256", "lr=1e-3"],
-    "linear": ["data.loss=mae", "data.train_stride=1", "data.train_history={history}", "max_epochs=8", "patience=2",
+    "linear": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8", "patience=2",
                "batch_size=256"],
 }
+# The training objectives a trained model's fits take in turn (N-BEATS's ensemble over its losses): absolute
+# errors, as sMAPE and MASE are; sMAPE and MASE themselves (`data.loss`). Chosen with `--validation`.
+LOSSES = ("mae", "smape", "mase")
+OBJECTIVES = ("mse", "mae", "smape", "mase")
 HISTORY_HORIZONS = 10  # training windows start in the last 10 horizons of each series (N-BEATS's history limit)
 DEFAULT_SEEDS = 1
 INPUT_HORIZONS = (3.5, 5, 7)  # default input lengths, in horizons (each rounded up to whole seasons)
@@ -109,6 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fits of each trained model, seeds --seed, --seed + 1, …; the forecast and bounds are "
                              "their median (default %(default)s; closed-form models fit once)")
     parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--losses", default=",".join(LOSSES), metavar="LOSS[,LOSS...]",
+                        help="training objectives the fits of each trained model take in turn, from "
+                             f"{', '.join(OBJECTIVES)} (default %(default)s)")
     parser.add_argument("--twins", action="store_true",
                         help="also fit each attention model's attention-free twin with the same settings and seeds, "
                              "and say whether the attention lowers the OWA")
@@ -177,6 +184,7 @@ class Plan:
     period: int
     naive2_scores: tuple[float, float]  # the group's published Naive2 sMAPE and MASE
     input_lens: list[int]
+    losses: tuple[str, ...]  # the training objectives the fits of a trained model take in turn
     panel: Panel
     histories: list[np.ndarray]  # each series' training values, in panel order
     truth: np.ndarray  # (S, h) the values the forecasts are scored against
@@ -197,6 +205,9 @@ def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
     if not 0 < args.level < 100:
         raise UserError(f"--level {args.level:g} must be a percentage in (0, 100)")
+    losses = tuple(item.strip() for item in args.losses.split(",") if item.strip())
+    if not losses or any(loss not in OBJECTIVES for loss in losses):
+        raise UserError(f"--losses {args.losses!r} must name one or more of {', '.join(OBJECTIVES)}, e.g. mae,smape")
     horizon, period, *naive2_scores = M4_GROUPS[args.group]
     input_lens = _input_lens(args.input_len, horizon, period)
     train, test = read_m4(args.data, args.group)
@@ -207,8 +218,8 @@ def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
     ahead = {sid: part.to_numpy() for sid, part in test.groupby("unique_id", sort=False).y}
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(args.runs_root) if args.runs_root else Path("runs") / f"bench-m4-{stamp}"
-    return Plan(args, models, horizon, period, tuple(naive2_scores), input_lens, panel,  # type: ignore[arg-type]
-                [by_id[s] for s in panel.ids], np.stack([ahead[s] for s in panel.ids]), root)
+    return Plan(args, models, horizon, period, tuple(naive2_scores), input_lens, losses,  # type: ignore[arg-type]
+                panel, [by_id[s] for s in panel.ids], np.stack([ahead[s] for s in panel.ids]), root)
 
 
 def collect(p: Plan) -> list[Row]:
@@ -223,8 +234,8 @@ def collect(p: Plan) -> list[Row]:
     setup_logging()
     scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
     print(f"bench m4: {args.group}, {p.panel.n_series} series, horizon {horizon}, MASE period {period}, input "
-          f"{','.join(map(str, p.input_lens))}, {args.level:g} % intervals, scored on {scored_on}; runs in {p.root}",
-          flush=True)
+          f"{','.join(map(str, p.input_lens))}, objectives {','.join(p.losses)}, {args.level:g} % intervals, "
+          f"scored on {scored_on}; runs in {p.root}", flush=True)
     rows = [score("naive (last value)", histories, truth, np.stack([np.repeat(x[-1], horizon) for x in histories]),
                   period, naive2_scores),
             score(f"seasonal naive ({period})", histories, truth,
@@ -243,15 +254,19 @@ def collect(p: Plan) -> list[Row]:
     for label, name, twin_overrides, twin_of in jobs:
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
                     for item in MODEL_SETTINGS.get(name, [])]
-        seeds = 1 if issubclass(MODELS[name].model_class, ClosedFormFit) else args.seeds  # seeds change nothing
-        members = [(length, args.seed + k) for length in p.input_lens for k in range(seeds)]
+        closed = issubclass(MODELS[name].model_class, ClosedFormFit)  # neither seeds nor objectives change it
+        seeds = 1 if closed else args.seeds
+        members = [(length, args.seed + k, None if closed else p.losses[j % len(p.losses)])  # (L, seed, objective)
+                   for j, (length, k) in enumerate((n, k) for n in p.input_lens for k in range(seeds))]
         folder = p.root / (name if twin_of is None else f"{twin_of}-twin")
         start = time.perf_counter()
         fits, member_seconds = [], []
-        for length, seed in members:  # one fit per input length and seed; their median is the forecast
+        for length, seed, loss in members:  # one fit per input length and seed; their median is the forecast
             fit_start = time.perf_counter()
-            result = forecast(p.panel, name, [*settings, *twin_overrides, f"seed={seed}", *args.overrides],
-                              run_dir=folder if len(members) == 1 else folder / f"L{length}-seed{seed}",
+            objective = [] if loss is None else [f"data.loss={loss}"]
+            member = f"L{length}-seed{seed}" if loss is None else f"L{length}-{loss}-seed{seed}"
+            result = forecast(p.panel, name, [*settings, *objective, *twin_overrides, f"seed={seed}", *args.overrides],
+                              run_dir=folder if len(members) == 1 else folder / member,
                               progress=args.progress, figures=False, forecast_windows=None, split="last",
                               horizon=horizon, season=period, input_len=length, levels=(args.level,))
             member_seconds.append(time.perf_counter() - fit_start)
