@@ -314,7 +314,11 @@ class Forecast(ForecastScoring, Experiment):
         """The training objective (``loss``) over the target channels: MSE or MAE on the standardised scale,
         MASE (the absolute error over each series' MASE scale) or sMAPE (in original units); the pinball loss
         over the quantiles for quantile heads."""
-        output, truth = self._targets(self.forward(model, batch)), self._targets(batch.y)
+        return self._objective(self._targets(self.forward(model, batch)), batch)
+
+    def _objective(self, output: Tensor, batch: ForecastBatch) -> Tensor:
+        """:meth:`loss` of the model's ``output`` over the target channels (B, H, T[, Q])."""
+        truth = self._targets(batch.y)  # (B, H, T)
         if self.quantiles:
             q = torch.as_tensor(self.quantiles, dtype=output.dtype, device=output.device)  # (Q,)
             error = truth.unsqueeze(-1) - output  # (B, H, T, Q)
@@ -333,14 +337,14 @@ class Forecast(ForecastScoring, Experiment):
         """``mse``, ``mae`` (standardised), ``mse_orig``, ``mae_orig`` (original units), ``mase`` and ``smape``
         over the target values of the batch. Every window holds H × targets values, so the engine's
         batch-size-weighted mean of these batch means is the exact mean over the split."""
-        prediction = self._targets(self.point(self.forward(model, batch)))  # (B, H, T)
-        truth = self._targets(batch.y)
+        output = self._targets(self.forward(model, batch))  # (B, H, T[, Q])
+        prediction, truth = self.point(output), self._targets(batch.y)  # (B, H, T) each
         error = prediction - truth
         std, mean, scale = self._series_stats(batch, error, "std", "mean", "mase_scale")  # (B, 1, T) each
         error_orig = error * std  # (B, H, T), original units
         y_orig, f_orig = truth * std + mean, prediction * std + mean
         mse = error.pow(2).mean()
-        loss = self.loss(model, batch) if self.quantiles or self.config.loss != "mse" else mse
+        loss = self._objective(output, batch) if self.quantiles or self.config.loss != "mse" else mse
         return {"loss": loss, "mse": mse, "mae": error.abs().mean(), "mse_orig": error_orig.pow(2).mean(),
                 "mae_orig": error_orig.abs().mean(), "mase": (error_orig.abs() / scale).mean(),
                 "smape": smape(y_orig, f_orig, scale).mean()}
