@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -257,9 +258,9 @@ def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple
         if len(index) < 3:
             raise UserError(f"{what} has {len(index)} time stamp(s), too few to infer their frequency; pass --freq")
         steps = np.diff(index.values)  # timedelta64, in the index's own unit
-        kinds, counts = np.unique(steps, return_counts=True)
-        usual = pd.Timedelta(kinds[counts.argmax()])
-        first = int(np.flatnonzero(steps != kinds[counts.argmax()])[0])
+        step = usual_step(steps)
+        usual = pd.Timedelta(step)
+        first = int(np.flatnonzero(steps != step)[0])
         raise UserError(
             f"{what}: time stamps are not regular: {index[first]} is followed by {index[first + 1]} (row "
             f"{first + 1}), the usual step is {usual}; pass --freq (e.g. --freq {_alias(usual)}) with --fill ffill "
@@ -293,6 +294,12 @@ def _why_off(offset: pd.DateOffset, stamp: pd.Timestamp) -> str:
     return f" (weeks ending on {day.day_name()}; {stamp.date()} is a {stamp.day_name()})"
 
 
+def usual_step(steps: np.ndarray) -> Any:
+    """The most common of ``steps`` (the differences of a series' time stamps; the smallest on a tie)."""
+    kinds, counts = np.unique(steps, return_counts=True)
+    return kinds[counts.argmax()]
+
+
 def _own_freq_hint(index: pd.DatetimeIndex) -> str:
     """The fix for stamps off a ``--freq`` grid: the series' own frequency, inferred (or its usual step)."""
     own = infer_freq(index)
@@ -300,9 +307,7 @@ def _own_freq_hint(index: pd.DatetimeIndex) -> str:
         return f"pass --freq {own}, the series' own frequency, or leave --freq out"
     if len(index) < 2:
         return "pass the series' own frequency with --freq"
-    steps = np.diff(index.values)
-    kinds, counts = np.unique(steps, return_counts=True)
-    usual = pd.Timedelta(kinds[counts.argmax()])
+    usual = pd.Timedelta(usual_step(np.diff(index.values)))
     return f"pass the series' own frequency with --freq (its usual step is {usual}: --freq {_alias(usual)})"
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from attnlab.data.reading import naive_times, parse_datetimes
+from attnlab.data.reading import naive_times, parse_datetimes, usual_step
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -160,16 +160,14 @@ def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
             raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
         added = (int(stamps[-1]) - int(stamps[0])) // step + 1 - len(stamps)
         if added > len(stamps):  # most rows of the result would be invented by the fill
-            kinds, counts = np.unique(steps, return_counts=True)
-            own = int(kinds[counts.argmax()])
+            own = int(usual_step(steps))
             raise UserError(f"{where}: --freq {freq} would add {added:,} periods to its {len(stamps):,} "
                             f"({100 * added / (added + len(stamps)):.0f} % of the rows invented); the usual step is "
                             f"{own}: pass --freq {own}, or leave --freq out")
         return str(step)
     if len(steps) == 0:
         return "1"
-    kinds, counts = np.unique(steps, return_counts=True)
-    step = int(kinds[counts.argmax()])
+    step = int(usual_step(steps))
     if (steps != step).any():
         first = int(np.flatnonzero(steps != step)[0])
         raise UserError(f"{where}: periods are not regular: {stamps[first]} is followed by {stamps[first + 1]}, the "
