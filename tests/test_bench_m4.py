@@ -131,7 +131,7 @@ def test_default_input_lengths_are_whole_seasons_covering_multiples_of_the_horiz
     (["--data", "nowhere"], "Hourly-train.csv not found"),
     (["--seeds", "0"], "--seeds 0 must be at least 1"),
     (["--input-len", "24,x"], "--input-len '24,x' must be one or more whole numbers of steps"),
-    (["--losses", "mae,huber"], "--losses 'mae,huber' must name one or more of mse, mae, smape, mase"),
+    (["--losses", "mae,huber"], "--losses: unknown 'huber'; choose from mse,mae,mase,smape"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, cli_error, args, message):
     assert message in cli_error(["bench", "m4", "--runs-root", str(tmp_path / "runs"), "--data", str(tmp_path),

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import time
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attnlab.catalog.forecast import MODELS
+from attnlab.bench.cli import choices
+from attnlab.catalog.forecast import MODELS, ForecastConfig
 from attnlab.data.panel import Panel, load_panel
 from attnlab.data.readers import M4_GROUPS, read_m4
 from attnlab.errors import UserError
@@ -76,7 +79,7 @@ MODEL_SETTINGS: dict[str, list[str]] = {
 # The training objectives a trained model's fits take in turn (N-BEATS's ensemble over its losses): absolute
 # errors, as sMAPE and MASE are; sMAPE and MASE themselves (`data.loss`). Chosen with `--validation`.
 LOSSES = ("mae", "smape", "mase")
-OBJECTIVES = ("mse", "mae", "smape", "mase")
+OBJECTIVES: tuple[str, ...] = typing.get_args(typing.get_type_hints(ForecastConfig)["loss"])  # data.loss's values
 HISTORY_HORIZONS = 10  # training windows start in the last 10 horizons of each series (N-BEATS's history limit)
 DEFAULT_SEEDS = 1
 INPUT_HORIZONS = (3.5, 5, 7)  # default input lengths, in horizons (each rounded up to whole seasons)
@@ -205,9 +208,7 @@ def plan(args: argparse.Namespace, models: list[str] | None = None) -> Plan:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
     if not 0 < args.level < 100:
         raise UserError(f"--level {args.level:g} must be a percentage in (0, 100)")
-    losses = tuple(item.strip() for item in args.losses.split(",") if item.strip())
-    if not losses or any(loss not in OBJECTIVES for loss in losses):
-        raise UserError(f"--losses {args.losses!r} must name one or more of {', '.join(OBJECTIVES)}, e.g. mae,smape")
+    losses = choices("losses", args.losses, OBJECTIVES)
     horizon, period, *naive2_scores = M4_GROUPS[args.group]
     input_lens = _input_lens(args.input_len, horizon, period)
     train, test = read_m4(args.data, args.group)
@@ -257,7 +258,7 @@ def collect(p: Plan) -> list[Row]:
         closed = issubclass(MODELS[name].model_class, ClosedFormFit)  # neither seeds nor objectives change it
         seeds = 1 if closed else args.seeds
         members = [(length, args.seed + k, None if closed else p.losses[j % len(p.losses)])  # (L, seed, objective)
-                   for j, (length, k) in enumerate((n, k) for n in p.input_lens for k in range(seeds))]
+                   for j, (length, k) in enumerate(itertools.product(p.input_lens, range(seeds)))]
         folder = p.root / (name if twin_of is None else f"{twin_of}-twin")
         start = time.perf_counter()
         fits, member_seconds = [], []
