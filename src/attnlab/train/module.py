@@ -404,14 +404,22 @@ class TaskModule(L.LightningModule):
             if group
         ]
         cfg = self.config
-        if cfg.optimizer == "adamw":
-            optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-        elif cfg.optimizer == "adam":
-            optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-        elif cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
-        else:
+        kinds = {"adamw": (torch.optim.AdamW, {}), "adam": (torch.optim.Adam, {}),
+                 "sgd": (torch.optim.SGD, {"momentum": 0.9})}
+        if cfg.optimizer not in kinds:
             raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+        kind, options = kinds[cfg.optimizer]
+        # One fused kernel per step for all parameters where torch has one for their device (CPU included); the
+        # default on CPU is a loop of small operators per parameter (M4's patch_transformer: 19.0 → 17.4 ms a step).
+        # Not under mixed precision: Lightning refuses to clip the gradients of a fused optimiser there.
+        optimizer: torch.optim.Optimizer | None = None
+        if str(cfg.precision) in ("32-true", "32", "64-true", "64"):
+            try:
+                optimizer = kind(groups, lr=cfg.lr, fused=True, **options)
+            except RuntimeError:  # a device or dtype without fused kernels
+                pass
+        if optimizer is None:
+            optimizer = kind(groups, lr=cfg.lr, **options)
         if cfg.scheduler == "none" and cfg.warmup_steps == 0:
             return optimizer
         total = float(self.trainer.estimated_stepping_batches)
