@@ -92,7 +92,8 @@ def run_yearly(tmp_path, *args):
     ``tmp_path``; its rows."""
     out = tmp_path / "rows.json"
     assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--input-len", "18",
-                     "--runs-root", str(tmp_path / "runs"), "--json", str(out), "--no-progress", *args]) == 0
+                     "--runs-root", str(tmp_path / "runs"), "--json", str(out), "--no-progress", "--jobs", "1",
+                     *args]) == 0
     return json.loads(out.read_text())
 
 
@@ -130,6 +131,7 @@ def test_default_input_lengths_are_whole_seasons_covering_multiples_of_the_horiz
     (["--level", "100"], "--level 100 must be a percentage in (0, 100)"),
     (["--data", "nowhere"], "Hourly-train.csv not found"),
     (["--seeds", "0"], "--seeds 0 must be at least 1"),
+    (["--jobs", "0"], "--jobs 0 must be at least 1"),
     (["--input-len", "24,x"], "--input-len '24,x' must be one or more whole numbers of steps"),
     (["--losses", "mae,huber"], "--losses: unknown 'huber'; choose from mse,mae,mase,smape"),
 ])
@@ -163,6 +165,26 @@ def test_validation_scores_the_last_horizon_of_the_training_rows_and_never_the_t
     median = m4.score("m", histories, truth, (fits[0][0] + fits[1][0]) / 2, 1, m4.M4_GROUPS["Yearly"][2:])
     assert rows["linear (median of 2)"]["smape"] == pytest.approx(median.smape)
     assert rows["linear (median of 2)"]["owa"] < 10  # the 1e9 test values would give sMAPE near 200
+
+
+def test_fits_in_worker_processes_score_as_one_at_a_time(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 5)}
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: list(v[-6:]) for sid, v in series.items()})
+    rows = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"rows-{jobs}.json"
+        assert cli.main(["bench", "m4", "--data", str(tmp_path / "m4"), "--group", "Yearly", "--input-len", "12,18",
+                         "--models", "linear,ridge", "--runs-root", str(tmp_path / f"runs-{jobs}"), "--json", str(out),
+                         "--no-progress", "--jobs", jobs, "max_epochs=1"]) == 0
+        rows[jobs] = [{k: v for k, v in row.items() if k not in ("seconds", "run_dir", "extra")}
+                      for row in json.loads(out.read_text())]
+        text = capsys.readouterr().out
+        assert f"fits {jobs} at a time" in text and "fit 4/4: " in text
+    assert rows["1"] == rows["2"]  # each fit on one thread: the same forecasts bit for bit
+    assert rows["2"][3]["model"] == "linear (median of 2)" and rows["2"][4]["model"] == "ridge (median of 2)"
+    config = json.loads((tmp_path / "runs-2" / "linear" / "L18-smape-seed0" / "config.json").read_text())
+    assert config["train"]["threads"] == 1
 
 
 def _panel_of(series):
