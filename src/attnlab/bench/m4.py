@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import itertools
 import json
@@ -343,17 +342,18 @@ def _run_fits(p: Plan, fits: list[Fit]
         for i in order:
             done(i, _fit(p.panel, fits[i], p.horizon, p.period, args.level, args.progress))
         return forecasts, seconds, owas
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked OpenMP or Lightning state
-    with concurrent.futures.ProcessPoolExecutor(min(args.jobs, len(fits)), mp_context=context,
-                                                initializer=_worker_start) as pool:
-        pending = {pool.submit(_fit, p.panel, fits[i], p.horizon, p.period, args.level, False): i for i in order}
-        try:
-            for future in concurrent.futures.as_completed(pending):
-                done(pending[future], future.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    # Fresh interpreters (no forked OpenMP or Lightning state). The first failed fit (a bad override, Ctrl-C)
+    # stops the others at once rather than after their training.
+    with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(fits)), initializer=_worker_start) as pool:
+        tasks = [(i, p.panel, fits[i], p.horizon, p.period, args.level) for i in order]
+        for i, took in pool.imap_unordered(_fit_in_worker, tasks):
+            done(i, took)
     return forecasts, seconds, owas
+
+
+def _fit_in_worker(task: tuple[int, Panel, Fit, int, int, float]) -> tuple[int, float]:
+    i, panel, fit, horizon, period, level = task
+    return i, _fit(panel, fit, horizon, period, level, False)
 
 
 def _worker_start() -> None:
