@@ -4,6 +4,8 @@ index over (series, origin), per-series scaling, short series, frequency-aware d
 
 from __future__ import annotations
 
+import json
+
 import logging
 import sys
 import types
@@ -557,3 +559,18 @@ def test_each_training_objective_against_a_hand_computation(kind):
                 "mase": (np.abs(f_orig - y_orig) / scale).mean(),
                 "smape": (200 * np.abs(f_orig - y_orig) / (np.abs(f_orig) + np.abs(y_orig))).mean()}[kind]
     assert task.loss(model, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mse", "mae"])
+def test_early_stopping_and_the_kept_epoch_follow_the_training_objective(tmp_path, kind):
+    from attnlab.forecast.api import forecast
+
+    result = forecast(panel_frame(), "linear", ["max_epochs=3", "patience=1", f"data.loss={kind}"], horizon=4,
+                      input_len=8, progress=False, figures=False, run_dir=tmp_path / kind)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["monitor"] == ["val_loss", "min"]
+    history = metrics["history"]
+    # val_loss is the validation value of the objective: the standardised MSE or MAE
+    assert [h["val_loss"] for h in history] == pytest.approx([h[f"val_{kind}"] for h in history], rel=1e-6)
+    best = min(history, key=lambda h: h["val_loss"])
+    assert metrics["val"][kind] == pytest.approx(best[f"val_{kind}"], rel=1e-5)  # that epoch's weights are kept

@@ -393,7 +393,9 @@ SPEC = register_experiment(ExperimentSpec(
     },
     default_model="linear",
     in_demo=False,  # needs the user's CSV: `attnlab forecast`
-    monitor=("val_mse", "min"),
+    # The validation value of the training objective (``data.loss``, or the pinball loss of quantile heads): early
+    # stopping and the kept epoch judge a fit by what it minimises (for ``loss=mse`` it is ``val_mse`` itself).
+    monitor=("val_loss", "min"),
     headline="mse",
     # Early stopping decides when to stop: a generous epoch limit and patience 3 (the protocol's usual value;
     # validation MSE of these models rarely improves after 3 flat epochs). Adam at 1e-3 with a cosine decay over

@@ -7,11 +7,12 @@ channels are the CSV's columns), split and standardised per series by :mod:`attn
 future-known (B, L + H, Cf) and static (B, Cs) covariates. Global: one model for every series.
 
 Loss: MSE (``loss=mse``, the long-horizon protocol) or MAE (``loss=mae``) over the target channels on the
-standardised scale; models with quantile heads (``intervals=quantile``) are trained with the pinball loss.
+standardised scale, MASE (``loss=mase``) or sMAPE (``loss=smape``); models with quantile heads
+(``intervals=quantile``) are trained with the pinball loss.
 Metrics (means over every window of the split and every target value): ``mse``, ``mae`` (standardised, the
 published tables' scale), ``mse_orig``, ``mae_orig`` (original units), ``mase`` (errors over the series' mean
 absolute seasonal difference in training) and ``smape`` (symmetric MAPE, 0–200). Best epoch and early stopping
-on ``val_mse``.
+on ``val_loss``, the validation value of the training objective (``val_mse`` for ``loss=mse``).
 
 After the test pass, :meth:`Forecast.summarize` adds what needs every test window at once: prediction intervals
 (split-conformal from the validation residuals, or the quantile heads) with their coverage, width and MSIS; the
