@@ -203,8 +203,10 @@ def test_twins_fit_beside_their_attention_model_and_the_ablation_says_which_wins
     assert json.loads((tmp_path / "runs" / "patch_transformer-twin" / "config.json").read_text()
                       )["model_config"]["attention"] == "mean"
     verdict = "PASS" if model["owa"] < twin["owa"] else "FAIL"
+    text = capsys.readouterr().out
     assert (f"{verdict} attention vs its attention-free twin: patch_transformer OWA {model['owa']:.3f}, "
-            f"patch_transformer[attention=mean] {twin['owa']:.3f}") in capsys.readouterr().out
+            f"patch_transformer[attention=mean] {twin['owa']:.3f}") in text
+    assert f": patch_transformer[attention=mean] L18-mae-seed0  OWA {twin['owa']:.3f}" in text  # its fit's line
 
 
 def test_series_too_short_for_the_input_get_seasonal_naive_and_are_counted(tmp_path, capsys):

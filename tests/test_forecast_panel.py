@@ -5,7 +5,6 @@ index over (series, origin), per-series scaling, short series, frequency-aware d
 from __future__ import annotations
 
 import json
-
 import logging
 import sys
 import types

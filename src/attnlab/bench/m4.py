@@ -15,10 +15,11 @@ settings themselves were compared with ``--validation``, which scores the last h
 instead of the test file (docs/notes/m4.md). Each trained model is fitted once per input length (by default 3.5,
 5 and 7 horizons in whole seasons) and per seed (``--seeds``), the fits taking the training objectives of
 ``--losses`` in turn (by default MAE, sMAPE and MASE); its forecast and bounds are the median of those fits, as
-N-BEATS does with its ensembles. Beside the models: the naive forecast, seasonal naive, and Naive2 (the
-competition's benchmark: a seasonally adjusted last value, seasonality tested at 90 %), and the published table
-of the group where the data README gives it. ``--twins`` adds each attention model's attention-free twin under
-the same settings and seeds, and a line saying whether the attention lowers the OWA.
+N-BEATS does with its ensembles. The fits run ``--jobs`` at a time (default 2) in worker processes, each on one
+thread, so the scores do not depend on ``--jobs``. Beside the models: the naive forecast, seasonal naive, and
+Naive2 (the competition's benchmark: a seasonally adjusted last value, seasonality tested at 90 %), and the
+published table of the group where the data README gives it. ``--twins`` adds each attention model's
+attention-free twin under the same settings and seeds, and a line saying whether the attention lowers the OWA.
 
 Example::
 
@@ -239,6 +240,7 @@ class Fit:
     """One fit of the benchmark: a model at one input length, seed and training objective."""
 
     row: int  # the row it belongs to (an index of the models in `collect`)
+    label: str  # that row's model label (a twin's names its attention-free setting)
     model: str
     member: str  # its folder's name among the row's fits, e.g. L240-smape-seed0
     input_len: int
@@ -277,7 +279,7 @@ def collect(p: Plan) -> list[Row]:
             if twin is not None:
                 models.insert([m[0] for m in models].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
     fits: list[Fit] = []
-    for j, (_label, name, twin_overrides, twin_of) in enumerate(models):
+    for j, (label, name, twin_overrides, twin_of) in enumerate(models):
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
                     for item in MODEL_SETTINGS.get(name, [])]
         closed = issubclass(MODELS[name].model_class, ClosedFormFit)  # neither seeds nor objectives change it
@@ -288,7 +290,7 @@ def collect(p: Plan) -> list[Row]:
         for length, seed, loss in members:  # one fit per input length and seed; their median is the forecast
             objective = [] if loss is None else [f"data.loss={loss}"]
             member = f"L{length}-seed{seed}" if loss is None else f"L{length}-{loss}-seed{seed}"
-            fits.append(Fit(j, name, member, length, [*settings, *objective, *twin_overrides, f"seed={seed}",
+            fits.append(Fit(j, label, name, member, length, [*settings, *objective, *twin_overrides, f"seed={seed}",
                                                       f"threads={FIT_THREADS}", *args.overrides],
                             folder if len(members) == 1 else folder / member, closed))
     forecasts, fit_seconds, fit_owa = _run_fits(p, fits)
@@ -324,9 +326,9 @@ def _run_fits(p: Plan, fits: list[Fit]
     line as each ends. Returns each fit's test forecasts and bounds (:func:`_read_forecasts`), its seconds and
     its OWA, in the order of ``fits``."""
     args = p.args
-    # Trained models before closed-form ones, longer inputs first: the longest fits start first, so the last
-    # ones to end are short.
-    order = sorted(range(len(fits)), key=lambda i: (fits[i].closed_form, -fits[i].input_len))
+    # The longest first, so the last ones to end are short: trained models before closed-form ones, in the order
+    # of their rows (the attention models, the slowest, come first by default), longer inputs first.
+    order = sorted(range(len(fits)), key=lambda i: (fits[i].closed_form, fits[i].row, -fits[i].input_len))
     forecasts: list[typing.Any] = [None] * len(fits)
     seconds, owas = [math.nan] * len(fits), [math.nan] * len(fits)
 
@@ -335,10 +337,10 @@ def _run_fits(p: Plan, fits: list[Fit]
         owas[i] = score("", p.histories, p.truth, _fill_short(forecasts[i], p.histories, p.horizon, p.period)[0],
                         p.period, p.naive2_scores).owa
         finished = sum(not math.isnan(t) for t in seconds)
-        print(f"    fit {finished}/{len(fits)}: {fits[i].model} {fits[i].member}  OWA {owas[i]:.3f}  {took:.0f} s",
+        print(f"    fit {finished}/{len(fits)}: {fits[i].label} {fits[i].member}  OWA {owas[i]:.3f}  {took:.0f} s",
               flush=True)
 
-    if args.jobs == 1:  # in this process, with progress bars
+    if args.jobs == 1 or len(fits) == 1:  # in this process, with progress bars
         for i in order:
             done(i, _fit(p.panel, fits[i], p.horizon, p.period, args.level, args.progress))
         return forecasts, seconds, owas
