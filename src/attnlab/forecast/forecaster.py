@@ -341,12 +341,12 @@ class Forecaster:
         backtest window, then over every window."""
         assert self.history is not None
         lines = [f"{'model':<30}{'window':<8}{'MSE':>12}{'MAE':>12}{'MASE':>10}{'sMAPE':>10}"]
+        parts = [*((str(window), part) for window, part in table.groupby("window", sort=True)), ("all", table)]
         for channel, truth, suffix in self._scored(self.history):
             scale = self._scales(table, channel)
             for model in self.models:
                 name = model + suffix
-                parts = [(str(window), part) for window, part in table.groupby("window", sort=True)]
-                for window, part in [*parts, ("all", table)]:
+                for window, part in parts:
                     y, f = part[truth].to_numpy()[:, None, None], part[name].to_numpy()[:, None, None]
                     s = point_scores(y, f, scale[part.index][:, None])
                     mse = float(((f - y) ** 2).mean())
