@@ -12,7 +12,7 @@ import codecs
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -277,11 +277,17 @@ def regular_index(index: pd.DatetimeIndex, freq: str | None, what: str) -> tuple
         stamp = off_grid[0]
         raise UserError(f"{what}: time stamp {stamp} is not on the --freq {freq} grid{_why_off(offset, stamp)}; "
                         f"{_own_freq_hint(index)}")
-    added = len(grid) - len(index)
-    if added > len(index):  # most rows of the result would be invented by the fill
-        raise UserError(f"{what}: --freq {freq} would add {added:,} time stamps to its {len(index):,} "
-                        f"({100 * added / len(grid):.0f} % of the rows invented); {_own_freq_hint(index)}")
+    refuse_invented_rows(what, freq, len(grid) - len(index), len(index), "time stamps",
+                         lambda: _own_freq_hint(index))
     return grid, offset.freqstr
+
+
+def refuse_invented_rows(what: str, freq: str, added: int, kept: int, unit: str, fix: Callable[[], str]) -> None:
+    """Refuse a ``--freq`` whose grid would add more rows (``added``) to a series than it has (``kept``): most of
+    the result would be invented by the fill. ``fix()`` gives the message's fix."""
+    if added > kept:
+        raise UserError(f"{what}: --freq {freq} would add {added:,} {unit} to its {kept:,} "
+                        f"({100 * added / (added + kept):.0f} % of the rows invented); {fix()}")
 
 
 def _why_off(offset: pd.DateOffset, stamp: pd.Timestamp) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from attnlab.data.reading import naive_times, parse_datetimes, usual_step
+from attnlab.data.reading import naive_times, parse_datetimes, refuse_invented_rows, usual_step
 from attnlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,12 @@ def int_freq(stamps: np.ndarray, where: str, freq: str | None) -> str:
                             "step, e.g. --freq 1") from None
         if step < 1 or ((stamps - stamps[0]) % step).any():
             raise UserError(f"{where}: the periods are not multiples of --freq {freq} from {stamps[0]}")
-        added = (int(stamps[-1]) - int(stamps[0])) // step + 1 - len(stamps)
-        if added > len(stamps):  # most rows of the result would be invented by the fill
+        def usual() -> str:
             own = int(usual_step(steps))
-            raise UserError(f"{where}: --freq {freq} would add {added:,} periods to its {len(stamps):,} "
-                            f"({100 * added / (added + len(stamps)):.0f} % of the rows invented); the usual step is "
-                            f"{own}: pass --freq {own}, or leave --freq out")
+            return f"the usual step is {own}: pass --freq {own}, or leave --freq out"
+
+        added = (int(stamps[-1]) - int(stamps[0])) // step + 1 - len(stamps)
+        refuse_invented_rows(where, freq, added, len(stamps), "periods", usual)
         return str(step)
     if len(steps) == 0:
         return "1"
