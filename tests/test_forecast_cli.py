@@ -44,6 +44,19 @@ def task_of(run_dir: Path, **changes) -> tuple[torch.nn.Module, Forecast]:
     return model, task
 
 
+def interval_scale_by_hand(model: torch.nn.Module, data, values: np.ndarray) -> np.ndarray:
+    """(C,) the interval scale of the fixture's one series from the CSV's rows ``values`` (400, C): the model's
+    mean absolute error on the last 3 training windows (forecasting rows 262–279, a horizon apart) + 0.1 × the
+    MASE scale."""
+    errors = []
+    for origin in (280 - 3 * H, 280 - 2 * H, 280 - H):
+        x = torch.as_tensor((values[origin - L: origin] - data.mean[0]) / data.std[0], dtype=torch.float32)
+        with torch.no_grad():
+            point = data.original(model(x[None]), np.array([0]))[0]  # (H, C)
+        errors.append(np.abs(values[origin: origin + H] - point).mean(axis=0))
+    return np.mean(errors, axis=0) + 0.1 * data.mase_scale[0]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One tiny DLinear run through the CLI with 80 % intervals (batch 16 does not divide the 75 test windows)."""
@@ -71,7 +84,7 @@ def test_run_folder_holds_everything(run):
     assert {key: series[key] for key in ("ids", "layout", "targets", "freq", "time_kind", "split", "season")} == {
         "ids": ["series"], "layout": "wide", "targets": ["a", "b", "c"], "freq": "h", "time_kind": "datetime",
         "split": "ratio", "season": 24}
-    assert series["windows"] == {"train": 280 - L - H + 1, "val": 40 - H + 1, "test": 80 - H + 1}
+    assert series["windows"] == {"train": 280 - L - H + 1, "val": 40 - H + 1, "test": 80 - H + 1, "recent": 3}
     assert json.loads((run_dir / "intervals.json").read_text())["method"] == "conformal"
     assert pd.read_csv(run_dir / "horizon_errors.csv").columns.tolist() == ["step", "mae", "rmse", "mase", "smape"]
 
@@ -138,10 +151,11 @@ def test_forecasts_csv_has_every_window_with_time_stamps_and_bounds(run):
         out = model(data.dataset("test").batch([74]).x)
     expected = data.original(out, np.array([0]))[0]  # (H, C)
     np.testing.assert_allclose(frame[["a_forecast", "b_forecast", "c_forecast"]].to_numpy()[-H:], expected, rtol=1e-4)
-    # The conformal bounds: the forecast ± the step's multiplier times the channel's MASE scale.
+    # The conformal bounds: the forecast ± the step's multiplier times the channel's interval scale.
+    scale = interval_scale_by_hand(model, task.series, raw[["a", "b", "c"]].to_numpy())
     multipliers = np.asarray(json.loads((run_dir / "intervals.json").read_text())["multipliers"]["80"])  # (H, C)
     half = (frame[["a_hi_80", "b_hi_80", "c_hi_80"]].to_numpy() - frame[["a_lo_80", "b_lo_80", "c_lo_80"]].to_numpy())
-    np.testing.assert_allclose(half[:H] / 2, multipliers * data.mase_scale[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(half[:H] / 2, multipliers * scale, rtol=1e-4, atol=1e-5)
 
 
 def test_predict_round_trip(run, tmp_path, capsys):
@@ -166,7 +180,7 @@ def test_predict_round_trip(run, tmp_path, capsys):
     np.testing.assert_allclose(frame[["a", "b", "c"]].to_numpy(), point, rtol=1e-4)
     multipliers = np.asarray(json.loads((run_dir / "intervals.json").read_text())["multipliers"]["80"])
     np.testing.assert_allclose(frame[["a-hi-80", "b-hi-80", "c-hi-80"]].to_numpy(),
-                               point + multipliers * data.mase_scale[0], rtol=1e-4)
+                               point + multipliers * interval_scale_by_hand(model, data, raw), rtol=1e-4)
 
     assert cli.main(["predict", "--run", str(run_dir), "--csv", str(csv)]) == 0
     printed = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -269,7 +269,9 @@ def test_ett_split_arithmetic(L, H):
     data = prepare_forecast(_series(17420), input_len=L, horizon=H, split="ett")
     windows = {name: len(w) for name, w in data.windows.items()}
     # README: windows per split = rows - input_len - horizon + 1, val/test rows include L rows of context.
-    assert windows == {"train": 8640 - L - H + 1, "val": 2880 - H + 1, "test": 2880 - H + 1}
+    assert windows == {"train": 8640 - L - H + 1, "val": 2880 - H + 1, "test": 2880 - H + 1, "recent": 3}
+    # the recent windows (what the intervals' width is a multiple of): the last 3 training windows, a horizon apart
+    assert data.windows["recent"].locate([0, 1, 2])[1].tolist() == [8640 - 3 * H, 8640 - 2 * H, 8640 - H]
     assert windows["train"] == count_windows(8640, L, H) and windows["val"] == count_windows(2880 + L, L, H)
     # Origins (the first forecast step): train from L, validation from its border, test from its border.
     assert [int(data.windows[name].first[0]) for name in ("train", "val", "test")] == [L, 8640, 11520]
@@ -283,7 +285,8 @@ def test_ratio_split_arithmetic():
     data = prepare_forecast(_series(1000), input_len=24, horizon=6)
     # val: rows 676..799 (24 rows of context before its border), test: rows 776..999
     assert {name: (int(w.first[0]), len(w)) for name, w in data.windows.items()} == {
-        "train": (24, 700 - 24 - 6 + 1), "val": (700, 124 - 24 - 6 + 1), "test": (800, 224 - 24 - 6 + 1)}
+        "train": (24, 700 - 24 - 6 + 1), "val": (700, 124 - 24 - 6 + 1), "test": (800, 224 - 24 - 6 + 1),
+        "recent": (700 - 3 * 6, 3)}
     x = data.dataset("val").batch([0]).x[0, :, 0].double() * data.std[0, 0] + data.mean[0, 0]
     torch.testing.assert_close(x, torch.arange(676, 700, dtype=torch.float64))
 

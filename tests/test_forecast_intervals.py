@@ -131,17 +131,38 @@ def jump_task(levels=(50, 80, 95)) -> Forecast:
 def test_split_conformal_multipliers_on_a_constructed_case():
     task = jump_task()
     assert task.series.n_windows("val") == 9 and np.all(task.series.mase_scale == 1.0)
+    # every series' last 3 training windows lie on its ramp: the last value's errors 1, 2, 3, mean 2, + 0.1 × 1
+    np.testing.assert_allclose(task.interval_scale(LastValue(3)), 2.1, rtol=1e-6)
     multipliers = task.calibrate(LastValue(3))
     steps = np.arange(3)[:, None]  # (H, 1)
-    # the k-th smallest of the 9 scaled errors h + 1 + j, k = ceil((n + 1) · level): 5 at 50 %, 8 at 80 %, and at
-    # 95 % ceil(9.5) = 10 > 9, so the largest
-    np.testing.assert_allclose(multipliers[50], steps + 1 + 4, rtol=1e-5)
-    np.testing.assert_allclose(multipliers[80], steps + 1 + 7, rtol=1e-5)
-    np.testing.assert_allclose(multipliers[95], steps + 1 + 8, rtol=1e-5)
+    # the k-th smallest of the 9 errors h + 1 + j over the interval scale, k = ceil((n + 1) · level): 5 at 50 %, 8 at
+    # 80 %, and at 95 % ceil(9.5) = 10 > 9, so the largest
+    np.testing.assert_allclose(multipliers[50], (steps + 1 + 4) / 2.1, rtol=1e-5)
+    np.testing.assert_allclose(multipliers[80], (steps + 1 + 7) / 2.1, rtol=1e-5)
+    np.testing.assert_allclose(multipliers[95], (steps + 1 + 8) / 2.1, rtol=1e-5)
     record = task.interval_record()
     assert record["method"] == "conformal" and record["levels"] == [50, 80, 95]
-    assert {level: np.round(m, 4).tolist() for level, m in record["multipliers"].items()} == {
+    assert record["scale"].startswith("each series' mean absolute error on its last 3 training windows")
+    assert {level: np.round(np.asarray(m) * 2.1, 4).tolist() for level, m in record["multipliers"].items()} == {
         "50": [[5.0], [6.0], [7.0]], "80": [[8.0], [9.0], [10.0]], "95": [[9.0], [10.0], [11.0]]}
+
+
+def test_intervals_are_wider_for_the_series_the_model_forecasts_worse():
+    """Two series with the same MASE scale (lag-1 steps of 1): a ramp, whose last value misses by 1, 2, 3 (mean 2),
+    and a zigzag 0, 1, 0, 1 …, whose last value misses by 1, 0, 1 (mean 2/3). The intervals follow the error, not
+    the MASE scale."""
+    t = np.arange(40, dtype=float)
+    frame = pd.concat([pd.DataFrame({"unique_id": "ramp", "ds": t, "y": t}),
+                       pd.DataFrame({"unique_id": "zigzag", "ds": t, "y": t % 2})])
+    config = ForecastConfig(horizon=3, input_len=4, season=1, split="last", val_size=3, levels=(80,))
+    task = Forecast(config, split_data(load_panel(frame), config))
+    np.testing.assert_allclose(task.series.mase_scale, 1.0)
+    np.testing.assert_allclose(task.interval_scale(LastValue(3)), [[2.1], [2 / 3 + 0.1]], rtol=1e-6)
+    windows, forecast = task.forecasts(LastValue(3), "test")
+    series, _ = task.series.locate("test", windows)
+    lower, upper = task.intervals(LastValue(3), forecast, series, [0])[80]
+    half = (upper - lower)[..., 0] / 2  # (2, H)
+    np.testing.assert_allclose(half[0] / half[1], 2.1 / (2 / 3 + 0.1), rtol=1e-6)
 
 
 def test_the_summary_scores_intervals_baselines_and_steps(tmp_path):
@@ -158,7 +179,7 @@ def test_the_summary_scores_intervals_baselines_and_steps(tmp_path):
     assert {"naive (last value)", "seasonal naive (season 1)", "seasonal naive"} <= set(baselines)
     assert baselines["naive (last value)"]["mase"] == pytest.approx(2.0)
     saved = json.loads((tmp_path / "intervals.json").read_text())["multipliers"]["80"]
-    np.testing.assert_allclose(saved, [[8.0], [9.0], [10.0]], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(saved) * 2.1, [[8.0], [9.0], [10.0]], rtol=1e-5)
 
     metrics, warnings = task.summarize(Mean(3), None, tmp_path)  # far from the jumped series: worse
     assert len(warnings) == 1 and warnings[0].startswith("the model loses to the seasonal naive forecast on the "

@@ -9,8 +9,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.torch
 
 from attnlab import cli
+from attnlab.data.forecasting import mase_denominator
 from attnlab.data.panel import load_panel
 from attnlab.errors import UserError
 from attnlab.forecast import Forecaster, forecast
@@ -58,6 +60,14 @@ def test_a_series_unseen_in_training_is_scaled_by_its_own_history(fitted):
     # ridge forecasts x_L + (x - x_L) W on any scale: the shifted copy's forecast is s0's plus 1000
     np.testing.assert_allclose(future.ridge[future.unique_id == "new"].to_numpy() - 1000.0,
                                future.ridge[future.unique_id == "s0"].to_numpy(), atol=2e-3)
+    # its interval scale: its MASE scale (over its whole history, season 24) times the run's median ratio of
+    # interval scale to MASE scale
+    own = mase_denominator(shifted.y.to_numpy()[:, None], 24)[0]
+    stats = safetensors.torch.load_file(str(fitted.runs["ridge"] / "series_stats.safetensors"))
+    interval, mase = stats["interval_scale"][:, 0].numpy(), stats["mase_scale"][:, 0].numpy()  # (3,) each
+    half = {sid: (future["ridge-hi-80"] - future["ridge-lo-80"])[future.unique_id == sid].to_numpy() / 2
+            for sid in ("new", "s0")}
+    np.testing.assert_allclose(half["new"] / half["s0"], own * np.median(interval / mase) / interval[0], rtol=1e-5)
 
 
 def test_a_series_too_short_to_train_is_left_out_of_predict_and_backtests(tmp_path, caplog):

@@ -8,9 +8,11 @@ Splits (per series, on its own rows; every window of every split is used, stride
   default to the horizon: one validation and one test window per series, the M4 protocol).
 
 Validation and test windows take their input from the rows before their border, so their first window has full
-context. Each series is standardised with the mean and (population) standard deviation of its own training
-rows. A series too short for a training window or for its validation and test windows is left out (counted
-in the log); none left is an error.
+context. A fourth set, ``recent``, holds the last :data:`RECENT_WINDOWS` non-overlapping training windows of each
+series (the last one ends at the validation border): the model's error on them sets the width of each series'
+prediction intervals (:mod:`attnlab.experiments.forecast_scores`). Each series is standardised with the mean and
+(population) standard deviation of its own training rows. A series too short for a training window or for its
+validation and test windows is left out (counted in the log); none left is an error.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SPLITS = ("ett", "ratio", "last")
 SPLIT_NAMES = ("train", "val", "test")
 ETT_BORDERS = (8640, 11520, 14400)
 DEFAULT_RATIOS = (0.7, 0.1, 0.2)
+RECENT_WINDOWS = 3  # training windows, a horizon apart, whose error sizes a series' intervals
 
 
 def count_windows(rows: int, input_len: int, horizon: int) -> int:
@@ -90,7 +93,8 @@ class ForecastData:
         season: steps per seasonal cycle (seasonal naive and MASE use it).
         split: ``ett``, ``ratio`` or ``last``.
         borders: (S, 3) int64 ``b1, b2, b3`` of each series.
-        windows: split name -> its :class:`WindowSet`.
+        windows: split name (``train``, ``val``, ``test``, and ``recent``: the last :data:`RECENT_WINDOWS`
+            training windows of each series, a horizon apart) -> its :class:`WindowSet`.
         target_index: the scored channels (indices into the panel's targets).
         mean, std: (S, C) float64 per-series statistics of the training rows of the targets.
         cov_mean, cov_std: (S, Ch + Cf) per-series statistics of the historical and future covariates.
@@ -364,9 +368,11 @@ def prepare_forecast(
     if train_history:
         train_count = np.minimum(train_count, (train_history - 1) // train_stride + 1)
     train_first = L + train_n - 1 - (train_count - 1) * train_stride
+    recent_count = np.minimum(RECENT_WINDOWS, (train_n - 1) // H + 1)  # whatever the stride and history limit
     windows = {"train": WindowSet(train_first, train_count, train_stride),
                "val": WindowSet(val_first, val_n),
-               "test": WindowSet(test_first, test_n)}
+               "test": WindowSet(test_first, test_n),
+               "recent": WindowSet(L + train_n - 1 - (recent_count - 1) * H, recent_count, H)}
     train_rows = edges[:, 0]
     target_stats = series_stats(panel.target, panel.offsets, train_rows)
     if panel.n_series == 1 and target_stats.flat.any():

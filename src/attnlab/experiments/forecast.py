@@ -202,6 +202,7 @@ class Forecast(ForecastScoring, Experiment):
         self._data = data
         self.model_config: ForecastSizes | None = None
         self._multipliers: dict[float, np.ndarray] | None = None
+        self._interval_scale: np.ndarray | None = None
 
     @property
     def series(self) -> ForecastData:
@@ -402,8 +403,9 @@ class Forecast(ForecastScoring, Experiment):
 
     def save_artifacts(self, model: nn.Module, data: DataSplits, run_dir: Path) -> None:
         """Called by the engine after training: ``series.json`` + ``series_stats.safetensors`` (what ``predict``
-        needs besides the weights) and ``forecasts.csv`` (a sample of test windows in original units)."""
-        write_series(Path(run_dir), self.series)
+        needs besides the weights, with each series' interval scale when the run has intervals) and
+        ``forecasts.csv`` (a sample of test windows in original units)."""
+        write_series(Path(run_dir), self.series, self.interval_scale(model) if self.config.levels else None)
         if self.config.forecast_windows != 0:
             self.write_forecasts(model, Path(run_dir) / FORECASTS_FILE, self.config.forecast_windows)
 
@@ -550,9 +552,10 @@ class Forecast(ForecastScoring, Experiment):
 # ------------------------------------------------------------------------------------------ files
 
 
-def write_series(run_dir: Path, d: ForecastData) -> None:
+def write_series(run_dir: Path, d: ForecastData, interval_scale: np.ndarray | None = None) -> None:
     """``series.json`` (ids, clock, channels, covariates, sizes) and ``series_stats.safetensors`` (per-series
-    scaling statistics and MASE scales): what a run needs besides its weights to forecast its series again."""
+    scaling statistics, MASE scales and, given, the (S, C) ``interval_scale`` the intervals are multiples of):
+    what a run needs besides its weights to forecast its series again."""
     p = d.panel
     payload = {
         "ids": list(p.ids), "time_kind": p.time_kind, "freq": p.freq,
@@ -565,5 +568,7 @@ def write_series(run_dir: Path, d: ForecastData) -> None:
     (run_dir / SERIES_FILE).write_text(json.dumps(payload, indent=1) + "\n")
     tensors = {"mean": d.mean, "std": d.std, "cov_mean": d.cov_mean, "cov_std": d.cov_std,
                "static_mean": d.static_mean, "static_std": d.static_std, "mase_scale": d.mase_scale}
+    if interval_scale is not None:
+        tensors["interval_scale"] = interval_scale
     safetensors.torch.save_file({k: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float64)
                                  for k, v in tensors.items()}, str(run_dir / STATS_FILE))

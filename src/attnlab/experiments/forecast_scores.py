@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.catalog.forecast import ForecastConfig
-from attnlab.data.forecasting import ForecastData
+from attnlab.data.forecasting import RECENT_WINDOWS, ForecastData
 from attnlab.data.windows import ForecastBatch, PanelWindows
 from attnlab.experiments.base import DataSplits
 from attnlab.metrics import ZERO_TOL, interval_scores, point_scores
@@ -29,6 +29,11 @@ from attnlab.report.files import write_baselines
 INTERVALS_FILE = "intervals.json"
 HORIZON_FILE = "horizon_errors.csv"
 EVAL_BATCH = 256
+# Each series' intervals are multiples of its recent error plus this share of its MASE scale (:meth:`interval_scale`).
+# Chosen on M4 Hourly's validation split (docs/notes/m4.md): 95 % MSIS 8.53 (MASE scale) → 7.80.
+SCALE_FLOOR = 0.1
+SCALE_NOTE = (f"each series' mean absolute error on its last {RECENT_WINDOWS} training windows, a horizon apart, "
+              f"+ {SCALE_FLOOR:g} × its MASE scale")
 SCORE_CHUNK = 1024  # test windows per chunk of the whole-split scores: 8192 held ~13 MiB of temporaries at once
 
 
@@ -38,13 +43,15 @@ class ForecastScoring:
     A mixin of :class:`attnlab.experiments.forecast.Forecast`: it uses the task's ``config``
     (:class:`ForecastConfig`), ``series`` (:class:`ForecastData`), ``quantiles`` (the quantile heads' levels, empty
     for point models), ``forecasts(model, split, indices)`` (windows and their forecasts in original units) and
-    keeps the intervals' calibration (:meth:`calibrate`) in ``_multipliers``.
+    keeps the intervals' calibration (:meth:`calibrate`) in ``_multipliers`` and each series' interval scale
+    (:meth:`interval_scale`) in ``_interval_scale``.
     """
 
     config: ForecastConfig
     series: ForecastData
     quantiles: tuple[float, ...]
     _multipliers: dict[float, np.ndarray] | None
+    _interval_scale: np.ndarray | None
 
     def summarize(self, model: nn.Module, data: DataSplits, run_dir: Path) -> tuple[dict[str, float], list[str]]:
         """Test metrics that need every window at once, written beside the run: prediction intervals (coverage,
@@ -100,14 +107,15 @@ class ForecastScoring:
                   ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
         """Lower and upper bounds (N, H, K) of each level for ``forecast`` (N, H, C[, Q]) of windows of
         ``series``, channels ``idx`` (scored channels), calibrated on the validation windows (:meth:`calibrate`):
-        split conformal, the point forecast ± a multiple of each series' MASE scale; or, for quantile heads,
-        conformalized quantile regression, each level's two quantiles moved out (or in) by a multiple of it."""
+        split conformal, the point forecast ± a multiple of each series' interval scale (:meth:`interval_scale`);
+        or, for quantile heads, conformalized quantile regression, each level's two quantiles moved out (or in) by
+        a multiple of it."""
         c, d = self.config, self.series
         if not c.levels:
             return {}
         calibration = self.calibrate(model)
         columns = [d.target_index.index(i) for i in idx]
-        scale = d.mase_scale[series][:, idx][:, None]  # (N, 1, K)
+        scale = self.interval_scale(model)[series][:, idx][:, None]  # (N, 1, K)
         if forecast.ndim == 4:  # quantile heads: median, then each level's lower and upper quantile
             return {level: (forecast[..., idx, 1 + 2 * k] - calibration[level][:, columns] * scale,
                             forecast[..., idx, 2 + 2 * k] + calibration[level][:, columns] * scale)
@@ -117,10 +125,12 @@ class ForecastScoring:
                 for level, m in calibration.items()}
 
     def interval_record(self) -> dict[str, Any]:
-        """What ``intervals.json`` holds: the method, the levels and, per level, the (H, T) multipliers of each
-        series' MASE scale (conformal: the half-width; quantile heads: how far each bound moves out)."""
+        """What ``intervals.json`` holds: the method, the levels, what the width is a multiple of, and per level
+        the (H, T) multipliers of each series' interval scale (conformal: the half-width; quantile heads: how far
+        each bound moves out)."""
         c = self.config
-        record: dict[str, Any] = {"method": "quantile" if self.quantiles else "conformal", "levels": list(c.levels)}
+        record: dict[str, Any] = {"method": "quantile" if self.quantiles else "conformal", "levels": list(c.levels),
+                                  "scale": SCALE_NOTE}
         if self._multipliers is not None:
             key = "corrections" if self.quantiles else "multipliers"
             record[key] = {f"{level:g}": m.tolist() for level, m in self._multipliers.items()}
@@ -136,10 +146,30 @@ class ForecastScoring:
                 "than the level needs; hold out more steps per series (--val-size) or ask for a lower level"
                 for level in self.config.levels if math.ceil((n + 1) * level / 100) > n]
 
+    def interval_scale(self, model: nn.Module) -> np.ndarray:
+        """(S, C) what each series' intervals are a multiple of, in original units: the model's mean absolute
+        error on the series' ``recent`` windows (its last :data:`~attnlab.data.forecasting.RECENT_WINDOWS`
+        training windows, a horizon apart), plus :data:`SCALE_FLOOR` times its MASE scale (a series the model
+        fits exactly still gets an interval). A series the model forecasts worse than others of its level gets
+        wider intervals; one MASE scale for all would give every series the same width in its own units (locally
+        weighted split conformal, Lei et al. 2018). Computed once per run."""
+        if self._interval_scale is not None:
+            return self._interval_scale
+        d = self.series
+        windows, forecast = self.forecasts(model, "recent")
+        series, origin = d.locate("recent", windows)
+        point = forecast[..., 0] if forecast.ndim == 4 else forecast  # (N, H, C)
+        error = np.abs(d.truth(series, origin) - point).mean(axis=1)  # (N, C)
+        total = np.zeros(d.mase_scale.shape)
+        np.add.at(total, series, error)
+        count = np.bincount(series, minlength=len(total))[:, None]  # every kept series has a training window
+        self._interval_scale = total / np.maximum(count, 1) + SCALE_FLOOR * d.mase_scale
+        return self._interval_scale
+
     def calibrate(self, model: nn.Module) -> dict[float, np.ndarray]:
-        """Per level, an (H, T) multiple of each series' MASE scale that makes the intervals cover that share of
-        the validation windows at each horizon step, with split conformal's finite-sample correction (the
-        ⌈(n + 1)·level⌉-th smallest of n scores); computed once per run.
+        """Per level, an (H, T) multiple of each series' interval scale (:meth:`interval_scale`) that makes the
+        intervals cover that share of the validation windows at each horizon step, with split conformal's
+        finite-sample correction (the ⌈(n + 1)·level⌉-th smallest of n scores); computed once per run.
 
         Point forecasts: the score is the absolute error, the multiple the interval's half-width. Quantile heads
         (conformalized quantile regression, Romano et al. 2019): the score is how far the truth lies outside the
@@ -151,7 +181,7 @@ class ForecastScoring:
         windows, forecast = self.forecasts(model, "val")
         series, origin = d.locate("val", windows)
         truth = d.truth(series, origin)[..., idx]  # (N, H, T)
-        scale = d.mase_scale[series][:, None, idx]  # (N, 1, T)
+        scale = self.interval_scale(model)[series][:, None, idx]  # (N, 1, T)
         n = len(truth)
         self._multipliers = {}
         for j, level in enumerate(self.config.levels):

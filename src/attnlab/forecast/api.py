@@ -223,7 +223,7 @@ class SavedSeries:
 class FutureInputs:
     """The model inputs of every series' last window, standardised as the run was trained, and the scales to
     bring its forecasts back: x (S, L, C); ``extra``: the covariates the model takes; ``mean``, ``std``,
-    ``scale`` (S, C) (the last: each series' MASE scale, which the conformal intervals multiply)."""
+    ``scale`` (S, C) (the last: each series' interval scale, which the intervals' calibration multiplies)."""
 
     x: torch.Tensor
     extra: dict[str, torch.Tensor]
@@ -248,6 +248,10 @@ def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, fut
     known = {s: i for i, s in enumerate(info["ids"])}
     nh, nf, ns = len(info.get("hist", [])), len(info.get("futr", [])), len(info.get("static", []))
     season = int(info.get("season", 1))
+    # What the intervals are multiples of: the run's interval scale of each series it trained on (runs saved before
+    # it existed: the MASE scale); a new series' MASE scale times the run's median ratio of the two.
+    interval_scale = stats.get("interval_scale", stats["mase_scale"])
+    ratio = np.median(interval_scale / _nonzero(stats["mase_scale"]), axis=0)  # (C,)
     x, hist, futr_rows, static, mean, std, scale = [], [], [], [], [], [], []
     for s in range(panel.n_series):
         rows = panel.rows(s)
@@ -258,10 +262,10 @@ def future_inputs(saved: SavedSeries, accepts: frozenset[str], panel: Panel, fut
         i = known.get(panel.ids[s])
         covariates = np.concatenate([panel.hist[rows], panel.futr[rows]], axis=1)  # (T, Ch + Cf)
         if i is not None:
-            m, sd, sc = stats["mean"][i], stats["std"][i], stats["mase_scale"][i]
+            m, sd, sc = stats["mean"][i], stats["std"][i], interval_scale[i]
             cm, cs = stats["cov_mean"][i], stats["cov_std"][i]
         else:  # a series the run has not seen: its own history sets the scale
-            m, sd, sc = values.mean(axis=0), _nonzero(values.std(axis=0)), mase_denominator(values, season)
+            m, sd, sc = values.mean(axis=0), _nonzero(values.std(axis=0)), mase_denominator(values, season) * ratio
             cm, cs = covariates.mean(axis=0), _nonzero(covariates.std(axis=0))
         x.append((values[-L:] - m) / sd)
         mean.append(m)
