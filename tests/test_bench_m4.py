@@ -118,6 +118,26 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     assert "| ridge |" in text and (tmp_path / "runs" / "ridge" / "forecasts.csv").is_file()
 
 
+def test_a_runs_root_holding_a_finished_benchmark_or_a_file_is_refused_before_anything_runs(tmp_path, capsys,
+                                                                                          cli_error):
+    rng = np.random.default_rng(5)
+    series = {f"Y{i}": list(np.round(50 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 4)}
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: list(rng.normal(size=6) + 50) for sid in series})
+    run_yearly(tmp_path, "--models", "ridge")
+    capsys.readouterr()
+    before = sorted(p.name for p in (tmp_path / "runs" / "ridge").iterdir())
+    args = ["bench", "m4", "--group", "Yearly", "--data", str(tmp_path / "m4"), "--models", "ridge",
+            "--input-len", "18", "--no-progress"]
+    message = cli_error([*args, "--runs-root", str(tmp_path / "runs")])
+    assert message.endswith(f": {tmp_path / 'runs' / 'ridge'} already holds a finished run; choose another --runs-root")
+    assert sorted(p.name for p in (tmp_path / "runs" / "ridge").iterdir()) == before
+    (tmp_path / "notes.txt").write_text("mine")
+    message = cli_error([*args, "--runs-root", str(tmp_path / "notes.txt")])
+    assert message.endswith(f": {tmp_path / 'notes.txt'} is a file, not a folder; pass a new folder for the run with "
+                            "--runs-root")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_default_input_lengths_are_whole_seasons_covering_multiples_of_the_horizon():
     expected = list(dict.fromkeys(math.ceil(k * 48 / 24) * 24 for k in m4.INPUT_HORIZONS))
     assert m4._input_lens(None, 48, 24) == expected and all(n % 24 == 0 for n in expected)

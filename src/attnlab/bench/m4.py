@@ -255,22 +255,11 @@ def collect(p: Plan) -> list[Row]:
     and per row."""
     from attnlab.console import setup_logging
     from attnlab.models.capabilities import ClosedFormFit
+    from attnlab.train.rundir import check, check_path
 
     args, horizon, period, naive2_scores, histories, truth = (p.args, p.horizon, p.period, p.naive2_scores,
                                                               p.histories, p.truth)
     setup_logging()
-    scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
-    print(f"bench m4: {args.group}, {p.panel.n_series} series, horizon {horizon}, MASE period {period}, input "
-          f"{','.join(map(str, p.input_lens))}, objectives {','.join(p.losses)}, {args.level:g} % intervals, "
-          f"scored on {scored_on}; fits {args.jobs} at a time; runs in {p.root}", flush=True)
-    rows = [score("naive (last value)", histories, truth, np.stack([np.repeat(x[-1], horizon) for x in histories]),
-                  period, naive2_scores),
-            score(f"seasonal naive ({period})", histories, truth,
-                  np.stack([np.resize(x[-period:], horizon) for x in histories]), period, naive2_scores),
-            score("Naive2", histories, truth, np.stack([naive2(x, horizon, period) for x in histories]), period,
-                  naive2_scores)]
-    for row in rows:
-        print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
     # (label, model, its overrides, the model it is a twin of), one per row
     models = [(name, name, (), None) for name in p.models]
     if args.twins:  # each attention model's attention-free twin, right after it, under the same settings and seeds
@@ -293,6 +282,21 @@ def collect(p: Plan) -> list[Row]:
             fits.append(Fit(j, label, name, member, length, [*settings, *objective, *twin_overrides, f"seed={seed}",
                                                       f"threads={FIT_THREADS}", *args.overrides],
                             folder if len(members) == 1 else folder / member, closed))
+    check_path(p.root, "--runs-root")  # before anything is printed or trained: never into a finished run, a file
+    for fit in fits:  # or a folder of the user's own files
+        check(check_path(fit.run_dir, "--runs-root"), resume=False, flag="--runs-root")
+    scored_on = "the last horizon of each training row (--validation)" if args.validation else "the test file"
+    print(f"bench m4: {args.group}, {p.panel.n_series} series, horizon {horizon}, MASE period {period}, input "
+          f"{','.join(map(str, p.input_lens))}, objectives {','.join(p.losses)}, {args.level:g} % intervals, "
+          f"scored on {scored_on}; fits {args.jobs} at a time; runs in {p.root}", flush=True)
+    rows = [score("naive (last value)", histories, truth, np.stack([np.repeat(x[-1], horizon) for x in histories]),
+                  period, naive2_scores),
+            score(f"seasonal naive ({period})", histories, truth,
+                  np.stack([np.resize(x[-period:], horizon) for x in histories]), period, naive2_scores),
+            score("Naive2", histories, truth, np.stack([naive2(x, horizon, period) for x in histories]), period,
+                  naive2_scores)]
+    for row in rows:
+        print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
     forecasts, fit_seconds, fit_owa = _run_fits(p, fits)
     labels: dict[str, str] = {}  # model name -> its row's label (a twin's row names the row it is the twin of)
     for j, (label, name, _twin_overrides, twin_of) in enumerate(models):
