@@ -207,6 +207,18 @@ def test_fits_in_worker_processes_score_as_one_at_a_time(tmp_path, capsys):
     assert config["train"]["threads"] == 1
 
 
+def test_every_trained_model_gets_the_benchmarks_training_settings_and_the_users_overrides_win(tmp_path):
+    rng = np.random.default_rng(8)
+    series = {f"Y{i}": list(np.round(50 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 4)}
+    write_m4(tmp_path / "m4", "Yearly", series, {sid: list(v[-6:]) for sid, v in series.items()})
+    run_yearly(tmp_path, "--models", "gru,ridge", "max_epochs=1")
+    config = json.loads((tmp_path / "runs" / "gru" / "config.json").read_text())
+    assert (config["train"]["batch_size"], config["train"]["patience"], config["train"]["max_epochs"]) == (256, 2, 1)
+    assert config["experiment_config"]["train_history"] == 10 * 6  # ten horizons of the Yearly group
+    ridge = json.loads((tmp_path / "runs" / "ridge" / "config.json").read_text())
+    assert ridge["experiment_config"]["train_history"] == 0  # a closed-form model takes none of them
+
+
 def _panel_of(series):
     return load_panel(pd.DataFrame([(sid, t, y) for sid, v in series.items() for t, y in enumerate(v)],
                                    columns=["unique_id", "ds", "y"]))

@@ -64,19 +64,19 @@ PUBLISHED = {
 }
 PUBLISHED_MSIS = {"Hourly": {"best 95 % intervals (M4)": 6.139, "ARIMA (M4)": 7.538}}
 DEFAULT_MODELS = ("patch_transformer", "ridge", "linear")
-# Settings the benchmark gives each model on every M4 group, beside the data's own (season, horizon), chosen with
-# `--validation` (the last horizon of each training row; docs/notes/m4.md has the figures): every training window
-# whose forecast starts in the last {history} steps (10 horizons) of each series; 8 epochs with early stopping; the
-# patch model's patches are whole seasons ({period} is the group's MASE period), LayerNorm, no dropout.
+# Settings the benchmark gives every trained model on every M4 group, beside the data's own (season, horizon), chosen
+# with `--validation` (the last horizon of each training row; docs/notes/m4.md has the figures): every training window
+# whose forecast starts in the last {history} steps (10 horizons) of each series; 8 epochs with early stopping, in
+# batches of 256. Closed-form models take none of them.
+TRAINED_SETTINGS = ["data.train_stride=1", "data.train_history={history}", "max_epochs=8", "patience=2",
+                    "batch_size=256"]
+# And per model: the attention models' learning rate; the patch model's patches are whole seasons ({period} is the
+# group's MASE period), LayerNorm, no dropout.
 MODEL_SETTINGS: dict[str, list[str]] = {
-    "patch_transformer": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8",
-                          "patience=2", "batch_size=256", "lr=1e-3", "model.patch_len={period}",
-                          "model.stride={period}", "model.d_model=64", "model.num_layers=2", "model.d_ff=128",
-                          "model.dropout=0.0", "model.norm=layer", "model.center=mean"],
-    "horizon_attention": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8",
-                          "patience=2", "batch_size=256", "lr=1e-3"],
-    "linear": ["data.train_stride=1", "data.train_history={history}", "max_epochs=8", "patience=2",
-               "batch_size=256"],
+    "patch_transformer": ["lr=1e-3", "model.patch_len={period}", "model.stride={period}", "model.d_model=64",
+                          "model.num_layers=2", "model.d_ff=128", "model.dropout=0.0", "model.norm=layer",
+                          "model.center=mean"],
+    "horizon_attention": ["lr=1e-3"],
 }
 # The training objectives a trained model's fits take in turn (N-BEATS's ensemble over its losses): absolute
 # errors, as sMAPE and MASE are; sMAPE and MASE themselves (`data.loss`). Chosen with `--validation`.
@@ -269,9 +269,10 @@ def collect(p: Plan) -> list[Row]:
                 models.insert([m[0] for m in models].index(name) + 1, (twin.label, twin.model, twin.overrides, name))
     fits: list[Fit] = []
     for j, (label, name, twin_overrides, twin_of) in enumerate(models):
+        built_by = MODELS[name].model_class  # a class, or a function that builds one (gru, lstm: trained models)
+        closed = isinstance(built_by, type) and issubclass(built_by, ClosedFormFit)  # seeds, objectives: no change
         settings = [item.format(period=period, history=HISTORY_HORIZONS * horizon)
-                    for item in MODEL_SETTINGS.get(name, [])]
-        closed = issubclass(MODELS[name].model_class, ClosedFormFit)  # neither seeds nor objectives change it
+                    for item in ([] if closed else TRAINED_SETTINGS) + MODEL_SETTINGS.get(name, [])]
         seeds = 1 if closed else args.seeds
         members = [(length, args.seed + k, None if closed else p.losses[i % len(p.losses)])  # (L, seed, objective)
                    for i, (length, k) in enumerate(itertools.product(p.input_lens, range(seeds)))]
