@@ -82,6 +82,17 @@ def test_every_model_maps_windows_to_horizons(name):
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_the_time_step_transformer_drops_no_attention_weights_unless_asked():
+    """As in the original Transformer, dropout falls on the embeddings and each sub-layer's output, not on the
+    attention weights, so training keeps the fused kernel (which takes no dropout)."""
+    spec = MODELS["transformer"]
+    for extra, expected in (({}, 0.0), ({"attn_dropout": 0.2}, 0.2)):
+        config = dataclasses.replace(spec.config(), seq_len=24, pred_len=6, n_channels=1, **extra)
+        model = build_model(spec, config)
+        assert config.dropout == 0.1 and model.positions.dropout.p == 0.1
+        assert [layer.self_attn.dropout for layer in model.encoder.layers] == [expected] * config.num_layers
+
+
 @pytest.mark.parametrize("name", sorted(n for n in MODELS if hasattr(MODELS[n].config(), "instance_norm")))
 def test_models_with_instance_norm_follow_level_shifts(name):
     config = MODELS[name].config()

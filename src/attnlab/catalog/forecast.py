@@ -204,6 +204,10 @@ class TransformerConfig(ForecastSizes):
     num_layers: int = 2
     d_ff: int | None = None
     dropout: float = 0.1
+    # Dropout on the attention weights: none, as in the original Transformer (dropout on each sub-layer's output
+    # and on the embeddings only). With it, training leaves the fused kernel, which takes no dropout, for the
+    # reference path and a random mask per weight: 3× the step time at L = 168 on CPU (docs/notes/m4.md).
+    attn_dropout: float = 0.0
     head: Literal["flatten", "mean"] = "flatten"
     instance_norm: bool = True  # per-window normalisation (RevIN): the honest default on shifting series
 

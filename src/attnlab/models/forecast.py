@@ -241,7 +241,8 @@ class TimeStepTransformer(nn.Module):
     Args:
         config: :class:`TransformerConfig`: the sizes L, H, C, ``d_model`` (token width, divisible by
             ``num_heads``), ``num_heads``, ``num_layers`` (encoder blocks), ``d_ff`` (feed-forward width, default
-            4·d_model), ``dropout`` (attention, residual and head), ``head`` (``flatten`` or ``mean``),
+            4·d_model), ``dropout`` (embeddings, residual and head), ``attn_dropout`` (the attention weights:
+            none by default, which keeps training on the fused kernel), ``head`` (``flatten`` or ``mean``),
             ``instance_norm`` (normalise each window per channel).
 
     Forward: x (B, L, C) → (B, H, C).
@@ -258,7 +259,8 @@ class TimeStepTransformer(nn.Module):
         self.norm = InstanceNorm() if config.instance_norm else None
         self.embed = nn.Linear(n_channels, d_model)
         self.positions = SinusoidalPositionalEncoding(d_model, max_len=seq_len, dropout=dropout)
-        self.encoder = Encoder(config.num_layers, d_model, config.num_heads, config.d_ff, dropout)
+        self.encoder = Encoder(config.num_layers, d_model, config.num_heads, config.d_ff, dropout,
+                               attn_dropout=config.attn_dropout)
         self.dropout = Dropout(dropout)
         features = seq_len * d_model if head == "flatten" else d_model
         self.head = nn.Linear(features, pred_len * n_channels)
