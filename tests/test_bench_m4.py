@@ -207,6 +207,42 @@ def test_fits_in_worker_processes_score_as_one_at_a_time(tmp_path, capsys):
     assert config["train"]["threads"] == 1
 
 
+def test_the_median_of_several_fits_gets_intervals_calibrated_on_its_own_validation_errors(tmp_path):
+    rng = np.random.default_rng(9)
+    series = {f"Y{i}": list(np.round(50 + i * 10 + rng.normal(size=44).cumsum(), 2)) for i in range(1, 7)}
+    ahead = {sid: list(np.round(v[-1] + rng.normal(size=6).cumsum(), 2)) for sid, v in series.items()}
+    write_m4(tmp_path / "m4", "Yearly", series, ahead)
+    row = run_yearly(tmp_path, "--models", "linear", "--seeds", "2", "max_epochs=2")[-1]
+    assert row["model"] == "linear (median of 2)"
+    members = [tmp_path / "runs" / "linear" / name for name in ("L18-mae-seed0", "L18-smape-seed1")]
+    calibration = [pd.read_parquet(run / "calibration.parquet") for run in members]
+    tests = [m4._read_forecasts(run / "forecasts.csv", _panel_of(series), 95.0)[0] for run in members]  # (S, 6) each
+    ids, histories = list(series), [np.array(v) for v in series.values()]
+    mase = np.array([m4._mase_scale(x, 1) for x in histories])
+    # by hand, window by window: the two fits' median (their mean), its error, their disagreement (half the gap)
+    windows = {}
+    for frame in calibration:
+        for r in frame.itertuples():
+            windows.setdefault((r.split, r.unique_id, r.origin, r.step), []).append((r.point, r.truth))
+    assert all(len(v) == 2 for v in windows.values())  # both fits forecast every window (the same input length)
+    error = {k: abs(v[0][1] - (v[0][0] + v[1][0]) / 2) for k, v in windows.items()}
+    gap = {k: abs(v[0][0] - v[1][0]) / 2 for k, v in windows.items()}
+    recent = {sid: np.mean([e for k, e in error.items() if k[:2] == ("recent", sid)]) for sid in ids}
+    steps = range(6)
+    scores = {h: [] for h in steps}
+    for sid, origin in {(k[1], k[2]) for k in windows if k[0] == "val"}:
+        spread = np.mean([gap["val", sid, origin, h] for h in steps])
+        for h in steps:
+            scores[h].append(error["val", sid, origin, h] / (recent[sid] + 0.1 * mase[ids.index(sid)] + spread))
+    n = len(scores[0])
+    multiplier = np.array([sorted(scores[h])[min(n, int(np.ceil((n + 1) * 0.95))) - 1] for h in steps])  # (6,)
+    point = (tests[0] + tests[1]) / 2
+    width = (np.array([recent[s] for s in ids]) + 0.1 * mase + np.abs(tests[0] - tests[1]).mean(axis=1) / 2)[:, None]
+    expected = m4.score("linear", histories, np.array(list(ahead.values())), point, 1, m4.M4_GROUPS["Yearly"][2:],
+                        (point - multiplier * width, point + multiplier * width), 95.0)
+    assert (row["msis"], row["coverage"], row["owa"]) == pytest.approx((expected.msis, expected.coverage, expected.owa))
+
+
 def test_every_trained_model_gets_the_benchmarks_training_settings_and_the_users_overrides_win(tmp_path):
     rng = np.random.default_rng(8)
     series = {f"Y{i}": list(np.round(50 + rng.normal(size=40).cumsum(), 2)) for i in range(1, 4)}

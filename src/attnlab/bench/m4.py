@@ -11,15 +11,17 @@ training row with each model, and scores the forecasts against the test file:
 
 Every setting is chosen on a validation split cut from the end of each training row (its last horizon): the
 models train on the rest, stop early and calibrate their intervals on it, and never see the test file. The
-settings themselves were compared with ``--validation``, which scores the last horizon of each training row
-instead of the test file (docs/notes/m4.md). Each trained model is fitted once per input length (by default 3.5,
-5 and 7 horizons in whole seasons) and per seed (``--seeds``), the fits taking the training objectives of
-``--losses`` in turn (by default MAE, sMAPE and MASE); its forecast and bounds are the median of those fits, as
-N-BEATS does with its ensembles. The fits run ``--jobs`` at a time (default 2) in worker processes, each on one
-thread, so the scores do not depend on ``--jobs``. Beside the models: the naive forecast, seasonal naive, and
-Naive2 (the competition's benchmark: a seasonally adjusted last value, seasonality tested at 90 %), and the
-published table of the group where the data README gives it. ``--twins`` adds each attention model's
-attention-free twin under the same settings and seeds, and a line saying whether the attention lowers the OWA.
+settings themselves were compared with ``--validation``, which scores the last horizon of each training row instead
+of the test file (docs/notes/m4.md). Each trained model is fitted once per input length (by default 3.5, 5 and 7
+horizons in whole seasons) and per seed (``--seeds``), the fits taking the training objectives of ``--losses`` in
+turn (by default MAE, sMAPE and MASE); its forecast is the median of those fits, as N-BEATS does with its
+ensembles, and its intervals are calibrated on the median's own validation errors, each series' width following the
+median's recent error on it and the fits' disagreement (:func:`_median_bounds`). The fits run ``--jobs`` at a time
+(default 2) in worker processes, each on one thread, so the scores do not depend on ``--jobs``. Beside the models:
+the naive forecast, seasonal naive, and Naive2 (the competition's benchmark: a seasonally adjusted last value,
+seasonality tested at 90 %), and the published table of the group where the data README gives it. ``--twins`` adds
+each attention model's attention-free twin under the same settings and seeds, and a line saying whether the
+attention lowers the OWA.
 
 Example::
 
@@ -45,6 +47,7 @@ import pandas as pd
 
 from attnlab.bench.cli import choices
 from attnlab.catalog.forecast import MODELS, ForecastConfig
+from attnlab.data.forecasting import ForecastData
 from attnlab.data.panel import Panel, load_panel
 from attnlab.data.readers import M4_GROUPS, read_m4
 from attnlab.errors import UserError
@@ -90,6 +93,7 @@ INPUT_HORIZONS = (3.5, 5, 7)  # default input lengths, in horizons (each rounded
 # depend on --jobs (the thread count changes a float sum's order). A `threads=N` override changes it.
 FIT_THREADS = 1
 DEFAULT_JOBS = 2
+CALIBRATION_FILE = "calibration.parquet"  # each fit's forecasts of its validation and recent windows
 
 
 @dataclass
@@ -120,8 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=95.0, help="the prediction interval's level (default 95)")
     parser.add_argument("--runs-root", default=None, help="where the run folders go (default runs/bench-m4-<time>)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
-                        help="fits of each trained model, seeds --seed, --seed + 1, …; the forecast and bounds are "
-                             "their median (default %(default)s; closed-form models fit once)")
+                        help="fits of each trained model, seeds --seed, --seed + 1, …; the forecast is their median "
+                             "(default %(default)s; closed-form models fit once)")
     parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--losses", default=",".join(LOSSES), metavar="LOSS[,LOSS...]",
                         help="training objectives the fits of each trained model take in turn, from "
@@ -299,13 +303,20 @@ def collect(p: Plan) -> list[Row]:
     for row in rows:
         print(f"  {row.model:<34} sMAPE {row.smape:7.3f}  MASE {row.mase:6.3f}  OWA {row.owa:6.3f}", flush=True)
     forecasts, fit_seconds, fit_owa = _run_fits(p, fits)
+    scale = np.array([_mase_scale(x, period) for x in histories])  # (S,)
     labels: dict[str, str] = {}  # model name -> its row's label (a twin's row names the row it is the twin of)
     for j, (label, name, _twin_overrides, twin_of) in enumerate(models):
         mine = [i for i, f in enumerate(fits) if f.row == j]
         member_owa, member_seconds = [fit_owa[i] for i in mine], [fit_seconds[i] for i in mine]
-        with warnings.catch_warnings():  # a series no member forecasts (too short for every input) stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            median = tuple(np.nanmedian(np.stack([forecasts[i][k] for i in mine]), axis=0) for k in range(3))
+        if len(mine) == 1:  # one fit: its own forecast and intervals
+            median = forecasts[mine[0]]
+        else:  # the median of the fits, with intervals calibrated on the median's own validation errors
+            points = np.stack([forecasts[i][0] for i in mine])  # (M, S, h)
+            with warnings.catch_warnings():  # a series no member forecasts (too short for every input) stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = (np.nanmedian(points, axis=0),
+                          *_median_bounds([fits[i].run_dir for i in mine], list(map(str, p.panel.ids)), points,
+                                          scale, args.level))
         point, lo, hi, short = _fill_short(median, histories, horizon, period)
         folder = fits[mine[0]].run_dir if len(mine) == 1 else fits[mine[0]].run_dir.parent
         row = score(label if len(mine) == 1 else f"{label} (median of {len(mine)})", histories, truth, point,
@@ -370,14 +381,77 @@ def _worker_start() -> None:
 
 
 def _fit(panel: Panel, fit: Fit, horizon: int, period: int, level: float, progress: bool) -> float:
-    """Train and test one fit into its run folder; its seconds."""
+    """Train and test one fit into its run folder, with its :data:`CALIBRATION_FILE`; its seconds."""
     from attnlab.forecast.api import forecast
 
     start = time.perf_counter()
-    forecast(panel, fit.model, fit.overrides, run_dir=fit.run_dir, progress=progress, figures=False,
-             forecast_windows=None, split="last", horizon=horizon, season=period, input_len=fit.input_len,
-             levels=(level,))
+    result = forecast(panel, fit.model, fit.overrides, run_dir=fit.run_dir, progress=progress, figures=False,
+                      forecast_windows=None, split="last", horizon=horizon, season=period, input_len=fit.input_len,
+                      levels=(level,))
+    _write_calibration(result.run_dir, result.data)
     return time.perf_counter() - start
+
+
+def _write_calibration(run_dir: Path, data: ForecastData) -> None:
+    """Write a fit's point forecasts of its validation and ``recent`` windows (the last training windows, a
+    horizon apart) beside their true values, one row per window and step: ``split, unique_id, origin, step,
+    point, truth`` (:data:`CALIBRATION_FILE`), for the intervals of the fits' median (:func:`_median_bounds`)."""
+    from attnlab.experiments.forecast import Forecast
+    from attnlab.train import load_model
+
+    model, config = load_model(run_dir)
+    task = Forecast(config.experiment_config, data)
+    task.complete_model_config(config.model_config)
+    frames = []
+    for split in ("val", "recent"):
+        windows, out = task.forecasts(model, split)  # (N, H, C[, Q]) original units
+        series, origin = data.locate(split, windows)
+        point = (out[..., 0] if out.ndim == 4 else out)[..., 0]  # (N, H): the one target
+        truth = data.truth(series, origin)[..., 0]  # (N, H)
+        n, h = point.shape
+        frames.append(pd.DataFrame({"split": split, "unique_id": np.repeat(np.asarray(data.panel.ids)[series], h),
+                                    "origin": np.repeat(origin, h), "step": np.tile(np.arange(h), n),
+                                    "point": point.ravel(), "truth": truth.ravel()}))
+    pd.concat(frames).to_parquet(run_dir / CALIBRATION_FILE, index=False)
+
+
+def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, scale: np.ndarray, level: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bounds (S, h) around the median of the fits' test forecasts ``forecasts`` (M, S, h), calibrated
+    on the median's own validation errors (split conformal, locally weighted). Each series' width is a per-step
+    multiple of its *ensemble scale*: the median's mean absolute error on the series' recent training windows,
+    + :data:`~attnlab.experiments.forecast_scores.SCALE_FLOOR` × its MASE scale ``scale`` (S,), + the fits'
+    disagreement there (the standard deviation of their forecasts, averaged over the horizon); the multiple
+    covers ``level`` % of the validation windows at that step (the ⌈(n + 1)·level⌉-th smallest of n). The fits
+    read from :data:`CALIBRATION_FILE` in ``run_dirs``; a series no fit forecasts gets NaN bounds."""
+    from attnlab.experiments.forecast_scores import SCALE_FLOOR
+
+    frame = pd.concat([pd.read_parquet(d / CALIBRATION_FILE) for d in run_dirs])
+    frame["square"] = frame["point"] ** 2
+    by_window = frame.groupby(["split", "unique_id", "origin", "step"], sort=False)
+    windows = by_window.agg(point=("point", "median"), truth=("truth", "first"), mean=("point", "mean"),
+                            square=("square", "mean"))
+    windows["spread"] = np.sqrt((windows["square"] - windows["mean"] ** 2).clip(lower=0))  # the fits' std (ddof 0)
+    windows["error"] = (windows["truth"] - windows["point"]).abs()
+    floor = pd.Series(SCALE_FLOOR * scale, index=ids)
+    recent = windows.loc["recent"].groupby(level="unique_id")["error"].mean()  # (S',) the median's recent error
+    val = windows.loc["val"]
+    spread_val = val.groupby(level=["unique_id", "origin"])["spread"].transform("mean")  # per window
+    sid = val.index.get_level_values("unique_id")
+    score = val["error"] / (recent.reindex(sid).to_numpy() + floor.reindex(sid).to_numpy() + spread_val.to_numpy())
+    multiplier = score.groupby(level="step").apply(lambda x: _conformal(x.to_numpy(), level))  # (h,)
+    with warnings.catch_warnings():  # a series no fit forecasts: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        point = np.nanmedian(forecasts, axis=0)  # (S, h)
+        spread = np.nanstd(forecasts, axis=0).mean(axis=1)  # (S,)
+    width = (recent.reindex(ids).to_numpy() + floor.to_numpy() + np.nan_to_num(spread))[:, None] * multiplier.to_numpy()
+    return point - width, point + width
+
+
+def _conformal(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n + 1)·level⌉-th smallest of the n ``scores`` (the largest if beyond n)."""
+    n = len(scores)
+    return float(np.sort(scores)[min(n, math.ceil(round((n + 1) * level / 100, 9))) - 1])
 
 
 def run(args: argparse.Namespace) -> int:
