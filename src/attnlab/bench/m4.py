@@ -427,11 +427,9 @@ def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, 
     from attnlab.experiments.forecast_scores import SCALE_FLOOR
 
     frame = pd.concat([pd.read_parquet(d / CALIBRATION_FILE) for d in run_dirs])
-    frame["square"] = frame["point"] ** 2
     by_window = frame.groupby(["split", "unique_id", "origin", "step"], sort=False)
-    windows = by_window.agg(point=("point", "median"), truth=("truth", "first"), mean=("point", "mean"),
-                            square=("square", "mean"))
-    windows["spread"] = np.sqrt((windows["square"] - windows["mean"] ** 2).clip(lower=0))  # the fits' std (ddof 0)
+    windows = by_window.agg(point=("point", "median"), truth=("truth", "first"))
+    windows["spread"] = by_window["point"].std(ddof=0)  # the fits' disagreement (0 where one fit has the window)
     windows["error"] = (windows["truth"] - windows["point"]).abs()
     floor = pd.Series(SCALE_FLOOR * scale, index=ids)
     recent = windows.loc["recent"].groupby(level="unique_id")["error"].mean()  # (S',) the median's recent error
