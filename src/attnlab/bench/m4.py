@@ -424,7 +424,7 @@ def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, 
     disagreement there (the standard deviation of their forecasts, averaged over the horizon); the multiple
     covers ``level`` % of the validation windows at that step (the ⌈(n + 1)·level⌉-th smallest of n). The fits
     read from :data:`CALIBRATION_FILE` in ``run_dirs``; a series no fit forecasts gets NaN bounds."""
-    from attnlab.experiments.forecast_scores import SCALE_FLOOR
+    from attnlab.experiments.forecast_scores import SCALE_FLOOR, conformal_quantile
 
     frame = pd.concat([pd.read_parquet(d / CALIBRATION_FILE) for d in run_dirs])
     by_window = frame.groupby(["split", "unique_id", "origin", "step"], sort=False)
@@ -437,19 +437,13 @@ def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, 
     spread_val = val.groupby(level=["unique_id", "origin"])["spread"].transform("mean")  # per window
     sid = val.index.get_level_values("unique_id")
     score = val["error"] / (recent.reindex(sid).to_numpy() + floor.reindex(sid).to_numpy() + spread_val.to_numpy())
-    multiplier = score.groupby(level="step").apply(lambda x: _conformal(x.to_numpy(), level))  # (h,)
+    multiplier = conformal_quantile(score.unstack("step").to_numpy(), level)  # (validation windows, h) -> (h,)
     with warnings.catch_warnings():  # a series no fit forecasts: NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         point = np.nanmedian(forecasts, axis=0)  # (S, h)
         spread = np.nanstd(forecasts, axis=0).mean(axis=1)  # (S,)
-    width = (recent.reindex(ids).to_numpy() + floor.to_numpy() + np.nan_to_num(spread))[:, None] * multiplier.to_numpy()
+    width = (recent.reindex(ids).to_numpy() + floor.to_numpy() + np.nan_to_num(spread))[:, None] * multiplier
     return point - width, point + width
-
-
-def _conformal(scores: np.ndarray, level: float) -> float:
-    """The ⌈(n + 1)·level⌉-th smallest of the n ``scores`` (the largest if beyond n)."""
-    n = len(scores)
-    return float(np.sort(scores)[min(n, math.ceil(round((n + 1) * level / 100, 9))) - 1])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,14 @@ SCALE_NOTE = (f"each series' mean absolute error on its last {RECENT_WINDOWS} tr
 SCORE_CHUNK = 1024  # test windows per chunk of the whole-split scores: 8192 held ~13 MiB of temporaries at once
 
 
+def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
+    """Split conformal's quantile of the n scores along axis 0 of ``scores`` (n, ...): the ⌈(n + 1)·level⌉-th
+    smallest (level in percent), the largest when that is beyond n. Shape ``scores.shape[1:]``."""
+    n = len(scores)
+    k = min(n, math.ceil(round((n + 1) * level / 100, 9)))
+    return np.sort(scores, axis=0)[k - 1]
+
+
 class ForecastScoring:
     """Intervals, baselines and the whole-split test scores of a forecasting task.
 
@@ -182,7 +190,6 @@ class ForecastScoring:
         series, origin = d.locate("val", windows)
         truth = d.truth(series, origin)[..., idx]  # (N, H, T)
         scale = self.interval_scale(model)[series][:, None, idx]  # (N, 1, T)
-        n = len(truth)
         self._multipliers = {}
         for j, level in enumerate(self.config.levels):
             if forecast.ndim == 4:
@@ -190,8 +197,7 @@ class ForecastScoring:
                 scores = np.maximum(lower - truth, truth - upper) / scale  # (N, H, T)
             else:
                 scores = np.abs(truth - forecast[..., idx]) / scale
-            k = min(n, math.ceil(round((n + 1) * level / 100, 9)))  # the largest score if beyond n
-            self._multipliers[level] = np.sort(scores, axis=0)[k - 1]  # (H, T)
+            self._multipliers[level] = conformal_quantile(scores, level)  # (H, T)
         return self._multipliers
 
     def baseline_forecasts(self, windows: np.ndarray, series: np.ndarray, origin: np.ndarray, idx: list[int],
