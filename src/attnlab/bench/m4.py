@@ -311,12 +311,8 @@ def collect(p: Plan) -> list[Row]:
         if len(mine) == 1:  # one fit: its own forecast and intervals
             median = forecasts[mine[0]]
         else:  # the median of the fits, with intervals calibrated on the median's own validation errors
-            points = np.stack([forecasts[i][0] for i in mine])  # (M, S, h)
-            with warnings.catch_warnings():  # a series no member forecasts (too short for every input) stays NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = (np.nanmedian(points, axis=0),
-                          *_median_bounds([fits[i].run_dir for i in mine], list(map(str, p.panel.ids)), points,
-                                          scale, args.level))
+            median = _median_bounds([fits[i].run_dir for i in mine], list(map(str, p.panel.ids)),
+                                    np.stack([forecasts[i][0] for i in mine]), scale, args.level)
         point, lo, hi, short = _fill_short(median, histories, horizon, period)
         folder = fits[mine[0]].run_dir if len(mine) == 1 else fits[mine[0]].run_dir.parent
         row = score(label if len(mine) == 1 else f"{label} (median of {len(mine)})", histories, truth, point,
@@ -416,14 +412,15 @@ def _write_calibration(run_dir: Path, data: ForecastData) -> None:
 
 
 def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, scale: np.ndarray, level: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Interval bounds (S, h) around the median of the fits' test forecasts ``forecasts`` (M, S, h), calibrated
-    on the median's own validation errors (split conformal, locally weighted). Each series' width is a per-step
-    multiple of its *ensemble scale*: the median's mean absolute error on the series' recent training windows,
-    + :data:`~attnlab.experiments.forecast_scores.SCALE_FLOOR` × its MASE scale ``scale`` (S,), + the fits'
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The median of the fits' test forecasts ``forecasts`` (M, S, h) and its interval bounds, each (S, h),
+    calibrated on the median's own validation errors (split conformal, locally weighted). Each series' width is a
+    per-step multiple of its *ensemble scale*: the median's mean absolute error on the series' recent training
+    windows, + :data:`~attnlab.experiments.forecast_scores.SCALE_FLOOR` × its MASE scale ``scale`` (S,), + the fits'
     disagreement there (the standard deviation of their forecasts, averaged over the horizon); the multiple
     covers ``level`` % of the validation windows at that step (the ⌈(n + 1)·level⌉-th smallest of n). The fits
-    read from :data:`CALIBRATION_FILE` in ``run_dirs``; a series no fit forecasts gets NaN bounds."""
+    read from :data:`CALIBRATION_FILE` in ``run_dirs``; a series no fit forecasts (too short for every input)
+    gets NaN."""
     from attnlab.experiments.forecast_scores import SCALE_FLOOR, conformal_quantile
 
     frame = pd.concat([pd.read_parquet(d / CALIBRATION_FILE) for d in run_dirs])
@@ -443,7 +440,7 @@ def _median_bounds(run_dirs: list[Path], ids: list[str], forecasts: np.ndarray, 
         point = np.nanmedian(forecasts, axis=0)  # (S, h)
         spread = np.nanstd(forecasts, axis=0).mean(axis=1)  # (S,)
     width = (recent.reindex(ids).to_numpy() + floor.to_numpy() + np.nan_to_num(spread))[:, None] * multiplier
-    return point - width, point + width
+    return point, point - width, point + width
 
 
 def run(args: argparse.Namespace) -> int:
